@@ -1,0 +1,18 @@
+// Package layerindex gives the uncompressed views of a layer blob: the whole
+// tar stream (layer.tar) at any offset, and an index of the tar's entries
+// with a ReaderAt over each file's content.
+//
+// It reads the stored (compressed) bytes through a ReaderAt, normally served
+// by layercache, in large aligned spans so the cache and the registry see few
+// requests. Compression is detected by magic bytes: gzip, zstd or none.
+// eStargz blobs are read through their TOC, one chunk at a time, each chunk
+// checked against its TOC digest. Plain gzip blobs get a checkpoint index
+// (zran): at spaced points the compressed bit offset, the uncompressed offset
+// and the last 32 KiB of output, so a later read inflates from the nearest
+// checkpoint instead of the start of the blob. Indexes are built once per blob
+// key (single-flight), kept in a bounded LRU and persisted on disk.
+//
+// It must never speak HTTP, cache compressed blocks (layercache does), or
+// return a byte it could not decode and check: a truncated or corrupt blob is
+// an error, never wrong data.
+package layerindex

@@ -1,0 +1,164 @@
+package layerindex
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// Layer is one blob's uncompressed views. Get it from Manager.Layer; it is
+// safe for concurrent use and shared by everything that reads the blob.
+type Layer struct {
+	m     *Manager
+	key   string
+	blob  ReaderAt
+	lopts LayerOptions
+
+	formatOnce sync.Once
+	format     Format
+	formatErr  error
+
+	// Lock order: mu, then a cursor's mu (never the other way round).
+	mu       sync.Mutex
+	building *build    // the running index pass, nil when none
+	lastErr  error     // how the last pass ended
+	pool     []*cursor // shared cursors for TarReadAt, most recent last
+
+	done  atomic.Int64 // blob bytes read by the running (or last) pass
+	state atomic.Value // string: "idle", "building", "ready", "failed: ..."
+}
+
+// build is one index pass; waiters hold it, the Layer forgets it when done.
+type build struct {
+	done chan struct{}
+	idx  *layerIndex
+	err  error
+}
+
+// Key returns the blob key this Layer was made for.
+func (l *Layer) Key() string { return l.key }
+
+// Format returns how the blob is stored, read from its first bytes.
+func (l *Layer) Format(ctx context.Context) (Format, error) {
+	l.formatOnce.Do(func() {
+		l.format, l.formatErr = detectFormat(ctx, l.blob)
+	})
+	if l.formatErr != nil {
+		err := l.formatErr
+		// Don't remember a failure (it may be a cancelled ctx): try again next time.
+		l.formatOnce = sync.Once{}
+		return 0, fmt.Errorf("layer %s: %w", l.key, err)
+	}
+	return l.format, nil
+}
+
+// Progress is the state of a layer's index pass, for status files.
+type Progress struct {
+	State string // "idle", "building", "ready" or "failed: <error>"
+	Done  int64  // stored blob bytes read by the pass
+	Total int64  // blob size
+}
+
+// Progress reports the index pass; cheap, never does I/O.
+func (l *Layer) Progress() Progress {
+	s, _ := l.state.Load().(string)
+	if s == "" {
+		s = "idle"
+		if _, ok := l.m.indexes.Peek(l.key); ok {
+			s = "ready"
+		}
+	}
+	return Progress{State: s, Done: l.done.Load(), Total: l.blob.Size()}
+}
+
+// Prefetch starts the index pass in the background if no index is loaded
+// or being built, and returns at once.
+func (l *Layer) Prefetch(ctx context.Context) {
+	if _, ok := l.m.indexes.Get(l.key); ok {
+		return
+	}
+	l.startBuild(ctx)
+}
+
+func (l *Layer) startBuild(ctx context.Context) *build {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.building != nil {
+		return l.building
+	}
+	b := &build{done: make(chan struct{})}
+	l.building = b
+	l.state.Store("building")
+	l.done.Store(0)
+	jctx, cancel := l.m.jobContext(ctx)
+	go func() {
+		defer cancel()
+		b.idx, b.err = l.loadOrBuild(jctx)
+		l.mu.Lock()
+		l.building = nil
+		l.lastErr = b.err
+		if b.err != nil {
+			l.state.Store("failed: " + b.err.Error())
+		} else {
+			l.m.indexes.Add(l.key, b.idx)
+			l.state.Store("ready")
+		}
+		l.mu.Unlock()
+		close(b.done)
+	}()
+	return b
+}
+
+// index returns the layer's index, building it (once, shared) if needed.
+// A cancelled ctx stops the wait, not the shared pass.
+func (l *Layer) index(ctx context.Context) (*layerIndex, error) {
+	if idx, ok := l.m.indexes.Get(l.key); ok {
+		return idx, nil
+	}
+	b := l.startBuild(ctx)
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for index of layer %s: %w", l.key, ctx.Err())
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+	return b.idx, nil
+}
+
+// loadedIndex returns the index if it is in memory, without waiting.
+func (l *Layer) loadedIndex() *layerIndex {
+	idx, _ := l.m.indexes.Get(l.key)
+	return idx
+}
+
+func (l *Layer) loadOrBuild(ctx context.Context) (*layerIndex, error) {
+	if idx, err := l.m.loadIndex(l.key); err == nil && idx != nil {
+		return idx, nil
+	}
+	idx, err := l.buildIndex(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("index layer %s: %w", l.key, err)
+	}
+	l.m.saveIndex(l.key, idx)
+	return idx, nil
+}
+
+// TarSize returns the size of the uncompressed tar stream. For compressed
+// blobs the first call waits for the index pass (one pass over the blob).
+func (l *Layer) TarSize(ctx context.Context) (int64, error) {
+	f, err := l.Format(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if f == FormatTar {
+		return l.blob.Size(), nil
+	}
+	idx, err := l.index(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return idx.TarSize, nil
+}

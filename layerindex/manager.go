@@ -1,0 +1,98 @@
+package layerindex
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+)
+
+// Options configure a Manager. The zero value works: no persistence, 1 MiB
+// reads, 2 MiB checkpoint spacing, 64 loaded indexes.
+type Options struct {
+	// Dir holds persisted indexes, one file per blob key; "" keeps them in
+	// memory only. Created if missing.
+	Dir string
+	// ReadSize is the span read from a blob at a time on sequential passes,
+	// and the alignment of those reads. Default 1 MiB.
+	ReadSize int64
+	// Spacing is the uncompressed distance between gzip checkpoints; a read
+	// at a random offset inflates at most this much before its first byte.
+	// Default 2 MiB.
+	Spacing int64
+	// MaxIndexes bounds how many built indexes stay in memory. Default 64.
+	MaxIndexes int
+	// BuildTimeout bounds one index pass, which runs detached from the
+	// callers that wait for it. Default 30 minutes.
+	BuildTimeout time.Duration
+}
+
+const (
+	defaultSpacing      = 2 << 20
+	defaultMaxIndexes   = 64
+	defaultBuildTimeout = 30 * time.Minute
+)
+
+// Manager hands out one shared Layer per blob key and keeps their indexes:
+// a bounded LRU in memory, then files under Options.Dir.
+type Manager struct {
+	opts    Options
+	mu      sync.Mutex
+	layers  map[string]*Layer
+	indexes *lru.Cache[string, *layerIndex]
+}
+
+// NewManager returns a Manager; it does no I/O until a layer is used.
+func NewManager(opts Options) (*Manager, error) {
+	if opts.ReadSize <= 0 {
+		opts.ReadSize = defaultReadSize
+	}
+	if opts.Spacing <= 0 {
+		opts.Spacing = defaultSpacing
+	}
+	if opts.MaxIndexes <= 0 {
+		opts.MaxIndexes = defaultMaxIndexes
+	}
+	if opts.BuildTimeout <= 0 {
+		opts.BuildTimeout = defaultBuildTimeout
+	}
+	c, err := lru.New[string, *layerIndex](opts.MaxIndexes)
+	if err != nil {
+		return nil, fmt.Errorf("index cache: %w", err)
+	}
+	return &Manager{opts: opts, layers: map[string]*Layer{}, indexes: c}, nil
+}
+
+// LayerOptions describe one blob beyond its bytes.
+type LayerOptions struct {
+	// TOCDigest is the eStargz TOC digest from the layer descriptor's
+	// "containerd.io/snapshot/stargz/toc.digest" annotation, if any. With it
+	// the TOC is verified; without it an eStargz footer is still detected
+	// and each chunk is checked against the TOC's chunk digests.
+	TOCDigest string
+}
+
+// Layer returns the shared Layer for key (the blob digest). The blob and
+// options of the first call for a key are kept; later calls get the same
+// Layer. It does no I/O.
+func (m *Manager) Layer(key string, blob ReaderAt, lo LayerOptions) *Layer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.layers[key]; ok {
+		return l
+	}
+	l := &Layer{m: m, key: key, blob: blob, lopts: lo}
+	m.layers[key] = l
+	return l
+}
+
+// EStargzTOCAnnotation is the layer descriptor annotation holding the TOC digest.
+const EStargzTOCAnnotation = "containerd.io/snapshot/stargz/toc.digest"
+
+// contextWithoutCancel detaches a shared job from the caller that started
+// it, keeping its values, and bounds it on its own.
+func (m *Manager) jobContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), m.opts.BuildTimeout)
+}
