@@ -111,10 +111,10 @@ type Registry struct {
 	// Token is the token server when token auth is on, else nil.
 	Token *TokenServer
 
-	app      *handlers.App
-	server   *http.Server
-	listener net.Listener
-	served   chan struct{}
+	app       *handlers.App
+	server    *http.Server
+	listener  net.Listener
+	served    chan struct{}
 	removeDir bool
 	closeOnce sync.Once
 	closeErr  error
