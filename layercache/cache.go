@@ -1,0 +1,637 @@
+package layercache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/sirupsen/logrus"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultBlockSize      = 1 << 20
+	DefaultMemoryBytes    = 512 << 20
+	DefaultDiskBytes      = 10 << 30
+	DefaultReadahead      = 16
+	DefaultMaxParallel    = 4
+	DefaultMaxFetchBlocks = 8
+	DefaultFetchTimeout   = 2 * time.Minute
+)
+
+var (
+	// ErrClosed is returned by reads on a closed Cache or Reader.
+	ErrClosed = errors.New("layercache: closed")
+	// ErrShortRead means the Source returned fewer bytes than a whole block
+	// run without an error; such data is never cached.
+	ErrShortRead = errors.New("layercache: short read from source")
+)
+
+// Options configures a Cache. The zero value of every field means its
+// documented default.
+type Options struct {
+	// BlockSize is the unit of caching and of alignment of every fetch.
+	// Default 1 MiB. A disk tier keeps blocks of different sizes apart.
+	BlockSize int64
+	// MemoryBytes bounds the bytes of blocks held by the memory LRU (keyed
+	// by (blob key, block index)). Default 512 MiB; negative disables the
+	// memory tier (each Reader then keeps only the blocks it is on).
+	// Blocks being fetched, and blocks a reader is copying, are not counted.
+	MemoryBytes int64
+	// DiskDir is the directory of the disk tier; "" means no disk tier.
+	DiskDir string
+	// DiskBytes bounds the disk tier (blocks, PutFile files, trailers).
+	// Default 10 GiB.
+	DiskBytes int64
+	// Readahead is the largest number of blocks fetched ahead of a sequential
+	// reader; the window starts at 2 and doubles each time the reader moves
+	// on to the next block, and collapses on a random jump. Default 16;
+	// negative disables readahead.
+	Readahead int
+	// MaxParallel bounds the ranged fetches in flight started by one Reader
+	// (its own misses and its readahead). Default 4.
+	MaxParallel int
+	// MaxFetchBlocks is the largest run of blocks one ranged fetch covers;
+	// longer missing runs become several fetches. Default 8.
+	MaxFetchBlocks int
+	// FetchTimeout bounds one fetch. A fetch may be shared by several
+	// readers, so it runs under its own context (cancelled only by this
+	// timeout, Cache.Close, or for readahead by Reader.Close), detached from
+	// any one caller. Default 2 minutes.
+	FetchTimeout time.Duration
+	// Logger receives warnings (disk write failures, corrupt disk blocks)
+	// and debug lines. Default logrus.StandardLogger().
+	Logger logrus.FieldLogger
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.BlockSize == 0 {
+		o.BlockSize = DefaultBlockSize
+	}
+	if o.BlockSize < 0 || o.BlockSize > math.MaxInt32 {
+		return o, fmt.Errorf("layercache: block size %d out of range", o.BlockSize)
+	}
+	if o.MemoryBytes == 0 {
+		o.MemoryBytes = DefaultMemoryBytes
+	}
+	if o.DiskBytes == 0 {
+		o.DiskBytes = DefaultDiskBytes
+	}
+	if o.DiskBytes < 0 {
+		return o, fmt.Errorf("layercache: disk bound %d is negative", o.DiskBytes)
+	}
+	if o.Readahead == 0 {
+		o.Readahead = DefaultReadahead
+	}
+	if o.MaxParallel <= 0 {
+		o.MaxParallel = DefaultMaxParallel
+	}
+	if o.MaxFetchBlocks <= 0 {
+		o.MaxFetchBlocks = DefaultMaxFetchBlocks
+	}
+	if o.FetchTimeout <= 0 {
+		o.FetchTimeout = DefaultFetchTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = logrus.StandardLogger()
+	}
+	return o, nil
+}
+
+// Cache is a block cache shared by every Reader it opens. Safe for
+// concurrent use.
+type Cache struct {
+	opts   Options
+	bs     int64
+	log    logrus.FieldLogger
+	ctx    context.Context // cancelled by Close; parent of every fetch
+	cancel context.CancelFunc
+	disk   *diskTier // nil without DiskDir
+
+	mu       sync.Mutex
+	closed   bool
+	mem      *simplelru.LRU[blockKey, []byte] // nil when the memory tier is off
+	memBytes int64
+	inflight map[blockKey]*flight
+	ids      map[string]uint64 // blob key → small id, so block keys hash fast
+	wg       sync.WaitGroup    // fetch goroutines; Add only under mu while !closed
+
+	st counters
+}
+
+type blockKey struct {
+	blob  uint64
+	index int64
+}
+
+// blob is one Source as the cache sees it.
+type blob struct {
+	src     Source
+	key     string
+	id      uint64
+	size    int64
+	nblocks int64
+}
+
+type counters struct {
+	sourceRequests, sourceErrors, bytesFetched, bytesServed atomic.Int64
+	inFlight, sharedWaits, readaheadFetches                 atomic.Int64
+	memHits, memMisses, memEvictions                        atomic.Int64
+}
+
+// New makes a Cache. With DiskDir set it creates the directory if needed
+// and indexes the blocks already there.
+func New(opts Options) (*Cache, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Cache{
+		opts:     opts,
+		bs:       opts.BlockSize,
+		log:      opts.Logger,
+		ctx:      ctx,
+		cancel:   cancel,
+		inflight: make(map[blockKey]*flight),
+		ids:      make(map[string]uint64),
+	}
+	if opts.MemoryBytes > 0 {
+		// Bounded by bytes below, not by count.
+		c.mem, _ = simplelru.NewLRU[blockKey, []byte](math.MaxInt, nil)
+	}
+	if opts.DiskDir != "" {
+		c.disk, err = openDiskTier(opts.DiskDir, opts.DiskBytes, opts.Logger)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Close cancels every fetch and readahead, waits for them and for pending
+// disk writes, and makes later reads fail with ErrClosed. Idempotent.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	c.mu.Lock()
+	if c.mem != nil {
+		c.mem.Purge()
+	}
+	c.memBytes = 0
+	c.mu.Unlock()
+	return nil
+}
+
+// Stats is a snapshot of the cache's counters; it is printed as JSON in
+// `.regfs/stats`. Block counts are per block, byte counts are payload bytes.
+type Stats struct {
+	SourceRequests   int64 `json:"source_requests"`   // ranged reads sent to Sources
+	SourceErrors     int64 `json:"source_errors"`     // of which failed or came back short
+	BytesFetched     int64 `json:"bytes_fetched"`     // bytes received from Sources
+	BytesServed      int64 `json:"bytes_served"`      // bytes returned by Reader.ReadAt
+	InFlightFetches  int64 `json:"in_flight_fetches"` // Source reads running now
+	SharedWaits      int64 `json:"shared_waits"`      // block misses that joined a fetch already in flight
+	ReadaheadFetches int64 `json:"readahead_fetches"` // Source reads started by readahead
+
+	Memory MemoryStats `json:"memory"`
+	Disk   DiskStats   `json:"disk"`
+}
+
+// MemoryStats describes the memory tier.
+type MemoryStats struct {
+	Hits       int64 `json:"hits"`
+	Misses     int64 `json:"misses"`
+	Evictions  int64 `json:"evictions"`
+	Blocks     int64 `json:"blocks"`
+	Bytes      int64 `json:"bytes"`
+	LimitBytes int64 `json:"limit_bytes"`
+}
+
+// DiskStats describes the disk tier; all zero when there is none.
+type DiskStats struct {
+	Dir         string `json:"dir,omitempty"`
+	Hits        int64  `json:"hits"`
+	Misses      int64  `json:"misses"`
+	Evictions   int64  `json:"evictions"`
+	Writes      int64  `json:"writes"`
+	WriteErrors int64  `json:"write_errors"`
+	Corrupt     int64  `json:"corrupt"` // files found torn or garbled, removed
+	Files       int64  `json:"files"`   // blocks and PutFile files known to this Cache
+	Bytes       int64  `json:"bytes"`   // their size on disk
+	LimitBytes  int64  `json:"limit_bytes"`
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Cache) Stats() Stats {
+	s := Stats{
+		SourceRequests:   c.st.sourceRequests.Load(),
+		SourceErrors:     c.st.sourceErrors.Load(),
+		BytesFetched:     c.st.bytesFetched.Load(),
+		BytesServed:      c.st.bytesServed.Load(),
+		InFlightFetches:  c.st.inFlight.Load(),
+		SharedWaits:      c.st.sharedWaits.Load(),
+		ReadaheadFetches: c.st.readaheadFetches.Load(),
+		Memory: MemoryStats{
+			Hits:      c.st.memHits.Load(),
+			Misses:    c.st.memMisses.Load(),
+			Evictions: c.st.memEvictions.Load(),
+		},
+	}
+	c.mu.Lock()
+	if c.mem != nil {
+		s.Memory.Blocks = int64(c.mem.Len())
+		s.Memory.Bytes = c.memBytes
+		s.Memory.LimitBytes = c.opts.MemoryBytes
+	}
+	c.mu.Unlock()
+	if c.disk != nil {
+		s.Disk = c.disk.stats()
+	}
+	return s
+}
+
+// BlockSize is the cache's block size in bytes.
+func (c *Cache) BlockSize() int64 { return c.bs }
+
+func (c *Cache) newBlob(src Source) *blob {
+	key, size := src.Key(), src.Size()
+	c.mu.Lock()
+	id, ok := c.ids[key]
+	if !ok {
+		id = uint64(len(c.ids) + 1)
+		c.ids[key] = id
+	}
+	c.mu.Unlock()
+	b := &blob{src: src, key: key, id: id, size: size}
+	if size > 0 {
+		b.nblocks = (size + c.bs - 1) / c.bs
+	}
+	return b
+}
+
+// blockLen is the length of block i of b: BlockSize, or less for the last.
+func (c *Cache) blockLen(b *blob, i int64) int64 {
+	return min(c.bs, b.size-i*c.bs)
+}
+
+// memGetLocked looks a block up in memory; peek leaves its recency alone
+// (one-pass readers must not keep blocks warm).
+func (c *Cache) memGetLocked(k blockKey, peek bool) ([]byte, bool) {
+	if c.mem == nil {
+		return nil, false
+	}
+	if peek {
+		return c.mem.Peek(k)
+	}
+	return c.mem.Get(k)
+}
+
+func (c *Cache) memContainsLocked(k blockKey) bool {
+	return c.mem != nil && c.mem.Contains(k)
+}
+
+// memAddLocked inserts a block and evicts least recently used blocks until
+// the byte bound holds again.
+func (c *Cache) memAddLocked(k blockKey, d []byte) {
+	if c.mem == nil || c.mem.Contains(k) {
+		return
+	}
+	c.mem.Add(k, d)
+	c.memBytes += int64(len(d))
+	for c.memBytes > c.opts.MemoryBytes {
+		_, v, ok := c.mem.RemoveOldest()
+		if !ok {
+			break
+		}
+		c.memBytes -= int64(len(v))
+		c.st.memEvictions.Add(1)
+	}
+}
+
+// flight is one fetch of a run of contiguous blocks [first, first+n) of one
+// blob: disk first, then one ranged Source read per sub-run still missing.
+// Its blocks are registered in Cache.inflight from creation until the disk
+// writes are done, so every reader of those blocks waits on it.
+type flight struct {
+	b         *blob
+	first     int64
+	n         int
+	keep      bool            // insert into the memory LRU; guarded by Cache.mu
+	parent    context.Context // Cache.ctx, or a Reader's readahead context
+	sem       chan struct{}   // the starting Reader's fetch slots; nil for none
+	holdsSlot bool            // a slot was taken when the flight was made
+	owner     *Reader         // gets the blocks when !keep
+	readahead bool
+
+	done      chan struct{}
+	blocks    [][]byte // set before done is closed, when err == nil
+	err       error
+	abandoned bool // failed because its parent was cancelled: waiters retry
+}
+
+// newFlightLocked registers a flight for blocks [a, b] and accounts its
+// goroutine; the caller starts it with go c.runFlight(f) after unlocking.
+func (c *Cache) newFlightLocked(bl *blob, a, b int64, g *getOpts, parent context.Context, readahead bool) *flight {
+	f := &flight{
+		b:         bl,
+		first:     a,
+		n:         int(b - a + 1),
+		keep:      g.keep,
+		parent:    parent,
+		sem:       g.sem,
+		owner:     g.owner,
+		readahead: readahead,
+		done:      make(chan struct{}),
+	}
+	for i := a; i <= b; i++ {
+		c.inflight[blockKey{bl.id, i}] = f
+	}
+	c.wg.Add(1)
+	return f
+}
+
+// getOpts says how one caller obtains blocks.
+type getOpts struct {
+	keep  bool          // fetched blocks go into the memory LRU
+	peek  bool          // memory lookups do not refresh recency
+	sem   chan struct{} // fetch slots of the calling Reader
+	owner *Reader       // receives blocks of flights it starts when !keep
+	// After the first pass has started the caller's own fetches, readahead
+	// of blocks [raFrom, raTo] by ra, so the caller's fetches get slots first.
+	ra             *Reader
+	raFrom, raTo   int64
+	raWindow       int
+}
+
+type waitRef struct {
+	f *flight
+	i int64
+}
+
+// getBlocks fills out[j] with block first+j of b for every nil out[j]: from
+// memory, by joining a flight in progress, or by starting flights for the
+// missing runs. It returns ctx.Err() as soon as ctx is done, while the
+// flights go on for everyone else.
+func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byte, g *getOpts) error {
+	last := first + int64(len(out)) - 1
+	maxRun := int64(c.opts.MaxFetchBlocks)
+	var waitBuf [4]waitRef
+	waits := waitBuf[:0]
+	var toStart []*flight
+	startedRA := false
+	for {
+		waits, toStart = waits[:0], toStart[:0]
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return ErrClosed
+		}
+		runStart := int64(-1)
+		closeRun := func(end int64) {
+			if runStart >= 0 {
+				f := c.newFlightLocked(b, runStart, end, g, c.ctx, false)
+				if f.sem != nil {
+					select {
+					case f.sem <- struct{}{}:
+						f.holdsSlot = true
+					default:
+					}
+				}
+				toStart = append(toStart, f)
+				for i := runStart; i <= end; i++ {
+					waits = append(waits, waitRef{f, i})
+				}
+				runStart = -1
+			}
+		}
+		for i := first; i <= last; i++ {
+			if out[i-first] != nil {
+				closeRun(i - 1)
+				continue
+			}
+			k := blockKey{b.id, i}
+			if d, ok := c.memGetLocked(k, g.peek); ok {
+				if int64(len(d)) != c.blockLen(b, i) {
+					c.mu.Unlock()
+					return fmt.Errorf("layercache: %s block %d: cached %d bytes, blob size %d wants %d", b.key, i, len(d), b.size, c.blockLen(b, i))
+				}
+				c.st.memHits.Add(1)
+				out[i-first] = d
+				closeRun(i - 1)
+				continue
+			}
+			c.st.memMisses.Add(1)
+			if f := c.inflight[k]; f != nil {
+				if g.keep {
+					f.keep = true
+				}
+				c.st.sharedWaits.Add(1)
+				waits = append(waits, waitRef{f, i})
+				closeRun(i - 1)
+				continue
+			}
+			if runStart < 0 {
+				runStart = i
+			}
+			if i-runStart+1 == maxRun {
+				closeRun(i)
+			}
+		}
+		closeRun(last)
+		c.mu.Unlock()
+		for _, f := range toStart {
+			go c.runFlight(f)
+		}
+		if !startedRA && g.ra != nil {
+			startedRA = true
+			g.ra.readahead(g.raFrom, g.raTo, g.raWindow)
+		}
+		if len(waits) == 0 {
+			return nil
+		}
+		var prev *flight
+		for _, w := range waits {
+			if w.f == prev {
+				continue
+			}
+			prev = w.f
+			select {
+			case <-w.f.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-c.ctx.Done():
+				return ErrClosed
+			}
+		}
+		retry := false
+		for _, w := range waits {
+			switch {
+			case w.f.err == nil:
+				out[w.i-first] = w.f.blocks[w.i-w.f.first]
+			case w.f.abandoned:
+				retry = true // its reader went away; fetch again for ourselves
+			default:
+				return w.f.err
+			}
+		}
+		if !retry {
+			return nil
+		}
+	}
+}
+
+// runFlight does the work of f and publishes the result.
+func (c *Cache) runFlight(f *flight) {
+	defer c.wg.Done()
+	ctx, cancel := context.WithTimeout(f.parent, c.opts.FetchTimeout)
+	defer cancel()
+	blocks := make([][]byte, f.n)
+	fromSource := make([]bool, f.n)
+	err := c.fill(ctx, f, blocks, fromSource)
+	if err == nil && f.owner != nil {
+		c.mu.Lock()
+		keep := f.keep
+		c.mu.Unlock()
+		if !keep {
+			f.owner.stash(f.first, blocks)
+		}
+	}
+
+	c.mu.Lock()
+	if err == nil {
+		f.blocks = blocks
+		if f.keep {
+			for j, d := range blocks {
+				c.memAddLocked(blockKey{f.b.id, f.first + int64(j)}, d)
+			}
+		}
+	} else {
+		f.err = err
+		f.abandoned = f.parent.Err() != nil
+		c.forgetLocked(f) // errors are never cached
+	}
+	close(f.done)
+	c.mu.Unlock()
+	if err != nil {
+		return
+	}
+	if c.disk != nil {
+		for j, d := range blocks {
+			if fromSource[j] {
+				c.disk.writeBlock(f.b.key, c.bs, f.first+int64(j), d)
+			}
+		}
+	}
+	c.mu.Lock()
+	c.forgetLocked(f)
+	c.mu.Unlock()
+}
+
+func (c *Cache) forgetLocked(f *flight) {
+	for j := 0; j < f.n; j++ {
+		k := blockKey{f.b.id, f.first + int64(j)}
+		if c.inflight[k] == f {
+			delete(c.inflight, k)
+		}
+	}
+}
+
+// fill reads f's blocks from disk where whole, and fetches the rest with one
+// ranged read per contiguous sub-run.
+func (c *Cache) fill(ctx context.Context, f *flight, blocks [][]byte, fromSource []bool) error {
+	if f.holdsSlot {
+		defer func() { <-f.sem }()
+	}
+	if c.disk != nil {
+		for j := range blocks {
+			i := f.first + int64(j)
+			blocks[j] = c.disk.readBlock(f.b.key, c.bs, i, c.blockLen(f.b, i))
+		}
+	}
+	acquired := f.holdsSlot
+	for j := 0; j < f.n; {
+		if blocks[j] != nil {
+			j++
+			continue
+		}
+		end := j
+		for end+1 < f.n && blocks[end+1] == nil {
+			end++
+		}
+		if !acquired && f.sem != nil {
+			select {
+			case f.sem <- struct{}{}:
+				acquired = true
+				defer func() { <-f.sem }()
+			case <-ctx.Done():
+				return fmt.Errorf("layercache: fetch %s blocks %d-%d: %w", f.b.key, f.first+int64(j), f.first+int64(end), ctx.Err())
+			}
+		}
+		if err := c.fetch(ctx, f, j, end, blocks); err != nil {
+			return err
+		}
+		for k := j; k <= end; k++ {
+			fromSource[k] = true
+		}
+		j = end + 1
+	}
+	return nil
+}
+
+// fetch reads blocks [j, end] of f (relative indexes) with one ranged read.
+func (c *Cache) fetch(ctx context.Context, f *flight, j, end int, blocks [][]byte) error {
+	b := f.b
+	a, z := f.first+int64(j), f.first+int64(end)
+	off := a * c.bs
+	n := z*c.bs + c.blockLen(b, z) - off
+	buf := make([]byte, n)
+	c.st.sourceRequests.Add(1)
+	if f.readahead {
+		c.st.readaheadFetches.Add(1)
+	}
+	c.st.inFlight.Add(1)
+	got, err := b.src.ReadAt(ctx, buf, off)
+	c.st.inFlight.Add(-1)
+	if got > 0 {
+		c.st.bytesFetched.Add(int64(min(got, len(buf))))
+	}
+	if got == len(buf) && errors.Is(err, io.EOF) {
+		err = nil // io.ReaderAt may report EOF with a full read of the tail
+	}
+	if got != len(buf) && (err == nil || errors.Is(err, io.EOF)) {
+		// Never let a short read look like the end of the blob to callers.
+		err = fmt.Errorf("got %d of %d bytes: %w: %w", got, len(buf), ErrShortRead, io.ErrUnexpectedEOF)
+	}
+	if err != nil {
+		c.st.sourceErrors.Add(1)
+		return fmt.Errorf("layercache: fetch %s bytes %d-%d (blocks %d-%d): %w", b.key, off, off+n, a, z, err)
+	}
+	if j == end {
+		blocks[j] = buf
+		return nil
+	}
+	// One allocation per block, so the memory LRU frees blocks one by one
+	// and its byte count is the memory it really holds.
+	for k := j; k <= end; k++ {
+		lo := int64(k-j) * c.bs
+		blk := make([]byte, c.blockLen(b, f.first+int64(k)))
+		copy(blk, buf[lo:])
+		blocks[k] = blk
+	}
+	return nil
+}

@@ -1,0 +1,608 @@
+package layercache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/sirupsen/logrus"
+)
+
+// Disk layout under Options.DiskDir (one file per block, chosen over one
+// file per blob with a bitmap because a rename makes each block appear whole
+// or not at all, with no shared bitmap to lock or tear between processes,
+// and eviction frees space block by block):
+//
+//	blocks/<escaped key>/<block size>_<index>.blk   block data + trailer
+//	files/<escaped name>                            PutFile data + trailer
+//	.../.tmp-*                                      files being written
+//
+// Every file ends with a 16-byte trailer: "RGFSBLK1", the data length
+// (uint32 LE) and the CRC-32C of the data (uint32 LE). A file whose size,
+// magic, length or checksum disagrees is removed and never served.
+const (
+	blocksDirName = "blocks"
+	filesDirName  = "files"
+	tmpPrefix     = ".tmp-"
+	blockExt      = ".blk"
+	trailerSize   = 16
+	trailerMagic  = "RGFSBLK1"
+
+	// staleTempAge: temp files older than this belong to a dead writer.
+	staleTempAge = time.Hour
+	// touchInterval: how stale a file's mtime may get before a hit
+	// refreshes it, so other processes and restarts see recency.
+	touchInterval = time.Minute
+	// rescanInterval: at most this often, a write that pushes the tier over
+	// its bound rescans the directory to learn what other processes wrote
+	// and evicted.
+	rescanInterval = time.Minute
+	// maxNameLen: longer escaped names are replaced by "~" + sha256(name).
+	maxNameLen = 200
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+type diskEntry struct {
+	size  int64
+	mtime time.Time
+}
+
+// diskTier is the on-disk block store. Files are the truth; the in-memory
+// LRU (relative path → size, recency) only orders eviction and counts bytes.
+type diskTier struct {
+	dir   string
+	limit int64
+	log   logrus.FieldLogger
+	dirs  sync.Map // directories known to exist
+
+	mu       sync.Mutex
+	lru      *simplelru.LRU[string, diskEntry]
+	bytes    int64
+	lastScan time.Time
+	scanning bool
+
+	hits, misses, evictions, writes, writeErrors, corrupt atomic.Int64
+}
+
+func openDiskTier(dir string, limit int64, log logrus.FieldLogger) (*diskTier, error) {
+	for _, sub := range []string{blocksDirName, filesDirName} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return nil, fmt.Errorf("layercache: disk tier: %w", err)
+		}
+	}
+	d := &diskTier{dir: dir, limit: limit, log: log}
+	d.lru, _ = simplelru.NewLRU[string, diskEntry](math.MaxInt, nil)
+	start := time.Now()
+	found, err := scanDisk(dir, true)
+	if err != nil {
+		return nil, fmt.Errorf("layercache: disk tier: %w", err)
+	}
+	// Oldest first, so the most recently used ends up most recent.
+	sort.Slice(found, func(i, j int) bool { return found[i].mtime.Before(found[j].mtime) })
+	d.mu.Lock()
+	for _, f := range found {
+		d.lru.Add(f.rel, diskEntry{size: f.size, mtime: f.mtime})
+		d.bytes += f.size
+	}
+	d.lastScan = start
+	victims := d.evictLocked()
+	d.mu.Unlock()
+	d.remove(victims)
+	return d, nil
+}
+
+type scannedFile struct {
+	rel   string
+	size  int64
+	mtime time.Time
+}
+
+// scanDisk lists the tier's data files; with removeStale it deletes temp
+// files left by dead writers.
+func scanDisk(dir string, removeStale bool) ([]scannedFile, error) {
+	var out []scannedFile
+	add := func(rel string, e fs.DirEntry) {
+		info, err := e.Info()
+		if err != nil {
+			return // vanished meanwhile
+		}
+		if strings.HasPrefix(e.Name(), tmpPrefix) {
+			if removeStale && time.Since(info.ModTime()) > staleTempAge {
+				_ = os.Remove(filepath.Join(dir, rel))
+			}
+			return
+		}
+		out = append(out, scannedFile{rel: rel, size: info.Size(), mtime: info.ModTime()})
+	}
+	blobs, err := os.ReadDir(filepath.Join(dir, blocksDirName))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	for _, bd := range blobs {
+		if !bd.IsDir() {
+			continue
+		}
+		rel := filepath.Join(blocksDirName, bd.Name())
+		entries, err := os.ReadDir(filepath.Join(dir, rel))
+		if err != nil {
+			continue // evicted and removed meanwhile
+		}
+		for _, e := range entries {
+			if e.Type().IsRegular() {
+				add(filepath.Join(rel, e.Name()), e)
+			}
+		}
+	}
+	files, err := os.ReadDir(filepath.Join(dir, filesDirName))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	for _, e := range files {
+		if e.Type().IsRegular() {
+			add(filepath.Join(filesDirName, e.Name()), e)
+		}
+	}
+	return out, nil
+}
+
+func blockRel(key string, bs, index int64) string {
+	return filepath.Join(blocksDirName, escapeName(key), strconv.FormatInt(bs, 10)+"_"+strconv.FormatInt(index, 10)+blockExt)
+}
+
+func fileRel(name string) string {
+	return filepath.Join(filesDirName, escapeName(name))
+}
+
+// readBlock returns block index of key if a whole, verified copy is on
+// disk, else nil.
+func (d *diskTier) readBlock(key string, bs, index, length int64) []byte {
+	data, err := d.read(blockRel(key, bs, index), length)
+	if err != nil {
+		d.misses.Add(1)
+		return nil
+	}
+	d.hits.Add(1)
+	return data
+}
+
+// read returns the verified data of rel; want < 0 accepts any length.
+// A file that fails verification is removed.
+func (d *diskTier) read(rel string, want int64) ([]byte, error) {
+	path := filepath.Join(d.dir, rel)
+	f, err := os.Open(path)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			d.log.WithError(err).Warnf("layercache: disk read %s", rel)
+		}
+		d.forget(rel)
+		return nil, err
+	}
+	data, err := readVerified(f, want)
+	f.Close()
+	if err != nil {
+		d.corrupt.Add(1)
+		d.log.WithError(err).Warnf("layercache: removing bad disk cache file %s", rel)
+		_ = os.Remove(path)
+		d.forget(rel)
+		return nil, err
+	}
+	d.touch(rel, int64(len(data))+trailerSize)
+	return data, nil
+}
+
+var errBadFile = errors.New("bad cache file")
+
+func readVerified(f *os.File, want int64) ([]byte, error) {
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	n := info.Size() - trailerSize
+	if n < 0 || n > math.MaxUint32 || (want >= 0 && n != want) {
+		return nil, fmt.Errorf("%w: size %d, want %d+%d", errBadFile, info.Size(), want, trailerSize)
+	}
+	data := make([]byte, n)
+	if _, err := f.ReadAt(data, 0); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadFile, err)
+	}
+	var tr [trailerSize]byte
+	if _, err := f.ReadAt(tr[:], n); err != nil {
+		return nil, fmt.Errorf("%w: trailer: %v", errBadFile, err)
+	}
+	if string(tr[:8]) != trailerMagic ||
+		int64(binary.LittleEndian.Uint32(tr[8:12])) != n ||
+		binary.LittleEndian.Uint32(tr[12:16]) != crc32.Checksum(data, castagnoli) {
+		return nil, fmt.Errorf("%w: trailer does not match the data", errBadFile)
+	}
+	return data, nil
+}
+
+func makeTrailer(data []byte) [trailerSize]byte {
+	var tr [trailerSize]byte
+	copy(tr[:8], trailerMagic)
+	binary.LittleEndian.PutUint32(tr[8:12], uint32(len(data)))
+	binary.LittleEndian.PutUint32(tr[12:16], crc32.Checksum(data, castagnoli))
+	return tr
+}
+
+func (d *diskTier) writeBlock(key string, bs, index int64, data []byte) {
+	if err := d.write(blockRel(key, bs, index), data); err != nil {
+		d.log.WithError(err).Warnf("layercache: disk write of %s block %d", key, index)
+	}
+}
+
+// write stores data under rel atomically: a temp file in the same directory,
+// then rename. No fsync: after a power loss a file may read back torn, and
+// the trailer's checksum then rejects it.
+func (d *diskTier) write(rel string, data []byte) error {
+	if len(data) > math.MaxUint32 {
+		return fmt.Errorf("layercache: disk write %s: %d bytes is too large", rel, len(data))
+	}
+	path := filepath.Join(d.dir, rel)
+	dir := filepath.Dir(path)
+	err := d.writeAtomic(dir, path, data)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The directory was removed by an eviction or a clear: recreate.
+		d.dirs.Delete(dir)
+		err = d.writeAtomic(dir, path, data)
+	}
+	if err != nil {
+		d.writeErrors.Add(1)
+		return fmt.Errorf("layercache: disk write %s: %w", rel, err)
+	}
+	d.writes.Add(1)
+	size := int64(len(data)) + trailerSize
+	d.mu.Lock()
+	if old, ok := d.lru.Peek(rel); ok {
+		d.bytes -= old.size
+	}
+	d.lru.Add(rel, diskEntry{size: size, mtime: time.Now()})
+	d.bytes += size
+	rescan := d.bytes > d.limit && !d.scanning && time.Since(d.lastScan) > rescanInterval
+	if rescan {
+		d.scanning = true
+	}
+	victims := d.evictLocked()
+	d.mu.Unlock()
+	d.remove(victims)
+	if rescan {
+		d.rescan()
+	}
+	return nil
+}
+
+func (d *diskTier) writeAtomic(dir, path string, data []byte) error {
+	if _, ok := d.dirs.Load(dir); !ok {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		d.dirs.Store(dir, struct{}{})
+	}
+	tmp, err := os.CreateTemp(dir, tmpPrefix+"*")
+	if err != nil {
+		return err
+	}
+	tr := makeTrailer(data)
+	_, err = tmp.Write(data)
+	if err == nil {
+		_, err = tmp.Write(tr[:])
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+	}
+	return err
+}
+
+// touch records a use of rel (found by this process or another). The
+// entry's mtime is the file's mtime on disk, refreshed at most once per
+// touchInterval so a busy block costs no extra syscall per hit.
+func (d *diskTier) touch(rel string, size int64) {
+	now := time.Now()
+	d.mu.Lock()
+	e, ok := d.lru.Get(rel)
+	refresh := !ok || now.Sub(e.mtime) > touchInterval
+	if refresh {
+		if !ok {
+			d.bytes += size
+		}
+		d.lru.Add(rel, diskEntry{size: size, mtime: now})
+	}
+	victims := d.evictLocked()
+	d.mu.Unlock()
+	if refresh {
+		_ = os.Chtimes(filepath.Join(d.dir, rel), now, now)
+	}
+	d.remove(victims)
+}
+
+func (d *diskTier) forget(rel string) {
+	d.mu.Lock()
+	if e, ok := d.lru.Peek(rel); ok {
+		d.lru.Remove(rel)
+		d.bytes -= e.size
+	}
+	d.mu.Unlock()
+}
+
+// evictLocked drops least recently used files from the index until the
+// bound holds and returns their paths for removal outside the lock.
+func (d *diskTier) evictLocked() []string {
+	var victims []string
+	for d.bytes > d.limit {
+		rel, e, ok := d.lru.RemoveOldest()
+		if !ok {
+			break
+		}
+		d.bytes -= e.size
+		victims = append(victims, rel)
+	}
+	return victims
+}
+
+func (d *diskTier) remove(victims []string) {
+	for _, rel := range victims {
+		d.evictions.Add(1)
+		path := filepath.Join(d.dir, rel)
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.log.WithError(err).Warnf("layercache: evict %s", rel)
+		}
+		if strings.HasPrefix(rel, blocksDirName+string(filepath.Separator)) {
+			// Fails harmlessly while the blob directory still has blocks.
+			if os.Remove(filepath.Dir(path)) == nil {
+				d.dirs.Delete(filepath.Dir(path))
+			}
+		}
+	}
+}
+
+// rescan merges the directory's current contents into the index: files
+// other processes wrote are counted, files they evicted are forgotten.
+func (d *diskTier) rescan() {
+	start := time.Now()
+	found, err := scanDisk(d.dir, true)
+	d.mu.Lock()
+	defer func() {
+		d.scanning = false
+		d.lastScan = start
+		victims := d.evictLocked()
+		d.mu.Unlock()
+		d.remove(victims)
+	}()
+	if err != nil {
+		d.log.WithError(err).Warn("layercache: disk tier rescan")
+		return
+	}
+	seen := make(map[string]bool, len(found))
+	for _, f := range found {
+		seen[f.rel] = true
+		if !d.lru.Contains(f.rel) {
+			d.lru.Add(f.rel, diskEntry{size: f.size, mtime: f.mtime})
+			d.bytes += f.size
+		}
+	}
+	for _, rel := range d.lru.Keys() {
+		if e, _ := d.lru.Peek(rel); !seen[rel] && e.mtime.Before(start) {
+			d.lru.Remove(rel)
+			d.bytes -= e.size
+		}
+	}
+}
+
+func (d *diskTier) stats() DiskStats {
+	d.mu.Lock()
+	files, bytes := int64(d.lru.Len()), d.bytes
+	d.mu.Unlock()
+	return DiskStats{
+		Dir:         d.dir,
+		Hits:        d.hits.Load(),
+		Misses:      d.misses.Load(),
+		Evictions:   d.evictions.Load(),
+		Writes:      d.writes.Load(),
+		WriteErrors: d.writeErrors.Load(),
+		Corrupt:     d.corrupt.Load(),
+		Files:       files,
+		Bytes:       bytes,
+		LimitBytes:  d.limit,
+	}
+}
+
+// PutFile stores data under name in the disk tier, atomically, counted
+// against Options.DiskBytes and evicted in LRU order like blocks. It is for
+// data derived from blobs (layerindex keeps tar indexes and gzip
+// checkpoints here); name is any string, conventionally "<blob key>.<kind>".
+// Without a disk tier PutFile does nothing and returns nil.
+func (c *Cache) PutFile(ctx context.Context, name string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.disk == nil {
+		return nil
+	}
+	if name == "" {
+		return errors.New("layercache: put file: empty name")
+	}
+	return c.disk.write(fileRel(name), data)
+}
+
+// GetFile returns what PutFile stored under name. The error wraps
+// fs.ErrNotExist when there is no disk tier, the file was never stored or
+// was evicted, or it failed verification (then it is removed).
+func (c *Cache) GetFile(ctx context.Context, name string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if c.disk == nil {
+		return nil, fmt.Errorf("layercache: get file %q: no disk tier: %w", name, fs.ErrNotExist)
+	}
+	data, err := c.disk.read(fileRel(name), -1)
+	if err != nil {
+		if errors.Is(err, errBadFile) {
+			err = fmt.Errorf("%w (%v)", fs.ErrNotExist, err)
+		}
+		return nil, fmt.Errorf("layercache: get file %q: %w", name, err)
+	}
+	return data, nil
+}
+
+// RemoveFile deletes what PutFile stored under name; a missing file is not
+// an error.
+func (c *Cache) RemoveFile(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.disk == nil {
+		return nil
+	}
+	rel := fileRel(name)
+	c.disk.forget(rel)
+	if err := os.Remove(filepath.Join(c.disk.dir, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("layercache: remove file %q: %w", name, err)
+	}
+	return nil
+}
+
+// Usage is what a disk tier directory holds, for `regfs cache ls|du`.
+type Usage struct {
+	Dir   string      `json:"dir"`
+	Blobs []BlobUsage `json:"blobs"` // sorted by key
+	Files []FileUsage `json:"files"` // sorted by name
+	Bytes int64       `json:"bytes"` // every file's size on disk, trailers included
+}
+
+// BlobUsage is one blob's cached blocks.
+type BlobUsage struct {
+	Key       string    `json:"key"`
+	Blocks    int       `json:"blocks"`
+	DataBytes int64     `json:"data_bytes"` // cached bytes of the blob
+	DiskBytes int64     `json:"disk_bytes"` // with trailers
+	LastUsed  time.Time `json:"last_used"`
+}
+
+// FileUsage is one file stored with PutFile.
+type FileUsage struct {
+	Name      string    `json:"name"`
+	DataBytes int64     `json:"data_bytes"`
+	DiskBytes int64     `json:"disk_bytes"`
+	LastUsed  time.Time `json:"last_used"`
+}
+
+// DiskUsage lists the blobs and files cached in the disk tier at dir. A
+// directory that does not exist holds nothing: empty Usage, no error.
+func DiskUsage(ctx context.Context, dir string) (*Usage, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	found, err := scanDisk(dir, false)
+	if err != nil {
+		return nil, fmt.Errorf("layercache: disk usage of %s: %w", dir, err)
+	}
+	u := &Usage{Dir: dir, Blobs: []BlobUsage{}, Files: []FileUsage{}}
+	blobs := map[string]*BlobUsage{}
+	for _, f := range found {
+		u.Bytes += f.size
+		data := max(f.size-trailerSize, 0)
+		parts := strings.Split(filepath.ToSlash(f.rel), "/")
+		switch {
+		case len(parts) == 3 && parts[0] == blocksDirName:
+			b := blobs[parts[1]]
+			if b == nil {
+				b = &BlobUsage{Key: unescapeName(parts[1])}
+				blobs[parts[1]] = b
+			}
+			b.Blocks++
+			b.DataBytes += data
+			b.DiskBytes += f.size
+			if f.mtime.After(b.LastUsed) {
+				b.LastUsed = f.mtime
+			}
+		case len(parts) == 2 && parts[0] == filesDirName:
+			u.Files = append(u.Files, FileUsage{Name: unescapeName(parts[1]), DataBytes: data, DiskBytes: f.size, LastUsed: f.mtime})
+		}
+	}
+	for _, b := range blobs {
+		u.Blobs = append(u.Blobs, *b)
+	}
+	sort.Slice(u.Blobs, func(i, j int) bool { return u.Blobs[i].Key < u.Blobs[j].Key })
+	sort.Slice(u.Files, func(i, j int) bool { return u.Files[i].Name < u.Files[j].Name })
+	return u, nil
+}
+
+// Clear removes every cached block and file under dir (and stale temp
+// files with them). It removes only the tier's own sub-directories, never
+// dir itself or anything else in it. Safe while no Cache uses dir; a Cache
+// that does keeps working (it treats the files as evicted) but its byte
+// count is off until its next rescan.
+func Clear(ctx context.Context, dir string) error {
+	for _, sub := range []string{blocksDirName, filesDirName} {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := os.RemoveAll(filepath.Join(dir, sub)); err != nil {
+			return fmt.Errorf("layercache: clear %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// escapeName maps a key or name to one safe path component, reversibly:
+// bytes outside [A-Za-z0-9_.:-] (and a leading '.') become %XX. A result
+// longer than maxNameLen becomes "~" + hex sha256 of the name, which
+// DiskUsage cannot reverse and shows as is.
+func escapeName(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		safe := ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' ||
+			ch == '_' || ch == '-' || ch == ':' || (ch == '.' && i > 0)
+		if safe {
+			b.WriteByte(ch)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", ch)
+		}
+	}
+	if b.Len() > maxNameLen || b.Len() == 0 {
+		sum := sha256.Sum256([]byte(s))
+		return "~" + hex.EncodeToString(sum[:])
+	}
+	return b.String()
+}
+
+func unescapeName(s string) string {
+	if strings.HasPrefix(s, "~") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,25 @@
+// Package layercache turns "bytes [off, off+n) of blob K" into fixed-size,
+// aligned blocks and serves them from a memory LRU, then a disk tier, then
+// one ranged fetch per missing run of contiguous blocks from a Source.
+//
+// Blobs are content-addressed, so a cached block is valid forever and is
+// never re-validated. Concurrent misses on one block, from any reader of the
+// same key, share one fetch (single-flight). Sequential readers get adaptive
+// readahead; one-pass consumers can keep their blocks out of the memory LRU
+// (OpenOptions.SkipMemory).
+//
+// The disk tier (Options.DiskDir) stores one file per block, written to a
+// temp file and renamed into place, with a trailer (magic, length, CRC-32C)
+// so a torn or garbage file is never served. It is bounded (Options.DiskBytes)
+// with LRU eviction, survives restarts, and is shared by every Cache and
+// process that opens the same directory. Other packages (layerindex) keep
+// their own files there through PutFile/GetFile, counted against the bound.
+// DiskUsage and Clear back `regfs cache ls|du|clear`.
+//
+// Lock order: Reader.mu before Cache.mu; diskTier.mu is never held together
+// with either.
+//
+// It must never parse tar or gzip, speak HTTP, or return a byte it did not
+// get whole from the Source or from a verified disk block: a short read from
+// the Source is an error and is never cached.
+package layercache

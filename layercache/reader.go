@@ -1,0 +1,284 @@
+package layercache
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// OpenOptions tunes one Reader for its access pattern.
+type OpenOptions struct {
+	// Sequential declares a one-pass sequential consumer (a streaming index
+	// build, a prefetch): readahead runs at the full Options.Readahead window
+	// from the first read instead of growing into it.
+	Sequential bool
+	// SkipMemory keeps the blocks this Reader fetches out of the shared
+	// memory LRU, so one pass over a large blob does not push out what other
+	// readers use. The Reader keeps the blocks it is reading and those read
+	// ahead for it privately (at most about Readahead+MaxFetchBlocks blocks)
+	// and drops them once it has moved past; they still go to the disk tier.
+	// Blocks already in memory are served without refreshing their recency.
+	// Read whole blocks, in order: a block re-read after the Reader moved on
+	// is fetched again (or read from disk).
+	SkipMemory bool
+}
+
+// Reader reads one blob through the cache. It satisfies ReaderAt and is safe
+// for concurrent use. Close it when done: that stops its readahead.
+type Reader struct {
+	c      *Cache
+	b      *blob
+	skip   bool // SkipMemory, or the cache has no memory tier
+	seq    bool
+	ctx    context.Context // parent of this Reader's readahead fetches
+	cancel context.CancelFunc
+	sem    chan struct{} // fetch slots: Options.MaxParallel
+	closed atomic.Bool
+
+	mu        sync.Mutex
+	lastBlock int64 // last block of the previous read, -1 at start
+	window    int   // current readahead window in blocks
+	private   map[int64][]byte
+}
+
+var _ ReaderAt = (*Reader)(nil)
+
+// Open returns a Reader over src with default OpenOptions. Readers of the
+// same Key share cached blocks and fetches.
+func (c *Cache) Open(src Source) *Reader { return c.OpenWith(src, OpenOptions{}) }
+
+// OpenWith returns a Reader over src tuned by o.
+func (c *Cache) OpenWith(src Source, o OpenOptions) *Reader {
+	ctx, cancel := context.WithCancel(c.ctx)
+	r := &Reader{
+		c:         c,
+		b:         c.newBlob(src),
+		skip:      o.SkipMemory || c.mem == nil,
+		seq:       o.Sequential,
+		ctx:       ctx,
+		cancel:    cancel,
+		sem:       make(chan struct{}, c.opts.MaxParallel),
+		lastBlock: -1,
+	}
+	if r.skip {
+		r.private = make(map[int64][]byte)
+	}
+	return r
+}
+
+// Size is the blob's size.
+func (r *Reader) Size() int64 { return r.b.size }
+
+// Key is the blob's key.
+func (r *Reader) Key() string { return r.b.key }
+
+// Close cancels this Reader's readahead; later reads return ErrClosed.
+// Fetches other readers wait on are not affected (they retry). Idempotent.
+func (r *Reader) Close() error {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	r.cancel()
+	r.mu.Lock()
+	r.private = nil
+	r.mu.Unlock()
+	return nil
+}
+
+// ReadAt reads len(p) bytes at off, as io.ReaderAt does: a full read or an
+// error; io.EOF (with the bytes up to the end) when off+len(p) passes the
+// end. If ctx is done while waiting for a fetch, ReadAt returns ctx.Err() at
+// once and the fetch carries on for the other readers and the cache.
+func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if r.closed.Load() {
+		return 0, ErrClosed
+	}
+	size := r.b.size
+	switch {
+	case size < 0:
+		return 0, fmt.Errorf("layercache: read %s: unknown blob size %d", r.b.key, size)
+	case off < 0:
+		return 0, fmt.Errorf("layercache: read %s at negative offset %d", r.b.key, off)
+	case off >= size:
+		return 0, io.EOF
+	case len(p) == 0:
+		return 0, nil
+	}
+	eof := false
+	if int64(len(p)) > size-off {
+		p, eof = p[:size-off], true
+	}
+	bs := r.c.bs
+	first, last := off/bs, (off+int64(len(p))-1)/bs
+	n := int(last - first + 1)
+	var small [4][]byte
+	var out [][]byte
+	if n <= len(small) {
+		out = small[:n]
+	} else {
+		out = make([][]byte, n)
+	}
+	g := getOpts{keep: !r.skip, peek: r.skip, sem: r.sem}
+	if r.skip {
+		g.owner = r
+	}
+	r.track(first, last, out, &g)
+	if err := r.c.getBlocks(ctx, r.b, first, out, &g); err != nil {
+		return 0, err
+	}
+	if r.skip {
+		r.stash(first, out)
+	}
+	copied := 0
+	for j, d := range out {
+		from := max(off-(first+int64(j))*bs, 0)
+		copied += copy(p[copied:], d[from:])
+	}
+	r.c.st.bytesServed.Add(int64(copied))
+	if eof {
+		return copied, io.EOF
+	}
+	return copied, nil
+}
+
+// track updates the sequential-read detector with a read of blocks
+// [first, last], fills out from the private blocks of a SkipMemory reader,
+// and sets g's readahead span when the read moved on sequentially.
+func (r *Reader) track(first, last int64, out [][]byte, g *getOpts) {
+	max := r.c.opts.Readahead
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.private != nil {
+		for j := range out {
+			out[j] = r.private[first+int64(j)]
+		}
+	}
+	if max <= 0 {
+		return
+	}
+	lb := r.lastBlock
+	switch {
+	case last <= lb && first >= lb-1:
+		// Within what was just read: concurrent reads arriving out of order.
+		return
+	case first >= lb-1 && first <= lb+1:
+		// Moved on to the next block: grow the window.
+		switch {
+		case r.seq:
+			r.window = max
+		case r.window == 0:
+			r.window = min(2, max)
+		default:
+			r.window = min(2*r.window, max)
+		}
+	default:
+		// A jump: random access does not read ahead, one-pass readers do.
+		if r.seq {
+			r.window = max
+		} else {
+			r.window = 0
+		}
+	}
+	r.lastBlock = last
+	r.prunePrivateLocked(first)
+	if r.window == 0 || last+1 >= r.b.nblocks {
+		return
+	}
+	g.ra, g.raFrom, g.raTo, g.raWindow = r, last+1, min(last+int64(r.window), r.b.nblocks-1), r.window
+}
+
+// readahead starts fetches for the missing blocks of [from, to], in pieces
+// of about window/MaxParallel blocks, only while this Reader has free fetch
+// slots: readahead never makes a reader's own misses wait for a slot long.
+func (r *Reader) readahead(from, to int64, window int) {
+	if from > to || r.closed.Load() {
+		return
+	}
+	c := r.c
+	piece := int64(max(1, min((window+c.opts.MaxParallel-1)/c.opts.MaxParallel, c.opts.MaxFetchBlocks)))
+	g := getOpts{keep: !r.skip, sem: r.sem}
+	if r.skip {
+		g.owner = r
+	}
+	var toStart []*flight
+	r.mu.Lock()
+	c.mu.Lock()
+	if !c.closed {
+		runStart := int64(-1)
+		full := false
+		launch := func(end int64) {
+			if runStart < 0 || full {
+				return
+			}
+			select {
+			case r.sem <- struct{}{}:
+				f := c.newFlightLocked(r.b, runStart, end, &g, r.ctx, true)
+				f.holdsSlot = true
+				toStart = append(toStart, f)
+			default:
+				full = true
+			}
+			runStart = -1
+		}
+		for i := from; i <= to && !full; i++ {
+			k := blockKey{r.b.id, i}
+			if r.private[i] != nil || c.memContainsLocked(k) || c.inflight[k] != nil {
+				launch(i - 1)
+				continue
+			}
+			if runStart < 0 {
+				runStart = i
+			}
+			if i-runStart+1 == piece {
+				launch(i)
+			}
+		}
+		launch(to)
+	}
+	c.mu.Unlock()
+	r.mu.Unlock()
+	for _, f := range toStart {
+		go c.runFlight(f)
+	}
+}
+
+// stash keeps blocks privately for a SkipMemory reader.
+func (r *Reader) stash(first int64, blocks [][]byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.private == nil {
+		return
+	}
+	for j, d := range blocks {
+		if d != nil {
+			r.private[first+int64(j)] = d
+		}
+	}
+	limit := max(r.c.opts.Readahead, 0) + r.c.opts.MaxFetchBlocks + 2
+	for len(r.private) > limit {
+		// Drop the block furthest from where the reader is.
+		var far int64 = -1
+		var farDist int64 = -1
+		for i := range r.private {
+			d := i - r.lastBlock
+			if d < 0 {
+				d = -d * 4 // behind the reader: least likely to be read again
+			}
+			if d > farDist {
+				far, farDist = i, d
+			}
+		}
+		delete(r.private, far)
+	}
+}
+
+// prunePrivateLocked drops private blocks the reader has moved past.
+func (r *Reader) prunePrivateLocked(first int64) {
+	for i := range r.private {
+		if i < first-1 {
+			delete(r.private, i)
+		}
+	}
+}
