@@ -94,7 +94,8 @@ func V1WithoutSearch() V1Option { return func(c *v1Config) { c.noSearch = true }
 // without token checks, "false" with them (the registry defers to the index).
 func V1WithStandalone(b bool) V1Option { return func(c *v1Config) { c.standalone = &b } }
 
-// V1Fault makes the server misbehave on matching requests.
+// V1Fault makes the server misbehave on matching requests: set Status to
+// answer with an error, or CutAfter to cut layer bodies.
 type V1Fault struct {
 	Host       string // only requests that arrived on this host:port; "" any
 	Path       string // only paths starting with this; "" any
@@ -495,7 +496,7 @@ func (s *V1Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		v1Error(sw, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
-	if f := s.matchFault(r); f != nil && f.Status != 0 {
+	if f := s.matchFault(r, false); f != nil {
 		if f.RetryAfter != "" {
 			w.Header().Set("Retry-After", f.RetryAfter)
 		}
@@ -566,7 +567,9 @@ func v1Route(p string) (route, repo, arg string) {
 	return "unknown", "", ""
 }
 
-func (s *V1Server) matchFault(r *http.Request) *V1Fault {
+// matchFault finds (and counts) the first fault for r: a status fault, or
+// with cut set, a body-cut fault.
+func (s *V1Server) matchFault(r *http.Request, cut bool) *V1Fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, f := range s.faults {
@@ -576,7 +579,7 @@ func (s *V1Server) matchFault(r *http.Request) *V1Fault {
 		if f.Path != "" && !strings.HasPrefix(r.URL.Path, f.Path) {
 			continue
 		}
-		if f.CutAfter > 0 && !strings.HasSuffix(r.URL.Path, "/layer") {
+		if cut != (f.Status == 0 && f.CutAfter > 0) {
 			continue
 		}
 		cp := *f
@@ -826,7 +829,7 @@ func (s *V1Server) serveLayer(w http.ResponseWriter, r *http.Request, img *V1Ima
 		return
 	}
 	body := img.Layer[start:end]
-	if f := s.matchFault(r); f != nil && f.CutAfter > 0 && f.CutAfter < int64(len(body)) {
+	if f := s.matchFault(r, true); f != nil && f.CutAfter < int64(len(body)) {
 		n, _ := w.Write(body[:f.CutAfter])
 		s.addLayerOut(n)
 		if fl, ok := w.(http.Flusher); ok {
