@@ -26,5 +26,6 @@ type Entry struct {
 	Devmajor int64
 	Devminor int64
 	Xattrs   map[string]string // from SCHILY.xattr.* PAX records
-	Offset   int64             // offset of the data in the uncompressed tar stream
+	Offset   int64             // offset of the data in the uncompressed tar stream; -1 if none or not contiguous (dirs, eStargz, sparse)
+	Implicit bool              // a parent directory the tar never lists, made up with mode 0755
 }

@@ -24,6 +24,7 @@ type blobReader struct {
 	next   int64 // blob offset of the next span to read
 	end    int64 // stop reading here (blob size, or less)
 	read   int64 // bytes fetched from the blob so far
+	onFill func(n int64)
 }
 
 func newBlobReader(ctx context.Context, blob ReaderAt, off, span int64) *blobReader {
@@ -55,6 +56,9 @@ func (b *blobReader) fill() error {
 	b.buf = b.buf[:n]
 	got, err := b.blob.ReadAt(b.ctx, b.buf, b.next)
 	b.read += int64(got)
+	if b.onFill != nil {
+		b.onFill(int64(got))
+	}
 	if got < n {
 		if err == nil || errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF

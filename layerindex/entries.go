@@ -1,6 +1,277 @@
 package layerindex
 
-// Index is a layer's tar entries.
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+)
+
+// Index is a layer's tar entries, after the tar's own replacement rules:
+// a later entry for a path replaces an earlier one (as docker extracts);
+// a non-directory replacing a directory removes what was under it; a
+// directory replacing a directory keeps its children. Parent directories
+// the tar never lists are made up (Entry.Implicit). Whiteout entries
+// (.wh.*) are kept as they are: merging layers is the caller's job.
+//
+// An Index is immutable once built and safe for concurrent use; callers
+// must not modify the Entries it returns.
 type Index struct {
-	entries []*Entry
+	root     *Entry              // the tar's own "./" entry, if any
+	entries  []*Entry            // one per path, in the order of each path's last write
+	byName   map[string]*Entry   // Name → entry
+	children map[string][]*Entry // directory Name ("" for the root) → children sorted by Name
+}
+
+// Lookup returns the entry for a cleaned relative path ("" is the root).
+func (x *Index) Lookup(name string) (*Entry, bool) {
+	if name == "" {
+		return x.Root(), true
+	}
+	e, ok := x.byName[name]
+	return e, ok
+}
+
+// Root returns the root directory's entry: the tar's "./" entry if it has
+// one, else an implicit 0755 directory.
+func (x *Index) Root() *Entry {
+	if x.root != nil {
+		return x.root
+	}
+	return &Entry{Type: tar.TypeDir, Mode: fs.ModeDir | 0o755, Offset: -1, Implicit: true}
+}
+
+// Entries returns every entry, one per path, in tar order.
+func (x *Index) Entries() []*Entry { return x.entries }
+
+// Children returns the entries directly inside directory dir ("" for the
+// root), sorted by name.
+func (x *Index) Children(dir string) []*Entry { return x.children[dir] }
+
+// Len is the number of entries.
+func (x *Index) Len() int { return len(x.entries) }
+
+// Resolve follows hardlinks (a hardlink's own entry has no data) to the
+// entry that holds the data. It fails for a link to a missing path.
+func (x *Index) Resolve(e *Entry) (*Entry, error) {
+	for i := 0; e.Type == tar.TypeLink; i++ {
+		t, ok := x.byName[e.Linkname]
+		if !ok || i > 64 || t == e {
+			return nil, fmt.Errorf("hardlink %q: target %q: %w", e.Name, e.Linkname, fs.ErrNotExist)
+		}
+		e = t
+	}
+	return e, nil
+}
+
+// cleanName maps a tar path into the layer: "./a//b/" → "a/b", "/etc" →
+// "etc", "../../x" → "x" (".." can't climb above the root), "." → "".
+func cleanName(name string) string {
+	return strings.TrimPrefix(path.Clean("/"+name), "/")
+}
+
+// indexBuilder applies tar headers in order.
+type indexBuilder struct {
+	x          *Index
+	pos        map[string]int      // Name → its slot in x.entries (slots of replaced entries are nil)
+	kids       map[string][]string // directory → names ever added under it
+	maxEntries int
+}
+
+func newIndexBuilder(maxEntries int) *indexBuilder {
+	return &indexBuilder{
+		x:          &Index{byName: map[string]*Entry{}},
+		pos:        map[string]int{},
+		kids:       map[string][]string{},
+		maxEntries: maxEntries,
+	}
+}
+
+var errNotAddressable = errors.New("entry data is not stored contiguously (sparse file)")
+
+// add records the entry for hdr, whose data starts at offset in the tar stream.
+func (b *indexBuilder) add(hdr *tar.Header, offset int64) error {
+	typ := hdr.Typeflag
+	switch typ {
+	case tar.TypeXGlobalHeader:
+		return nil // archive-wide PAX records, not a file
+	case tar.TypeRegA:
+		typ = tar.TypeReg
+	case tar.TypeReg, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo, tar.TypeGNUSparse:
+	case tar.TypeCont:
+		typ = tar.TypeReg // contiguous file: a regular file to every extractor
+	default:
+		return nil // vendor types (e.g. 'V' volume labels) are no files
+	}
+	name := cleanName(hdr.Name)
+	fi := hdr.FileInfo()
+	e := &Entry{
+		Name:     name,
+		Type:     typ,
+		Mode:     fi.Mode(),
+		UID:      hdr.Uid,
+		GID:      hdr.Gid,
+		ModTime:  hdr.ModTime,
+		Linkname: hdr.Linkname,
+		Devmajor: hdr.Devmajor,
+		Devminor: hdr.Devminor,
+		Offset:   offset,
+	}
+	if typ == tar.TypeReg || typ == tar.TypeGNUSparse {
+		e.Size = hdr.Size
+	}
+	if typ == tar.TypeLink {
+		e.Linkname = cleanName(hdr.Linkname)
+	}
+	if typ == tar.TypeGNUSparse {
+		e.Type, e.Offset = tar.TypeReg, -1
+	}
+	for k, v := range hdr.PAXRecords {
+		if x, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
+			if e.Xattrs == nil {
+				e.Xattrs = map[string]string{}
+			}
+			e.Xattrs[x] = v
+		}
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			e.Offset = -1
+		}
+	}
+	if name == "" {
+		if e.Type == tar.TypeDir {
+			e.Offset = -1
+			b.x.root = e
+		}
+		return nil // a non-directory can't replace the root
+	}
+	if e.Type == tar.TypeDir {
+		e.Offset = -1
+	}
+	return b.put(e)
+}
+
+func (b *indexBuilder) put(e *Entry) error {
+	if err := b.ensureParents(e.Name); err != nil {
+		return err
+	}
+	if old, ok := b.x.byName[e.Name]; ok {
+		if old.Type == tar.TypeDir && e.Type != tar.TypeDir {
+			b.removeUnder(e.Name)
+		}
+		b.x.entries[b.pos[e.Name]] = nil
+	} else {
+		if len(b.x.byName) >= b.maxEntries {
+			return fmt.Errorf("more than %d entries", b.maxEntries)
+		}
+		dir := path.Dir(e.Name)
+		if dir == "." {
+			dir = ""
+		}
+		b.kids[dir] = append(b.kids[dir], e.Name)
+	}
+	b.x.byName[e.Name] = e
+	b.pos[e.Name] = len(b.x.entries)
+	b.x.entries = append(b.x.entries, e)
+	return nil
+}
+
+// ensureParents makes every ancestor of name a directory: missing ones are
+// made up, non-directories in the way are replaced (the later entry wins).
+func (b *indexBuilder) ensureParents(name string) error {
+	dir := path.Dir(name)
+	if dir == "." {
+		return nil
+	}
+	if p, ok := b.x.byName[dir]; ok && p.Type == tar.TypeDir {
+		return nil
+	}
+	return b.put(&Entry{Name: dir, Type: tar.TypeDir, Mode: fs.ModeDir | 0o755, Offset: -1, Implicit: true})
+}
+
+func (b *indexBuilder) removeUnder(dir string) {
+	for _, k := range b.kids[dir] {
+		if _, ok := b.x.byName[k]; !ok {
+			continue
+		}
+		b.removeUnder(k)
+		b.x.entries[b.pos[k]] = nil
+		delete(b.x.byName, k)
+		delete(b.pos, k)
+	}
+	delete(b.kids, dir)
+}
+
+// finish compacts the entry list and builds the directory listings.
+func (b *indexBuilder) finish() *Index {
+	x := b.x
+	live := x.entries[:0]
+	for _, e := range x.entries {
+		if e != nil {
+			live = append(live, e)
+		}
+	}
+	x.entries = live
+	x.finishChildren()
+	return x
+}
+
+// finishChildren builds byName and children from entries (also after loading).
+func (x *Index) finishChildren() {
+	if x.byName == nil {
+		x.byName = make(map[string]*Entry, len(x.entries))
+		for _, e := range x.entries {
+			x.byName[e.Name] = e
+		}
+	}
+	x.children = map[string][]*Entry{}
+	for _, e := range x.entries {
+		dir := path.Dir(e.Name)
+		if dir == "." {
+			dir = ""
+		}
+		x.children[dir] = append(x.children[dir], e)
+	}
+	for _, c := range x.children {
+		sort.Slice(c, func(i, j int) bool { return c[i].Name < c[j].Name })
+	}
+}
+
+// countingReader counts the bytes read, and keeps the first non-EOF error
+// of its source so a decode failure is not mistaken for a bad tar.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err != nil && !errors.Is(err, io.EOF) && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+// readTarIndex reads tar headers from r, noting where each entry's data
+// starts. It stops at the end-of-archive marker or the first error.
+func readTarIndex(r *countingReader, maxEntries int) (*Index, error) {
+	b := newIndexBuilder(maxEntries)
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return b.finish(), nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("tar: %w", err)
+		}
+		if err := b.add(hdr, r.n); err != nil {
+			return nil, fmt.Errorf("tar entry %q: %w", hdr.Name, err)
+		}
+	}
 }

@@ -19,8 +19,8 @@ import (
 type memBlob struct {
 	data []byte
 	mu   sync.Mutex
-	n    int     // ReadAt calls
-	got  int64   // bytes returned
+	n    int   // ReadAt calls
+	got  int64 // bytes returned
 	log  [][2]int64
 	fail error // if set, every read fails with it
 }

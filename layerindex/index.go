@@ -3,6 +3,7 @@ package layerindex
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sort"
 )
@@ -12,11 +13,11 @@ import (
 type layerIndex struct {
 	Format      Format
 	TarSize     int64
-	Spacing     int64
-	Checkpoints []checkpoint // gzip: sorted by UOff, first at 0
-	Frames      []zstdFrame  // zstd with several frames: sorted by UOff
+	Checkpoints []checkpoint // gzip: sorted by UOff
+	Frames      []zstdFrame  // zstd: sorted by UOff
 	Tar         *Index       // nil if the stream is not a readable tar
 	TarErr      string       // why Tar is nil
+	NotStargz   bool         // the blob was checked and has no eStargz footer
 }
 
 // checkpoint is a place a gzip stream can be resumed: at the start of a
@@ -32,12 +33,14 @@ type zstdFrame struct {
 	COff, UOff int64
 }
 
-func (x *layerIndex) checkpointFor(off int64) checkpoint {
+// checkpointFor returns the last checkpoint at or before off, ok false if
+// there is none (start from the beginning).
+func (x *layerIndex) checkpointFor(off int64) (checkpoint, bool) {
 	i := sort.Search(len(x.Checkpoints), func(i int) bool { return x.Checkpoints[i].UOff > off })
 	if i == 0 {
-		return checkpoint{}
+		return checkpoint{}, false
 	}
-	return x.Checkpoints[i-1]
+	return x.Checkpoints[i-1], true
 }
 
 func (x *layerIndex) frameFor(off int64) zstdFrame {
@@ -48,31 +51,149 @@ func (x *layerIndex) frameFor(off int64) zstdFrame {
 	return x.Frames[i-1]
 }
 
-// buildIndex makes one pass over the blob.
+// progressReader counts blob bytes fetched by a pass into the Layer's progress.
+func (l *Layer) progressBlobReader(ctx context.Context, off int64) *blobReader {
+	br := newBlobReader(ctx, l.blob, off, l.m.opts.ReadSize)
+	br.onFill = func(n int64) { l.done.Add(n) }
+	return br
+}
+
+// buildIndex makes one pass over the blob: decode it all (checking every
+// gzip CRC), note restart points, and read the tar headers on the way.
 func (l *Layer) buildIndex(ctx context.Context) (*layerIndex, error) {
 	f, err := l.Format(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s, err := l.openStream(ctx, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer s.close()
-	if rs, ok := s.(*readerStream); ok {
-		rs.onRead = func(n int64) { l.done.Add(n) }
-	}
-	buf := make([]byte, 256<<10)
-	var total int64
-	for {
-		n, err := s.read(ctx, buf)
-		total += int64(n)
-		if errors.Is(err, io.EOF) {
-			break
-		}
+	idx := &layerIndex{Format: f}
+	if f == FormatGzip {
+		// Settle eStargz now (one read of the blob's last bytes) so a
+		// persisted index answers it later without any read.
+		sg, err := l.stargz(ctx)
 		if err != nil {
 			return nil, err
 		}
+		idx.NotStargz = sg == nil
 	}
-	return &layerIndex{Format: f, TarSize: total}, nil
+	var src io.Reader
+	switch f {
+	case FormatTar:
+		src = l.progressBlobReader(ctx, 0)
+	case FormatGzip:
+		inf := newInflater(l.progressBlobReader(ctx, 0))
+		spacing, last := l.m.opts.Spacing, int64(0)
+		inf.onBlock = func() {
+			if u := inf.uoff(); u-last >= spacing {
+				idx.Checkpoints = append(idx.Checkpoints, checkpoint{UOff: u, CBit: inf.bitOffset(), Window: inf.window()})
+				last = u
+			}
+		}
+		src = readerFunc(inf.read)
+	case FormatZstd:
+		zs, err := newZstdFrameStream(l.progressBlobReader(ctx, 0))
+		if err != nil {
+			return nil, err
+		}
+		defer zs.close()
+		zs.onFrame = func(fr zstdFrame) { idx.Frames = append(idx.Frames, fr) }
+		src = zs
+	default:
+		return nil, fmt.Errorf("unknown format %v", f)
+	}
+	cr := &countingReader{r: src}
+	tarIdx, tarErr := readTarIndex(cr, l.m.opts.MaxEntries)
+	if cr.err != nil {
+		return nil, cr.err // the blob, not the tar, is broken
+	}
+	// The rest (end-of-archive padding, or all of a non-tar) counts too.
+	if _, err := io.Copy(io.Discard, cr); err != nil {
+		return nil, err
+	}
+	if cr.err != nil {
+		return nil, cr.err
+	}
+	idx.TarSize = cr.n
+	idx.Tar = tarIdx
+	if tarErr != nil {
+		idx.TarErr = tarErr.Error()
+	}
+	return idx, nil
+}
+
+// Index returns the layer's tar entries. For an eStargz blob it reads only
+// the footer and TOC; otherwise it waits for the index pass (once per blob
+// key, shared). A blob that is not a readable tar gives an error here while
+// its tar stream stays readable.
+func (l *Layer) Index(ctx context.Context) (*Index, error) {
+	if sg, err := l.stargz(ctx); err != nil {
+		return nil, err
+	} else if sg != nil {
+		return sg.index, nil
+	}
+	idx, err := l.index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if idx.Tar == nil {
+		return nil, fmt.Errorf("layer %s: %s", l.key, idx.TarErr)
+	}
+	return idx.Tar, nil
+}
+
+// OpenFile returns a reader of a regular file's content (a hardlink is
+// followed to its target). e must come from this Layer's Index.
+func (l *Layer) OpenFile(ctx context.Context, e *Entry) (ReaderAt, error) {
+	x, err := l.Index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, err := x.Resolve(e)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", l.key, err)
+	}
+	if t.Type != '0' {
+		return nil, fmt.Errorf("layer %s: open %q: not a regular file (type %q)", l.key, e.Name, t.Type)
+	}
+	if sg, _ := l.stargz(ctx); sg != nil {
+		return sg.openFile(t)
+	}
+	if t.Offset < 0 {
+		return nil, fmt.Errorf("layer %s: open %q: %w", l.key, e.Name, errNotAddressable)
+	}
+	idx := l.loadedIndex()
+	return &fileReader{l: l, idx: idx, off: t.Offset, size: t.Size}, nil
+}
+
+// fileReader is a file's bytes inside the tar stream.
+type fileReader struct {
+	l         *Layer
+	idx       *layerIndex // keeps the checkpoints alive while the file is open
+	off, size int64
+}
+
+func (r *fileReader) Size() int64 { return r.size }
+
+// ReadAt fills p unless the file ends first (then io.EOF with the rest).
+func (r *fileReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("layer %s: negative offset %d", r.l.key, off)
+	}
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	want := p
+	if rest := r.size - off; int64(len(want)) > rest {
+		want = want[:rest]
+	}
+	n, err := r.l.tarReadAt(ctx, want, r.off+off, r.idx)
+	if err == nil && n < len(want) {
+		err = fmt.Errorf("layer %s: tar stream ended inside a file: %w", r.l.key, io.ErrUnexpectedEOF)
+	}
+	if errors.Is(err, io.EOF) && n == len(want) {
+		err = nil
+	}
+	if err == nil && len(want) < len(p) {
+		err = io.EOF
+	}
+	return n, err
 }

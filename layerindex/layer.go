@@ -25,6 +25,9 @@ type Layer struct {
 	lastErr  error     // how the last pass ended
 	pool     []*cursor // shared cursors for TarReadAt, most recent last
 
+	sgState     stargzState
+	noDiskIndex atomic.Bool // no persisted index was found
+
 	done  atomic.Int64 // blob bytes read by the running (or last) pass
 	state atomic.Value // string: "idle", "building", "ready", "failed: ..."
 }
@@ -42,6 +45,10 @@ func (l *Layer) Key() string { return l.key }
 // Format returns how the blob is stored, read from its first bytes.
 func (l *Layer) Format(ctx context.Context) (Format, error) {
 	l.formatOnce.Do(func() {
+		if idx := l.loadedIndex(); idx != nil {
+			l.format = idx.Format // persisted: no blob read
+			return
+		}
 		l.format, l.formatErr = detectFormat(ctx, l.blob)
 	})
 	if l.formatErr != nil {
@@ -128,21 +135,35 @@ func (l *Layer) index(ctx context.Context) (*layerIndex, error) {
 	return b.idx, nil
 }
 
-// loadedIndex returns the index if it is in memory, without waiting.
+// loadedIndex returns the index if it is in memory or persisted, without
+// reading the blob or waiting for a pass.
 func (l *Layer) loadedIndex() *layerIndex {
-	idx, _ := l.m.indexes.Get(l.key)
+	if idx, ok := l.m.indexes.Get(l.key); ok {
+		return idx
+	}
+	if l.m.opts.Dir == "" || l.noDiskIndex.Load() {
+		return nil
+	}
+	idx, err := l.m.loadIndex(l.key)
+	if err != nil || idx == nil {
+		l.noDiskIndex.Store(true) // until a pass saves one
+		return nil
+	}
+	l.m.indexes.Add(l.key, idx)
 	return idx
 }
 
 func (l *Layer) loadOrBuild(ctx context.Context) (*layerIndex, error) {
-	if idx, err := l.m.loadIndex(l.key); err == nil && idx != nil {
+	if idx := l.loadedIndex(); idx != nil {
 		return idx, nil
 	}
 	idx, err := l.buildIndex(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("index layer %s: %w", l.key, err)
 	}
-	l.m.saveIndex(l.key, idx)
+	if err := l.m.saveIndex(l.key, idx); err == nil {
+		l.noDiskIndex.Store(false)
+	}
 	return idx, nil
 }
 

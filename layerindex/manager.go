@@ -24,6 +24,9 @@ type Options struct {
 	Spacing int64
 	// MaxIndexes bounds how many built indexes stay in memory. Default 64.
 	MaxIndexes int
+	// MaxEntries bounds the entries of one layer's index; a tar with more
+	// fails to index. Default 1,000,000.
+	MaxEntries int
 	// BuildTimeout bounds one index pass, which runs detached from the
 	// callers that wait for it. Default 30 minutes.
 	BuildTimeout time.Duration
@@ -33,6 +36,8 @@ const (
 	defaultSpacing      = 2 << 20
 	defaultMaxIndexes   = 64
 	defaultBuildTimeout = 30 * time.Minute
+	defaultMaxEntries   = 1_000_000
+	maxCachedChunks     = 16 // eStargz chunks are up to 4 MiB by default
 )
 
 // Manager hands out one shared Layer per blob key and keeps their indexes:
@@ -42,6 +47,7 @@ type Manager struct {
 	mu      sync.Mutex
 	layers  map[string]*Layer
 	indexes *lru.Cache[string, *layerIndex]
+	chunks  *lru.Cache[chunkKey, []byte] // verified eStargz chunks
 }
 
 // NewManager returns a Manager; it does no I/O until a layer is used.
@@ -55,6 +61,9 @@ func NewManager(opts Options) (*Manager, error) {
 	if opts.MaxIndexes <= 0 {
 		opts.MaxIndexes = defaultMaxIndexes
 	}
+	if opts.MaxEntries <= 0 {
+		opts.MaxEntries = defaultMaxEntries
+	}
 	if opts.BuildTimeout <= 0 {
 		opts.BuildTimeout = defaultBuildTimeout
 	}
@@ -62,7 +71,11 @@ func NewManager(opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("index cache: %w", err)
 	}
-	return &Manager{opts: opts, layers: map[string]*Layer{}, indexes: c}, nil
+	chunks, err := lru.New[chunkKey, []byte](maxCachedChunks)
+	if err != nil {
+		return nil, fmt.Errorf("chunk cache: %w", err)
+	}
+	return &Manager{opts: opts, layers: map[string]*Layer{}, indexes: c, chunks: chunks}, nil
 }
 
 // LayerOptions describe one blob beyond its bytes.

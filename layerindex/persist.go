@@ -1,5 +1,206 @@
 package layerindex
 
-func (m *Manager) loadIndex(key string) (*layerIndex, error) { return nil, nil }
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/gob"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"strings"
+)
 
-func (m *Manager) saveIndex(key string, idx *layerIndex) {}
+// On disk, under Options.Dir, per blob key:
+//
+//	<name>.idx  the index pass's result (tar entries, checkpoints, frames)
+//	<name>.toc  an eStargz blob's tail (TOC and footer)
+//
+// each as: 8-byte magic, uint32 version, uint64 payload length, uint32
+// CRC-32C of the payload, payload (gob). A file that fails any check is
+// ignored and rebuilt. Files are written to a temp file and renamed.
+const (
+	persistVersion = 1
+	idxMagic       = "RGFSIDX\x00"
+	tocMagic       = "RGFSTOC\x00"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// persistedIndex is layerIndex in a gob-friendly shape.
+type persistedIndex struct {
+	Key         string
+	Format      Format
+	TarSize     int64
+	Checkpoints []checkpoint
+	Frames      []zstdFrame
+	HasTar      bool
+	Root        *Entry
+	Entries     []*Entry
+	TarErr      string
+	NotStargz   bool
+}
+
+type persistedTail struct {
+	Key    string
+	TOCOff int64
+	Tail   []byte
+}
+
+// fileName maps a blob key to a safe file name: the key with anything but
+// [A-Za-z0-9._-] replaced, plus a hash of the key so distinct keys never share one.
+func fileName(key string) string {
+	safe := strings.Map(func(r rune) rune {
+		if r == '.' || r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '_'
+	}, key)
+	if len(safe) > 150 {
+		safe = safe[:150]
+	}
+	sum := sha256.Sum256([]byte(key))
+	return safe + "-" + hex.EncodeToString(sum[:8])
+}
+
+func (m *Manager) path(key, ext string) string {
+	return filepath.Join(m.opts.Dir, fileName(key)+ext)
+}
+
+func encodeFile(magic string, v any) ([]byte, error) {
+	var payload bytes.Buffer
+	if err := gob.NewEncoder(&payload).Encode(v); err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, 24+payload.Len())
+	out = append(out, magic...)
+	out = binary.LittleEndian.AppendUint32(out, persistVersion)
+	out = binary.LittleEndian.AppendUint64(out, uint64(payload.Len()))
+	out = binary.LittleEndian.AppendUint32(out, crc32.Checksum(payload.Bytes(), castagnoli))
+	return append(out, payload.Bytes()...), nil
+}
+
+var errBadIndexFile = errors.New("bad index file")
+
+func decodeFile(data []byte, magic string, v any) error {
+	if len(data) < 24 || string(data[:8]) != magic {
+		return fmt.Errorf("%w: no magic", errBadIndexFile)
+	}
+	if ver := binary.LittleEndian.Uint32(data[8:]); ver != persistVersion {
+		return fmt.Errorf("%w: version %d, want %d", errBadIndexFile, ver, persistVersion)
+	}
+	n := binary.LittleEndian.Uint64(data[12:])
+	payload := data[24:]
+	if uint64(len(payload)) != n {
+		return fmt.Errorf("%w: %d payload bytes, header says %d", errBadIndexFile, len(payload), n)
+	}
+	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(data[20:]) {
+		return fmt.Errorf("%w: checksum mismatch", errBadIndexFile)
+	}
+	if err := gob.NewDecoder(bytes.NewReader(payload)).Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", errBadIndexFile, err)
+	}
+	return nil
+}
+
+// writeAtomic writes data to path via a temp file and rename, so readers
+// see the old file, the new one, or none.
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename this is a no-op error
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// loadIndex reads a persisted index; (nil, nil) when there is none.
+func (m *Manager) loadIndex(key string) (*layerIndex, error) {
+	if m.opts.Dir == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(m.path(key, ".idx"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var p persistedIndex
+	if err := decodeFile(data, idxMagic, &p); err != nil {
+		return nil, err
+	}
+	if p.Key != key {
+		return nil, fmt.Errorf("%w: made for key %q", errBadIndexFile, p.Key)
+	}
+	idx := &layerIndex{Format: p.Format, TarSize: p.TarSize, Checkpoints: p.Checkpoints, Frames: p.Frames, TarErr: p.TarErr, NotStargz: p.NotStargz}
+	if p.HasTar {
+		idx.Tar = &Index{root: p.Root, entries: p.Entries}
+		idx.Tar.finishChildren()
+	}
+	return idx, nil
+}
+
+// saveIndex persists idx; failing to is not fatal (the index is rebuilt
+// next time), so the error is only returned for tests and logs.
+func (m *Manager) saveIndex(key string, idx *layerIndex) error {
+	if m.opts.Dir == "" {
+		return nil
+	}
+	p := persistedIndex{Key: key, Format: idx.Format, TarSize: idx.TarSize, Checkpoints: idx.Checkpoints,
+		Frames: idx.Frames, TarErr: idx.TarErr, NotStargz: idx.NotStargz}
+	if idx.Tar != nil {
+		p.HasTar, p.Root, p.Entries = true, idx.Tar.root, idx.Tar.entries
+	}
+	data, err := encodeFile(idxMagic, &p)
+	if err != nil {
+		return fmt.Errorf("encode index of %s: %w", key, err)
+	}
+	if err := writeAtomic(m.path(key, ".idx"), data); err != nil {
+		return fmt.Errorf("save index of %s: %w", key, err)
+	}
+	return nil
+}
+
+func (m *Manager) loadStargzTail(key string) (int64, []byte, error) {
+	if m.opts.Dir == "" {
+		return 0, nil, os.ErrNotExist
+	}
+	data, err := os.ReadFile(m.path(key, ".toc"))
+	if err != nil {
+		return 0, nil, err
+	}
+	var p persistedTail
+	if err := decodeFile(data, tocMagic, &p); err != nil {
+		return 0, nil, err
+	}
+	if p.Key != key {
+		return 0, nil, fmt.Errorf("%w: made for key %q", errBadIndexFile, p.Key)
+	}
+	return p.TOCOff, p.Tail, nil
+}
+
+func (m *Manager) saveStargzTail(key string, tocOff int64, tail []byte) error {
+	if m.opts.Dir == "" {
+		return nil
+	}
+	data, err := encodeFile(tocMagic, &persistedTail{Key: key, TOCOff: tocOff, Tail: tail})
+	if err != nil {
+		return fmt.Errorf("encode TOC of %s: %w", key, err)
+	}
+	return writeAtomic(m.path(key, ".toc"), data)
+}

@@ -1,0 +1,109 @@
+package layerindex
+
+import (
+	"bytes"
+	stdgzip "compress/gzip"
+	"context"
+	"errors"
+	"io"
+	"math/rand"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+
+	"github.com/klauspost/compress/gzip"
+)
+
+var benchData struct {
+	once sync.Once
+	tar  []byte
+	gz   []byte
+}
+
+// benchBlob is a ~64 MiB tar of mixed text and random files, gzip -6.
+func benchBlob(b *testing.B) ([]byte, []byte) {
+	benchData.once.Do(func() {
+		rng := rand.New(rand.NewSource(11))
+		var files []tarFile
+		total := 0
+		for i := 0; total < 64<<20; i++ {
+			n := rng.Intn(1 << 20)
+			c := content(rng, n)
+			if i%3 != 0 { // mostly compressible, like real layers
+				copy(c[n/2:], bytes.Repeat([]byte("text /usr/lib/ 42\n"), n/36+1))
+			}
+			files = append(files, reg("f/"+string(rune('a'+i%26))+"/"+itoa(i), c))
+			total += n
+		}
+		benchData.tar = makeTar(b, files)
+		benchData.gz = stdGzip(b, benchData.tar, 6)
+	})
+	return benchData.tar, benchData.gz
+}
+
+func itoa(i int) string {
+	return string(append([]byte(nil), []byte(func() string { return fmtInt(i) }())...))
+}
+
+func fmtInt(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; i > 0; i /= 10 {
+		b = append([]byte{byte('0' + i%10)}, b...)
+	}
+	return string(b)
+}
+
+func BenchmarkStreamInflater(b *testing.B) {
+	tarData, gz := benchBlob(b)
+	b.SetBytes(int64(len(tarData)))
+	buf := make([]byte, 256<<10)
+	for b.Loop() {
+		f := newInflater(newBlobReader(context.Background(), newMemBlob(gz), 0, 1<<20))
+		for {
+			_, err := f.read(buf)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+func BenchmarkStreamKlauspostGzip(b *testing.B) {
+	tarData, gz := benchBlob(b)
+	b.SetBytes(int64(len(tarData)))
+	for b.Loop() {
+		zr, _ := gzip.NewReader(bytes.NewReader(gz))
+		io.Copy(io.Discard, zr)
+	}
+}
+
+func BenchmarkStreamStdlibGzip(b *testing.B) {
+	tarData, gz := benchBlob(b)
+	b.SetBytes(int64(len(tarData)))
+	for b.Loop() {
+		zr, _ := stdgzip.NewReader(bytes.NewReader(gz))
+		io.Copy(io.Discard, zr)
+	}
+}
+
+// BenchmarkStreamGzipDc execs gzip -dc on the same data, for comparison.
+func BenchmarkStreamGzipDc(b *testing.B) {
+	tarData, gz := benchBlob(b)
+	path := b.TempDir() + "/x.gz"
+	os.WriteFile(path, gz, 0o644)
+	b.SetBytes(int64(len(tarData)))
+	for b.Loop() {
+		cmd := exec.Command("gzip", "-dc", path)
+		cmd.Stdout = io.Discard
+		if err := cmd.Run(); err != nil {
+			b.Skipf("gzip -dc: %v", err)
+		}
+	}
+}
