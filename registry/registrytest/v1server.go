@@ -23,6 +23,7 @@ package registrytest
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -38,6 +39,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/regfs/regfs/tarsum"
 )
 
 // V1RegistryVersion is what the server sends in X-Docker-Registry-Version.
@@ -435,7 +438,7 @@ func newV1Image(id, parent string, pos int, l V1LayerSpec) (*V1Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	checksum, err := v1TarSum(raw, jb)
+	checksum, err := v1TarSum(l.Tar, jb)
 	if err != nil {
 		return nil, err
 	}
@@ -967,10 +970,12 @@ func (s *V1Server) serveSearch(w http.ResponseWriter, r *http.Request) {
 	v1JSON(w, resp)
 }
 
-// v1TarSum is the layer's tarsum (Version0, JSON as extra), as docker's v1
-// push computed it for the index's checksum list.
-// TODO: tarsum/ has not landed yet; until it does the checksum is empty.
-func v1TarSum(raw, js []byte) (string, error) {
-	_, _ = raw, js
-	return "", nil
+// v1TarSum is the layer's tarsum (Version0, SHA256, the image JSON as
+// extra), as docker's v1 push computed it for the index's checksum list.
+func v1TarSum(layer, js []byte) (string, error) {
+	sum, err := tarsum.Compute(context.Background(), bytes.NewReader(layer), tarsum.Options{Version: tarsum.Version0}, js)
+	if err != nil {
+		return "", fmt.Errorf("tarsum: %w", err)
+	}
+	return sum, nil
 }

@@ -4,12 +4,15 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/regfs/regfs/tarsum"
 )
 
 // v1TestTar is a small gzip layer with one file of the given content.
@@ -463,6 +466,17 @@ func TestV1ServerAddImage(t *testing.T) {
 	}
 	if js["id"] != one[1].ID || js["parent"] != one[0].ID {
 		t.Errorf("JSON: got id %v parent %v", js["id"], js["parent"])
+	}
+	for _, img := range append(one, two...) {
+		if !strings.HasPrefix(img.Checksum, "tarsum+sha256:") {
+			t.Errorf("checksum %q: want tarsum+sha256:…", img.Checksum)
+		}
+		if err := tarsum.Verify(context.Background(), bytes.NewReader(img.Layer), img.Checksum, img.JSON); err != nil {
+			t.Errorf("checksum of %s: %v", img.ID, err)
+		}
+		if err := tarsum.Verify(context.Background(), bytes.NewReader(img.Layer), img.Checksum, nil); err == nil {
+			t.Errorf("checksum of %s does not cover the JSON", img.ID)
+		}
 	}
 	if err := s.Tag("x/two", "alias", one[1].ID); err != nil {
 		t.Fatal(err)
