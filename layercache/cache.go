@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/sirupsen/logrus"
 )
 
@@ -116,8 +115,7 @@ type Cache struct {
 
 	mu       sync.Mutex
 	closed   bool
-	mem      *simplelru.LRU[blockKey, []byte] // nil when the memory tier is off
-	memBytes int64
+	mem      *memTier // nil when the memory tier is off; lock order c.mu → shard
 	inflight map[blockKey]*flight
 	ids      map[string]uint64 // blob key → small id, so block keys hash fast
 	wg       sync.WaitGroup    // fetch goroutines; Add only under mu while !closed
@@ -142,7 +140,7 @@ type blob struct {
 type counters struct {
 	sourceRequests, sourceErrors, bytesFetched, bytesServed atomic.Int64
 	inFlight, sharedWaits, readaheadFetches                 atomic.Int64
-	memHits, memMisses, memEvictions                        atomic.Int64
+	memMisses                                               atomic.Int64
 }
 
 // New makes a Cache. With DiskDir set it creates the directory if needed
@@ -163,8 +161,7 @@ func New(opts Options) (*Cache, error) {
 		ids:      make(map[string]uint64),
 	}
 	if opts.MemoryBytes > 0 {
-		// Bounded by bytes below, not by count.
-		c.mem, _ = simplelru.NewLRU[blockKey, []byte](math.MaxInt, nil)
+		c.mem = newMemTier(opts.MemoryBytes, opts.BlockSize)
 	}
 	if opts.DiskDir != "" {
 		c.disk, err = openDiskTier(opts.DiskDir, opts.DiskBytes, opts.Logger)
@@ -188,12 +185,9 @@ func (c *Cache) Close() error {
 	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
-	c.mu.Lock()
 	if c.mem != nil {
-		c.mem.Purge()
+		c.mem.purge()
 	}
-	c.memBytes = 0
-	c.mu.Unlock()
 	return nil
 }
 
@@ -242,23 +236,15 @@ func (c *Cache) Stats() Stats {
 		SourceRequests:   c.st.sourceRequests.Load(),
 		SourceErrors:     c.st.sourceErrors.Load(),
 		BytesFetched:     c.st.bytesFetched.Load(),
-		BytesServed:      c.st.bytesServed.Load(),
+		BytesServed:      c.served(),
 		InFlightFetches:  c.st.inFlight.Load(),
 		SharedWaits:      c.st.sharedWaits.Load(),
 		ReadaheadFetches: c.st.readaheadFetches.Load(),
-		Memory: MemoryStats{
-			Hits:      c.st.memHits.Load(),
-			Misses:    c.st.memMisses.Load(),
-			Evictions: c.st.memEvictions.Load(),
-		},
 	}
-	c.mu.Lock()
 	if c.mem != nil {
-		s.Memory.Blocks = int64(c.mem.Len())
-		s.Memory.Bytes = c.memBytes
-		s.Memory.LimitBytes = c.opts.MemoryBytes
+		s.Memory = c.mem.stats()
 	}
-	c.mu.Unlock()
+	s.Memory.Misses = c.st.memMisses.Load()
 	if c.disk != nil {
 		s.Disk = c.disk.stats()
 	}
@@ -289,38 +275,59 @@ func (c *Cache) blockLen(b *blob, i int64) int64 {
 	return min(c.bs, b.size-i*c.bs)
 }
 
-// memGetLocked looks a block up in memory; peek leaves its recency alone
-// (one-pass readers must not keep blocks warm).
-func (c *Cache) memGetLocked(k blockKey, peek bool) ([]byte, bool) {
+func (c *Cache) memGet(k blockKey, peek bool) ([]byte, bool) {
 	if c.mem == nil {
 		return nil, false
 	}
-	if peek {
-		return c.mem.Peek(k)
+	return c.mem.get(k, peek)
+}
+
+func (c *Cache) memContains(k blockKey) bool {
+	return c.mem != nil && c.mem.contains(k)
+}
+
+func (c *Cache) memAdd(k blockKey, d []byte) {
+	if c.mem != nil {
+		c.mem.add(k, d)
 	}
-	return c.mem.Get(k)
 }
 
-func (c *Cache) memContainsLocked(k blockKey) bool {
-	return c.mem != nil && c.mem.Contains(k)
-}
-
-// memAddLocked inserts a block and evicts least recently used blocks until
-// the byte bound holds again.
-func (c *Cache) memAddLocked(k blockKey, d []byte) {
-	if c.mem == nil || c.mem.Contains(k) {
+func (c *Cache) addServed(k blockKey, n int) {
+	if c.mem != nil {
+		c.mem.shard(k).served.Add(int64(n))
 		return
 	}
-	c.mem.Add(k, d)
-	c.memBytes += int64(len(d))
-	for c.memBytes > c.opts.MemoryBytes {
-		_, v, ok := c.mem.RemoveOldest()
-		if !ok {
-			break
-		}
-		c.memBytes -= int64(len(v))
-		c.st.memEvictions.Add(1)
+	c.st.bytesServed.Add(int64(n))
+}
+
+func (c *Cache) served() int64 {
+	n := c.st.bytesServed.Load()
+	if c.mem != nil {
+		n += c.mem.served()
 	}
+	return n
+}
+
+// memFill fills the nil entries of out from memory without taking c.mu:
+// the hit path. It reports whether every block was found.
+func (c *Cache) memFill(b *blob, first int64, out [][]byte, peek bool) (bool, error) {
+	all := true
+	for j := range out {
+		if out[j] != nil {
+			continue
+		}
+		i := first + int64(j)
+		d, ok := c.memGet(blockKey{b.id, i}, peek)
+		if !ok {
+			all = false
+			continue
+		}
+		if want := c.blockLen(b, i); int64(len(d)) != want {
+			return false, fmt.Errorf("layercache: %s block %d: cached %d bytes, blob size %d wants %d", b.key, i, len(d), b.size, want)
+		}
+		out[j] = d
+	}
+	return all, nil
 }
 
 // flight is one fetch of a run of contiguous blocks [first, first+n) of one
@@ -373,9 +380,9 @@ type getOpts struct {
 	owner *Reader       // receives blocks of flights it starts when !keep
 	// After the first pass has started the caller's own fetches, readahead
 	// of blocks [raFrom, raTo] by ra, so the caller's fetches get slots first.
-	ra             *Reader
-	raFrom, raTo   int64
-	raWindow       int
+	ra           *Reader
+	raFrom, raTo int64
+	raWindow     int
 }
 
 type waitRef struct {
@@ -388,6 +395,16 @@ type waitRef struct {
 // missing runs. It returns ctx.Err() as soon as ctx is done, while the
 // flights go on for everyone else.
 func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byte, g *getOpts) error {
+	all, err := c.memFill(b, first, out, g.peek)
+	if err != nil {
+		return err
+	}
+	if all {
+		if g.ra != nil {
+			g.ra.readahead(g.raFrom, g.raTo, g.raWindow)
+		}
+		return nil
+	}
 	last := first + int64(len(out)) - 1
 	maxRun := int64(c.opts.MaxFetchBlocks)
 	var waitBuf [4]waitRef
@@ -425,12 +442,11 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 				continue
 			}
 			k := blockKey{b.id, i}
-			if d, ok := c.memGetLocked(k, g.peek); ok {
+			if d, ok := c.memGet(k, g.peek); ok {
 				if int64(len(d)) != c.blockLen(b, i) {
 					c.mu.Unlock()
 					return fmt.Errorf("layercache: %s block %d: cached %d bytes, blob size %d wants %d", b.key, i, len(d), b.size, c.blockLen(b, i))
 				}
-				c.st.memHits.Add(1)
 				out[i-first] = d
 				closeRun(i - 1)
 				continue
@@ -517,7 +533,7 @@ func (c *Cache) runFlight(f *flight) {
 		f.blocks = blocks
 		if f.keep {
 			for j, d := range blocks {
-				c.memAddLocked(blockKey{f.b.id, f.first + int64(j)}, d)
+				c.memAdd(blockKey{f.b.id, f.first + int64(j)}, d)
 			}
 		}
 	} else {

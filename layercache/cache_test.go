@@ -259,12 +259,15 @@ func TestMemoryBound(t *testing.T) {
 				t.Errorf("evictions: got 0 want > 0")
 			}
 			// The count must be the sum of what the LRU holds.
-			c.mu.Lock()
 			var sum int64
-			for _, v := range c.mem.Values() {
-				sum += int64(len(v))
+			for i := range c.mem.shards {
+				sh := &c.mem.shards[i]
+				sh.mu.Lock()
+				for _, v := range sh.lru.Values() {
+					sum += int64(len(v))
+				}
+				sh.mu.Unlock()
 			}
-			c.mu.Unlock()
 			if sum != st.Memory.Bytes {
 				t.Errorf("memory bytes: counted %d, LRU holds %d", st.Memory.Bytes, sum)
 			}

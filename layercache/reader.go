@@ -37,10 +37,13 @@ type Reader struct {
 	sem    chan struct{} // fetch slots: Options.MaxParallel
 	closed atomic.Bool
 
-	mu        sync.Mutex
-	lastBlock int64 // last block of the previous read, -1 at start
-	window    int   // current readahead window in blocks
-	private   map[int64][]byte
+	// The sequential-read detector is lock-free: concurrent readers of one
+	// Reader may race on it, which only blurs the heuristic.
+	lastBlock atomic.Int64 // last block of the previous read, -1 at start
+	window    atomic.Int64 // current readahead window in blocks
+
+	mu      sync.Mutex
+	private map[int64][]byte // SkipMemory: the blocks this reader is on
 }
 
 var _ ReaderAt = (*Reader)(nil)
@@ -53,15 +56,15 @@ func (c *Cache) Open(src Source) *Reader { return c.OpenWith(src, OpenOptions{})
 func (c *Cache) OpenWith(src Source, o OpenOptions) *Reader {
 	ctx, cancel := context.WithCancel(c.ctx)
 	r := &Reader{
-		c:         c,
-		b:         c.newBlob(src),
-		skip:      o.SkipMemory || c.mem == nil,
-		seq:       o.Sequential,
-		ctx:       ctx,
-		cancel:    cancel,
-		sem:       make(chan struct{}, c.opts.MaxParallel),
-		lastBlock: -1,
+		c:      c,
+		b:      c.newBlob(src),
+		skip:   o.SkipMemory || c.mem == nil,
+		seq:    o.Sequential,
+		ctx:    ctx,
+		cancel: cancel,
+		sem:    make(chan struct{}, c.opts.MaxParallel),
 	}
+	r.lastBlock.Store(-1)
 	if r.skip {
 		r.private = make(map[int64][]byte)
 	}
@@ -136,7 +139,7 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		from := max(off-(first+int64(j))*bs, 0)
 		copied += copy(p[copied:], d[from:])
 	}
-	r.c.st.bytesServed.Add(int64(copied))
+	r.c.addServed(blockKey{r.b.id, first}, copied)
 	if eof {
 		return copied, io.EOF
 	}
@@ -147,46 +150,44 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // [first, last], fills out from the private blocks of a SkipMemory reader,
 // and sets g's readahead span when the read moved on sequentially.
 func (r *Reader) track(first, last int64, out [][]byte, g *getOpts) {
-	max := r.c.opts.Readahead
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.private != nil {
+	if r.skip {
+		r.mu.Lock()
 		for j := range out {
 			out[j] = r.private[first+int64(j)]
 		}
+		r.mu.Unlock()
 	}
-	if max <= 0 {
+	limit := int64(r.c.opts.Readahead)
+	if limit <= 0 {
 		return
 	}
-	lb := r.lastBlock
-	switch {
-	case last <= lb && first >= lb-1:
+	lb := r.lastBlock.Load()
+	if last <= lb && first >= lb-1 {
 		// Within what was just read: concurrent reads arriving out of order.
 		return
+	}
+	w := r.window.Load()
+	switch {
+	case r.seq:
+		w = limit
 	case first >= lb-1 && first <= lb+1:
 		// Moved on to the next block: grow the window.
-		switch {
-		case r.seq:
-			r.window = max
-		case r.window == 0:
-			r.window = min(2, max)
-		default:
-			r.window = min(2*r.window, max)
-		}
+		w = min(max(2*w, 2), limit)
 	default:
-		// A jump: random access does not read ahead, one-pass readers do.
-		if r.seq {
-			r.window = max
-		} else {
-			r.window = 0
-		}
+		// A jump: random access does not read ahead.
+		w = 0
 	}
-	r.lastBlock = last
-	r.prunePrivateLocked(first)
-	if r.window == 0 || last+1 >= r.b.nblocks {
+	r.window.Store(w)
+	r.lastBlock.Store(last)
+	if r.skip {
+		r.mu.Lock()
+		r.prunePrivateLocked(first)
+		r.mu.Unlock()
+	}
+	if w == 0 || last+1 >= r.b.nblocks {
 		return
 	}
-	g.ra, g.raFrom, g.raTo, g.raWindow = r, last+1, min(last+int64(r.window), r.b.nblocks-1), r.window
+	g.ra, g.raFrom, g.raTo, g.raWindow = r, last+1, min(last+w, r.b.nblocks-1), int(w)
 }
 
 // readahead starts fetches for the missing blocks of [from, to], in pieces
@@ -224,7 +225,7 @@ func (r *Reader) readahead(from, to int64, window int) {
 		}
 		for i := from; i <= to && !full; i++ {
 			k := blockKey{r.b.id, i}
-			if r.private[i] != nil || c.memContainsLocked(k) || c.inflight[k] != nil {
+			if r.private[i] != nil || c.memContains(k) || c.inflight[k] != nil {
 				launch(i - 1)
 				continue
 			}
@@ -262,7 +263,7 @@ func (r *Reader) stash(first int64, blocks [][]byte) {
 		var far int64 = -1
 		var farDist int64 = -1
 		for i := range r.private {
-			d := i - r.lastBlock
+			d := i - r.lastBlock.Load()
 			if d < 0 {
 				d = -d * 4 // behind the reader: least likely to be read again
 			}
