@@ -1,0 +1,43 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	iofs "io/fs"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+)
+
+// toErrno is the one place an error becomes an errno. It unwraps (errors.Is
+// and errors.As); go-fuse's fs.ToErrno does not, and answers ENOSYS for a
+// wrapped error, which the kernel remembers for the whole mount.
+//
+//	not found (registry or file)   → ENOENT
+//	unauthorized/forbidden         → EACCES, one log line
+//	caller interrupted (ctx)       → EINTR
+//	an errno already               → itself
+//	anything else, timeouts too    → EIO, one log line with the cause
+func toErrno(log logrus.FieldLogger, op, path string, err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, errNotFound), errors.Is(err, iofs.ErrNotExist):
+		log.WithFields(logrus.Fields{"op": op, "path": path}).Debugf("not found: %v", err)
+		return syscall.ENOENT
+	case errors.Is(err, errUnauthorized):
+		log.WithFields(logrus.Fields{"op": op, "path": path}).Warnf("access denied: %v", err)
+		return syscall.EACCES
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	case errors.Is(err, context.DeadlineExceeded):
+		log.WithFields(logrus.Fields{"op": op, "path": path}).Errorf("timed out: %v", err)
+		return syscall.EIO
+	case errors.As(err, &errno) && errno != 0:
+		return errno
+	}
+	log.WithFields(logrus.Fields{"op": op, "path": path}).Errorf("%v", err)
+	return syscall.EIO
+}

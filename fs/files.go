@@ -1,0 +1,359 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/regfs/regfs/layerindex"
+	"github.com/regfs/regfs/registry"
+)
+
+// bytesFile is a small immutable file held in memory (manifests, configs,
+// JSON, digests).
+type bytesFile struct {
+	gofs.Inode
+	data  []byte
+	mtime time.Time
+}
+
+var (
+	_ = (node)((*bytesFile)(nil))
+	_ = (gofs.NodeOpener)((*bytesFile)(nil))
+	_ = (gofs.NodeReader)((*bytesFile)(nil))
+	_ = (gofs.NodeGetattrer)((*bytesFile)(nil))
+)
+
+func (f *bytesFile) fill(_ context.Context, a *fuse.Attr) error {
+	fileAttr(a, int64(len(f.data)), f.mtime)
+	return nil
+}
+
+func (f *bytesFile) attrTTL() time.Duration { return immutableTTL }
+
+func (f *bytesFile) Getattr(_ context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	f.fill(nil, &out.Attr)
+	out.SetTimeout(immutableTTL)
+	return 0
+}
+
+func (f *bytesFile) Open(_ context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if isWrite(flags) {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (f *bytesFile) Read(_ context.Context, _ gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
+	if off >= int64(len(f.data)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	end := min(off+int64(len(dest)), int64(len(f.data)))
+	return fuse.ReadResultData(f.data[off:end]), 0
+}
+
+// layerRef is one layer's blob as the files of its directory share it: the
+// registry handle (opened once), and the layerindex view of it.
+type layerRef struct {
+	t     *tree
+	repo  string
+	layer registry.Layer
+
+	mu   sync.Mutex
+	blob registry.Blob     // nil until opened
+	ix   *layerindex.Layer // nil until layer.tar is first used
+	tar  atomic.Int64      // layer.tar size + 1; 0 while unknown
+}
+
+// open returns the blob handle, opening it on first use (a failed open is
+// retried by the next caller).
+func (r *layerRef) open(ctx context.Context) (registry.Blob, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.blob != nil {
+		return r.blob, nil
+	}
+	b, err := r.t.meta.OpenBlob(ctx, r.repo, r.layer)
+	if err != nil {
+		return nil, fmt.Errorf("open blob of layer %s: %w", r.layer.ID, err)
+	}
+	r.blob = b
+	return b, nil
+}
+
+// size is the stored size: from the manifest, or from the registry when the
+// manifest did not say (v1 without X-Docker-Size).
+func (r *layerRef) size(ctx context.Context) (int64, error) {
+	if r.layer.Size >= 0 {
+		return r.layer.Size, nil
+	}
+	b, err := r.open(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return b.Size(), nil
+}
+
+// reader is a reader of the stored bytes for one open file: through the
+// block cache when there is one. Close it when the file is released.
+func (r *layerRef) reader(ctx context.Context) (blobReader, error) {
+	b, err := r.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.t.cache != nil {
+		return r.t.cache.Open(b), nil
+	}
+	return nopCloser{b}, nil
+}
+
+// index returns the layer's uncompressed view, shared by key in layerindex.
+func (r *layerRef) index(ctx context.Context) (*layerindex.Layer, error) {
+	b, err := r.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ix == nil {
+		var src layerindex.ReaderAt = b
+		if r.t.cache != nil {
+			// Long-lived: the Manager keeps the Layer, and with it this reader.
+			src = r.t.cache.Open(b)
+		}
+		r.ix = r.t.index.Layer(b.Key(), src, layerindex.LayerOptions{
+			TOCDigest: r.layer.Annotations[layerindex.EStargzTOCAnnotation],
+		})
+	}
+	return r.ix, nil
+}
+
+// knownTarSize is layer.tar's size if some open found it.
+func (r *layerRef) knownTarSize() (int64, bool) {
+	v := r.tar.Load()
+	return v - 1, v > 0
+}
+
+type blobReader interface {
+	Size() int64
+	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+	Close() error
+}
+
+type nopCloser struct{ registry.Blob }
+
+func (nopCloser) Close() error { return nil }
+
+// readFull serves one READ of [off, off+len(dest)) of a size-byte stream,
+// short only at its end.
+func readFull(ctx context.Context, r interface {
+	ReadAt(context.Context, []byte, int64) (int, error)
+}, dest []byte, off, size int64) ([]byte, error) {
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
+	if size >= 0 {
+		if off >= size {
+			return nil, nil
+		}
+		dest = dest[:min(int64(len(dest)), size-off)]
+	}
+	n, err := r.ReadAt(ctx, dest, off)
+	if err != nil && !(errors.Is(err, io.EOF) && (size < 0 || n == len(dest))) {
+		return nil, err
+	}
+	return dest[:n], nil
+}
+
+// blobFile is a layer's stored bytes; reads are ranged through the cache.
+type blobFile struct {
+	gofs.Inode
+	ref   *layerRef
+	mtime time.Time
+}
+
+var (
+	_ = (node)((*blobFile)(nil))
+	_ = (gofs.NodeOpener)((*blobFile)(nil))
+	_ = (gofs.NodeGetattrer)((*blobFile)(nil))
+)
+
+func (f *blobFile) fill(ctx context.Context, a *fuse.Attr) error {
+	size, err := f.ref.size(ctx)
+	if err != nil {
+		return err
+	}
+	fileAttr(a, size, f.mtime)
+	return nil
+}
+
+func (f *blobFile) attrTTL() time.Duration { return immutableTTL }
+
+func (f *blobFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return f.ref.t.getattr(ctx, f, out)
+}
+
+func (f *blobFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if isWrite(flags) {
+		return nil, 0, syscall.EROFS
+	}
+	t := f.ref.t
+	ctx, cancel := t.opCtx(ctx)
+	defer cancel()
+	r, err := f.ref.reader(ctx)
+	if err != nil {
+		return nil, 0, t.errno("open", &f.Inode, err)
+	}
+	return &blobHandle{f: f, r: r}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// blobHandle is one open blob file, with its own cache reader (its own
+// readahead state).
+type blobHandle struct {
+	f *blobFile
+	r blobReader
+}
+
+var (
+	_ = (gofs.FileReader)((*blobHandle)(nil))
+	_ = (gofs.FileReleaser)((*blobHandle)(nil))
+)
+
+func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	t := h.f.ref.t
+	ctx, cancel := t.opCtx(ctx)
+	defer cancel()
+	b, err := readFull(ctx, h.r, dest, off, h.r.Size())
+	if err != nil {
+		return nil, t.errno("read", &h.f.Inode, fmt.Errorf("blob at %d: %w", off, err))
+	}
+	return fuse.ReadResultData(b), 0
+}
+
+func (h *blobHandle) Release(context.Context) syscall.Errno {
+	h.r.Close()
+	return 0
+}
+
+// tarFile is a layer's uncompressed tar stream, from layerindex. Its size
+// is known once the layer's index pass has run; until then it is shown as 0
+// with an attribute timeout that makes the kernel ask again.
+type tarFile struct {
+	gofs.Inode
+	ref   *layerRef
+	mtime time.Time
+}
+
+var (
+	_ = (node)((*tarFile)(nil))
+	_ = (gofs.NodeOpener)((*tarFile)(nil))
+	_ = (gofs.NodeGetattrer)((*tarFile)(nil))
+)
+
+// unknownTTL makes the kernel re-ask at once (0 would mean "the default").
+const unknownTTL = time.Nanosecond
+
+func (f *tarFile) fill(ctx context.Context, a *fuse.Attr) error {
+	size, ok := f.ref.knownTarSize()
+	if !ok {
+		f.ref.mu.Lock()
+		ix := f.ref.ix
+		f.ref.mu.Unlock()
+		if ix != nil && ix.Progress().State == "ready" {
+			if s, err := ix.TarSize(ctx); err == nil {
+				f.ref.tar.Store(s + 1)
+				size, ok = s, true
+			}
+		}
+	}
+	if !ok {
+		size = 0
+	}
+	fileAttr(a, size, f.mtime)
+	return nil
+}
+
+func (f *tarFile) attrTTL() time.Duration {
+	if _, ok := f.ref.knownTarSize(); ok {
+		return immutableTTL
+	}
+	return unknownTTL
+}
+
+func (f *tarFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return f.ref.t.getattr(ctx, f, out)
+}
+
+// Open finds the tar size (waiting briefly for the index pass) so the
+// kernel can cache the file; a layer whose pass takes longer is served in
+// direct-I/O mode right away, streaming until the end, while the pass goes on.
+func (f *tarFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if isWrite(flags) {
+		return nil, 0, syscall.EROFS
+	}
+	t := f.ref.t
+	ctx, cancel := t.opCtx(ctx)
+	defer cancel()
+	ix, err := f.ref.index(ctx)
+	if err != nil {
+		return nil, 0, t.errno("open", &f.Inode, err)
+	}
+	h := &tarHandle{f: f, r: ix.NewTarReader(), size: -1}
+	if size, ok := f.ref.knownTarSize(); ok {
+		h.size = size
+		return h, fuse.FOPEN_KEEP_CACHE, 0
+	}
+	wctx, wcancel := context.WithTimeout(ctx, sizeWait)
+	defer wcancel()
+	size, err := ix.TarSize(wctx)
+	switch {
+	case err == nil:
+		f.ref.tar.Store(size + 1)
+		h.size = size
+		return h, fuse.FOPEN_KEEP_CACHE, 0
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		return h, fuse.FOPEN_DIRECT_IO, 0
+	}
+	h.r.Close()
+	return nil, 0, t.errno("open", &f.Inode, err)
+}
+
+// tarHandle is one open layer.tar with its own decoding cursor, so a
+// sequential reader streams whatever else reads the layer.
+type tarHandle struct {
+	f    *tarFile
+	r    *layerindex.TarReader
+	size int64 // -1 in direct-I/O mode: read until the stream ends
+}
+
+var (
+	_ = (gofs.FileReader)((*tarHandle)(nil))
+	_ = (gofs.FileReleaser)((*tarHandle)(nil))
+)
+
+func (h *tarHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	t := h.f.ref.t
+	ctx, cancel := t.opCtx(ctx)
+	defer cancel()
+	b, err := readFull(ctx, h.r, dest, off, h.size)
+	if err != nil {
+		return nil, t.errno("read", &h.f.Inode, fmt.Errorf("layer.tar at %d: %w", off, err))
+	}
+	return fuse.ReadResultData(b), 0
+}
+
+func (h *tarHandle) Release(context.Context) syscall.Errno {
+	h.r.Close()
+	return 0
+}

@@ -1,0 +1,133 @@
+package fs
+
+import (
+	"errors"
+	"os"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+
+	"github.com/regfs/regfs/layercache"
+	"github.com/regfs/regfs/layerindex"
+	"github.com/regfs/regfs/registry"
+)
+
+// Defaults of Options; each field documents its own.
+const (
+	DefaultTagTTL    = 30 * time.Second
+	DefaultOpTimeout = time.Minute
+	// immutableTTL is the kernel entry/attr timeout of anything reached by
+	// digest: it never changes, so the kernel may keep it as long as it likes.
+	immutableTTL = 24 * time.Hour
+	// sizeWait bounds how long opening layer.tar waits for the tar size
+	// before serving the open file in direct-I/O mode (size still unknown).
+	sizeWait = 2 * time.Second
+)
+
+// Options configure a Root.
+type Options struct {
+	// Client is the registry; required. It is wrapped in this package's
+	// metadata cache (manifests by digest kept, tags and listings for TagTTL).
+	Client registry.Client
+	// Cache serves blob bytes by block. Nil reads the registry directly
+	// (tests only: every read becomes a ranged request).
+	Cache *layercache.Cache
+	// Index gives the uncompressed tar stream of layers (layer.tar). Nil
+	// hides layer.tar.
+	Index *layerindex.Manager
+	// Platform picks the manifest of a multi-platform index shown in the
+	// image directory itself. Default: registry.HostPlatform().
+	Platform registry.Platform
+	// TagTTL is how long tag lists, tag → digest resolutions and the catalog
+	// are trusted, by this package and by the kernel (entry timeouts of
+	// tag-named directories, negative lookups). Default 30s.
+	TagTTL time.Duration
+	// OpTimeout bounds every FUSE operation that may wait on the network.
+	// Default 1 minute.
+	OpTimeout time.Duration
+	// Log receives one line per error turned into EIO/EACCES. Default
+	// logrus.StandardLogger().
+	Log logrus.FieldLogger
+	// Status, when set, is shown as the hidden .regfs/ directory.
+	Status *Status
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.Client == nil {
+		return o, errors.New("fs: Options.Client is required")
+	}
+	if o.Platform.OS == "" {
+		o.Platform = registry.HostPlatform()
+	}
+	if o.TagTTL <= 0 {
+		o.TagTTL = DefaultTagTTL
+	}
+	if o.OpTimeout <= 0 {
+		o.OpTimeout = DefaultOpTimeout
+	}
+	if o.Log == nil {
+		o.Log = logrus.StandardLogger()
+	}
+	return o, nil
+}
+
+// MountConfig is how the tree is mounted; cmd/regfs fills it from flags.
+type MountConfig struct {
+	// AllowOther lets other users read the mount (needs user_allow_other in
+	// /etc/fuse.conf for non-root mounts).
+	AllowOther bool
+	// MaxRead is the largest READ request the kernel sends, and the kernel
+	// readahead. Default 1 MiB: one cache block per request.
+	MaxRead int
+	// Debug logs every FUSE request (go-fuse's debug output).
+	Debug bool
+}
+
+// fuseOptions are the go-fuse options for root: timeouts set on purpose
+// (nil would mean no kernel caching at all), read-only, nosuid, nodev,
+// large reads, and mount(2) directly when running as root.
+func (r *Root) fuseOptions(mc MountConfig) *gofs.Options {
+	t := r.t
+	short := t.tagTTL
+	if mc.MaxRead <= 0 {
+		mc.MaxRead = 1 << 20
+	}
+	return &gofs.Options{
+		// The defaults apply to nodes that do not set their own; each node
+		// kind sets its own, long for content by digest, short for tags.
+		EntryTimeout: &short,
+		AttrTimeout:  &short,
+		// A name that did not resolve may appear once pushed: retry after
+		// the tag TTL, not sooner (shells and ls probe many names).
+		NegativeTimeout: &short,
+		UID:             uint32(os.Getuid()),
+		GID:             uint32(os.Getgid()),
+		MountOptions: fuse.MountOptions{
+			FsName:     t.host,
+			Name:       "regfs",
+			AllowOther: mc.AllowOther,
+			Options:    []string{"ro", "nosuid", "nodev"},
+			// READ requests are capped by MaxWrite (max_read) and by
+			// MaxReadAhead; both raised so one request can carry a block.
+			MaxWrite:     mc.MaxRead,
+			MaxReadAhead: mc.MaxRead,
+			DirectMount:  os.Geteuid() == 0,
+			// MS_RDONLY on the mount itself: the kernel answers EROFS to
+			// every write before it reaches us.
+			DirectMountFlags: msRdonlyNosuidNodev,
+			Debug:            mc.Debug,
+		},
+	}
+}
+
+// Mount mounts root on mountpoint and starts serving on goroutines of its
+// own. The caller waits with server.Wait and unmounts with server.Unmount.
+func (r *Root) Mount(mountpoint string, mc MountConfig) (*fuse.Server, error) {
+	server, err := gofs.Mount(mountpoint, r, r.fuseOptions(mc))
+	if err != nil {
+		return nil, err
+	}
+	return server, nil
+}

@@ -1,0 +1,144 @@
+package fs
+
+import (
+	"context"
+	"encoding/json"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+const statusDirName = ".regfs"
+
+// Status is what the hidden .regfs/ directory at the mount root shows.
+type Status struct {
+	// Version is .regfs/version (one line).
+	Version string
+	// Config is .regfs/config, as indented JSON: the effective flags, with
+	// no secrets.
+	Config any
+	// Stats is called on every open of .regfs/stats; its result is shown as
+	// indented JSON.
+	Stats func() any
+}
+
+func (t *tree) statusChild() child {
+	return child{
+		name: statusDirName, mode: fuse.S_IFDIR, ino: inoOf(t.host, "status"), entryTTL: immutableTTL,
+		make: func() node { return &statusDir{t: t} },
+	}
+}
+
+// statusDir is .regfs/: stats, version, config.
+type statusDir struct {
+	gofs.Inode
+	t *tree
+}
+
+var (
+	_ = (node)((*statusDir)(nil))
+	_ = (gofs.NodeLookuper)((*statusDir)(nil))
+	_ = (gofs.NodeReaddirer)((*statusDir)(nil))
+	_ = (gofs.NodeGetattrer)((*statusDir)(nil))
+)
+
+func (n *statusDir) fill(_ context.Context, a *fuse.Attr) error {
+	dirAttr(a, n.t.started)
+	return nil
+}
+
+func (n *statusDir) attrTTL() time.Duration { return immutableTTL }
+
+func (n *statusDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return n.t.getattr(ctx, n, out)
+}
+
+func jsonBytes(v any) []byte {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		b, _ = json.Marshal(map[string]string{"error": err.Error()})
+	}
+	return append(b, '\n')
+}
+
+func (n *statusDir) children() []child {
+	t, s := n.t, n.t.status
+	file := func(name string, content func() []byte) child {
+		return child{
+			name: name, mode: fuse.S_IFREG, ino: inoOf(t.host, "status", name), entryTTL: immutableTTL,
+			make: func() node { return &liveFile{content: content, mtime: t.started} },
+		}
+	}
+	cs := []child{
+		file("version", func() []byte { return []byte(s.Version + "\n") }),
+		file("config", func() []byte { return jsonBytes(s.Config) }),
+	}
+	if s.Stats != nil {
+		cs = append(cs, file("stats", func() []byte { return jsonBytes(s.Stats()) }))
+	}
+	return cs
+}
+
+func (n *statusDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	c, ok := findChild(n.children(), name)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	return n.t.lookupChild(ctx, &n.Inode, c, out)
+}
+
+func (n *statusDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
+	return dirStream(n.children()), 0
+}
+
+// liveFile is content made afresh at each open, served in direct-I/O mode
+// (its size changes, so the page cache must not hold it; mmap is not
+// supported). stat shows the size of the content right now.
+type liveFile struct {
+	gofs.Inode
+	content func() []byte
+	mtime   time.Time
+}
+
+var (
+	_ = (node)((*liveFile)(nil))
+	_ = (gofs.NodeOpener)((*liveFile)(nil))
+	_ = (gofs.NodeGetattrer)((*liveFile)(nil))
+)
+
+func (f *liveFile) fill(_ context.Context, a *fuse.Attr) error {
+	fileAttr(a, int64(len(f.content())), time.Now())
+	return nil
+}
+
+func (f *liveFile) attrTTL() time.Duration { return unknownTTL }
+
+func (f *liveFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	f.fill(ctx, &out.Attr)
+	out.SetTimeout(unknownTTL)
+	return 0
+}
+
+func (f *liveFile) Open(_ context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if isWrite(flags) {
+		return nil, 0, syscall.EROFS
+	}
+	return &liveHandle{data: f.content()}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// liveHandle is one snapshot of a liveFile.
+type liveHandle struct{ data []byte }
+
+var _ = (gofs.FileReader)((*liveHandle)(nil))
+
+func (h *liveHandle) Read(_ context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
+	if off >= int64(len(h.data)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	return fuse.ReadResultData(h.data[off:min(off+int64(len(dest)), int64(len(h.data)))]), 0
+}

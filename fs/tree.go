@@ -1,0 +1,149 @@
+package fs
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+
+	"github.com/regfs/regfs/layercache"
+	"github.com/regfs/regfs/layerindex"
+	"github.com/regfs/regfs/registry"
+)
+
+// tree is what every node of one mount shares. Its fields never change
+// after NewRoot.
+type tree struct {
+	meta      *metaCache
+	host      string
+	api       string
+	cache     *layercache.Cache
+	index     *layerindex.Manager
+	platform  registry.Platform
+	tagTTL    time.Duration
+	opTimeout time.Duration
+	log       logrus.FieldLogger
+	status    *Status
+	started   time.Time
+
+	mu     sync.Mutex
+	layers map[string]*layerRef // by repo and layer: one per layer for the mount's life
+}
+
+// layerRef returns the shared handle on layer l of repo, so what one open
+// learned (the blob handle, the tar size) outlives the kernel forgetting
+// the layer's nodes.
+func (t *tree) layerRef(repo string, l registry.Layer) *layerRef {
+	key := repo + "\x00" + l.ID + "\x00" + l.Digest.String()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, ok := t.layers[key]
+	if !ok {
+		r = &layerRef{t: t, repo: repo, layer: l}
+		t.layers[key] = r
+	}
+	return r
+}
+
+// opCtx bounds one FUSE operation; the kernel's interrupt still cancels it.
+func (t *tree) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, t.opTimeout)
+}
+
+func (t *tree) errno(op string, n *gofs.Inode, err error) syscall.Errno {
+	return toErrno(t.log, op, "/"+n.Path(nil), err)
+}
+
+// node is what every node kind adds to go-fuse's interfaces: its attributes
+// and how long the kernel may keep them.
+type node interface {
+	gofs.InodeEmbedder
+	// fill sets a's mode, size, times and link count. Only nodes whose size
+	// is not known in advance may do I/O here.
+	fill(ctx context.Context, a *fuse.Attr) error
+	attrTTL() time.Duration
+}
+
+// child describes one entry of a directory, for both Lookup and Readdir.
+type child struct {
+	name     string
+	mode     uint32 // fuse.S_IFDIR or fuse.S_IFREG
+	ino      uint64
+	entryTTL time.Duration
+	make     func() node
+}
+
+// lookupChild makes (or finds: go-fuse deduplicates on Ino) the child's
+// inode and fills out with its attributes and timeouts.
+func (t *tree) lookupChild(ctx context.Context, parent *gofs.Inode, c child, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	in := parent.NewInode(ctx, c.make(), gofs.StableAttr{Mode: c.mode, Ino: c.ino})
+	n := in.Operations().(node)
+	if err := n.fill(ctx, &out.Attr); err != nil {
+		return nil, t.errno("lookup", parent, err)
+	}
+	out.SetEntryTimeout(c.entryTTL)
+	out.SetAttrTimeout(n.attrTTL())
+	return in, 0
+}
+
+func findChild(cs []child, name string) (child, bool) {
+	for _, c := range cs {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return child{}, false
+}
+
+// dirStream lists cs sorted by name.
+func dirStream(cs []child) gofs.DirStream {
+	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
+	es := make([]fuse.DirEntry, 0, len(cs))
+	for _, c := range cs {
+		es = append(es, fuse.DirEntry{Name: c.name, Mode: c.mode, Ino: c.ino})
+	}
+	return gofs.NewListDirStream(es)
+}
+
+// getattr is the Getattr of every node kind.
+func (t *tree) getattr(ctx context.Context, n node, out *fuse.AttrOut) syscall.Errno {
+	ctx, cancel := t.opCtx(ctx)
+	defer cancel()
+	if err := n.fill(ctx, &out.Attr); err != nil {
+		return t.errno("getattr", n.EmbeddedInode(), err)
+	}
+	out.SetTimeout(n.attrTTL())
+	return 0
+}
+
+func setTimes(a *fuse.Attr, mtime time.Time) {
+	if mtime.IsZero() || mtime.Before(time.Unix(0, 0)) {
+		mtime = time.Unix(0, 0)
+	}
+	a.SetTimes(&mtime, &mtime, &mtime)
+}
+
+// dirAttr: 0555, nlink 1 (tools read it as "count unknown" and never skip
+// subdirectories on the strength of it).
+func dirAttr(a *fuse.Attr, mtime time.Time) {
+	a.Mode = fuse.S_IFDIR | 0o555
+	a.Nlink = 1
+	setTimes(a, mtime)
+}
+
+func fileAttr(a *fuse.Attr, size int64, mtime time.Time) {
+	a.Mode = fuse.S_IFREG | 0o444
+	a.Nlink = 1
+	a.Size = uint64(size)
+	setTimes(a, mtime)
+}
+
+// isWrite reports whether open flags ask for anything but reading.
+func isWrite(flags uint32) bool {
+	return flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0
+}
