@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // BenchmarkHit: reads served from a block already in memory.
@@ -142,4 +143,39 @@ func byteSize(n int) string {
 		return strconv.Itoa(n>>10) + "KiB"
 	}
 	return strconv.Itoa(n) + "B"
+}
+
+// BenchmarkSequentialLatency: a cold sequential pass over a source that
+// costs 2 ms per request before streaming at memory speed, the shape of a
+// registry round trip: readahead and parallel fetches hide the latency.
+func BenchmarkSequentialLatency(b *testing.B) {
+	const size = 64 << 20
+	for _, tt := range []struct {
+		name      string
+		readahead int
+	}{{"readahead=off", -1}, {"readahead=16", 16}} {
+		b.Run(tt.name, func(b *testing.B) {
+			src := newFakeSource(keyN(5), size, 5)
+			src.hook = func(ctx context.Context, off int64, n int) error {
+				time.Sleep(2 * time.Millisecond)
+				return nil
+			}
+			b.SetBytes(size)
+			p := make([]byte, 128<<10)
+			ctx := context.Background()
+			for b.Loop() {
+				c, err := New(Options{Logger: quietLogger(), Readahead: tt.readahead})
+				if err != nil {
+					b.Fatal(err)
+				}
+				r := c.Open(src)
+				for off := int64(0); off < size; off += int64(len(p)) {
+					if _, err := r.ReadAt(ctx, p, off); err != nil {
+						b.Fatal(err)
+					}
+				}
+				c.Close()
+			}
+		})
+	}
 }

@@ -571,6 +571,9 @@ func TestClosedReaderReadaheadDoesNotFailOthers(t *testing.T) {
 	if !bytes.Equal(p, src.data[bs+10:bs+110]) {
 		t.Errorf("reader 2: got bytes differ from the blob")
 	}
+	// The cancelled readahead fetch really ended (it would otherwise hang
+	// until FetchTimeout).
+	waitIdle(t, c)
 }
 
 func TestSkipMemoryReader(t *testing.T) {
