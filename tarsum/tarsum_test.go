@@ -201,7 +201,7 @@ func TestCompatibilityOptions(t *testing.T) {
 		typeflag: tar.TypeReg, body: []byte("old tar")}
 	legacyDir := testEntry{name: "olddir/", mode: 0o755, mtime: 3, typeflag: tar.TypeDir}
 	raw := buildTar(t, legacy, legacyDir)
-	setTypeflag(raw, 0, tar.TypeRegA)        // first header
+	setTypeflag(raw, 0, tar.TypeRegA)       // first header
 	setTypeflag(raw, 512+512, tar.TypeRegA) // second header, after the 7-byte body's block
 
 	stored, storedDir := legacy, legacyDir
