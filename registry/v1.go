@@ -34,6 +34,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/regfs/regfs/tarsum"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -105,6 +106,15 @@ func newV1Client(host string, opts v1Options) (*v1Client, error) {
 	}
 	if opts.UserAgent == "" {
 		opts.UserAgent = "regfs"
+	}
+	if opts.RequestTimeout == 0 {
+		opts.RequestTimeout = 60 * time.Second
+	}
+	if opts.MaxResumes <= 0 {
+		opts.MaxResumes = 8
+	}
+	if opts.MaxRangeSkip == 0 {
+		opts.MaxRangeSkip = 16 << 20
 	}
 	tr := opts.Transport
 	if tr == nil {
@@ -222,7 +232,7 @@ func (c *v1Client) get(ctx context.Context, what string, bases []string, start i
 			if prep != nil {
 				prep(req)
 			}
-			resp, err := c.hc.Do(req)
+			resp, err := c.do(ctx, req)
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil, 0, fmt.Errorf("%s: %w", what, ctx.Err())
@@ -251,6 +261,65 @@ func (c *v1Client) get(ctx context.Context, what string, bases []string, start i
 		}
 	}
 	return nil, 0, fmt.Errorf("%s: %d endpoint(s) failed %d time(s), last: %w", what, len(bases), rounds, lastErr)
+}
+
+// do sends req under a watchdog: no response headers, or no body bytes,
+// within RequestTimeout cancels the request, so a stalled endpoint counts as
+// a failed attempt (or a dropped body, which the layer reader resumes).
+func (c *v1Client) do(ctx context.Context, req *http.Request) (*http.Response, error) {
+	if c.opts.RequestTimeout < 0 {
+		return c.hc.Do(req)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	w := &v1Watchdog{cancel: cancel, timeout: c.opts.RequestTimeout}
+	w.timer = time.AfterFunc(w.timeout, w.fire)
+	resp, err := c.hc.Do(req.WithContext(actx))
+	if err != nil {
+		w.stop()
+		if w.fired.Load() && ctx.Err() == nil {
+			return nil, fmt.Errorf("no response within %v: %w", w.timeout, err)
+		}
+		return nil, err
+	}
+	w.rc = resp.Body
+	resp.Body = w
+	return resp, nil
+}
+
+// v1Watchdog is a response body whose request is cancelled when no byte
+// arrives for timeout.
+type v1Watchdog struct {
+	rc      io.ReadCloser
+	cancel  context.CancelFunc
+	timer   *time.Timer
+	timeout time.Duration
+	fired   atomic.Bool
+}
+
+func (w *v1Watchdog) fire() {
+	w.fired.Store(true)
+	w.cancel()
+}
+
+func (w *v1Watchdog) stop() {
+	w.timer.Stop()
+	w.cancel()
+}
+
+func (w *v1Watchdog) Read(p []byte) (int, error) {
+	n, err := w.rc.Read(p)
+	if n > 0 {
+		w.timer.Reset(w.timeout)
+	}
+	if err != nil && w.fired.Load() && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("body stalled for %v: %w", w.timeout, err)
+	}
+	return n, err
+}
+
+func (w *v1Watchdog) Close() error {
+	w.stop()
+	return w.rc.Close()
 }
 
 func (c *v1Client) setBasic(req *http.Request) {
@@ -645,4 +714,27 @@ func (c *v1Client) OpenBlob(ctx context.Context, repo string, l Layer) (Blob, er
 		}
 	}
 	return b, nil
+}
+
+// VerifyLayer reads all of layer l and checks it against the tarsum checksum
+// the repository's image list gave (l.Checksum), over l.JSON as docker's v1
+// push computed it. A different sum is an error that matches
+// tarsum.ErrMismatch; a layer with no listed checksum is an error too.
+func (c *v1Client) VerifyLayer(ctx context.Context, repo string, l Layer) error {
+	if l.Checksum == "" {
+		return fmt.Errorf("verify v1 layer %s: the repository lists no checksum", l.ID)
+	}
+	b, err := c.OpenBlob(ctx, repo, l)
+	if err != nil {
+		return err
+	}
+	rc, err := b.Open(ctx, 0, -1)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if err := tarsum.Verify(ctx, rc, l.Checksum, l.JSON); err != nil {
+		return fmt.Errorf("verify v1 layer %s in %s: %w", l.ID, repo, err)
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/regfs/regfs/registry"
 	"github.com/regfs/regfs/registry/registrytest"
+	"github.com/regfs/regfs/tarsum"
 )
 
 // v1Tar is a layer tar with one file; gzip-compressed when zip is set.
@@ -96,6 +97,7 @@ type v1TestClient interface {
 	registry.Client
 	Ping(ctx context.Context) (registry.V1Ping, error)
 	Search(ctx context.Context, q string) ([]registry.V1SearchResult, error)
+	VerifyLayer(ctx context.Context, repo string, l registry.Layer) error
 }
 
 func newV1TestClient(t *testing.T, host string, opts registry.V1TestOptions) v1TestClient {
@@ -665,5 +667,117 @@ func TestV1BlobConcurrent(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestV1VerifyLayer checks layers against the tarsum checksums the index
+// lists, and that a changed JSON or a missing checksum fails.
+func TestV1VerifyLayer(t *testing.T) {
+	f := newV1Fix(t, registrytest.V1WithTokenChecks())
+	c := newV1TestClient(t, f.s.Host, registry.V1TestOptions{})
+	ctx := context.Background()
+	img, err := c.Resolve(ctx, "team/app", "1.0", registry.Platform{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range img.Layers {
+		if !strings.HasPrefix(l.Checksum, "tarsum+sha256:") {
+			t.Errorf("layer %d checksum %q: want tarsum+sha256:…", i, l.Checksum)
+		}
+		if err := c.VerifyLayer(ctx, "team/app", l); err != nil {
+			t.Errorf("layer %d: %v", i, err)
+		}
+	}
+	tampered := img.Layers[1]
+	tampered.JSON = append([]byte(nil), tampered.JSON...)
+	tampered.JSON[len(tampered.JSON)-1] = ' '
+	if err := c.VerifyLayer(ctx, "team/app", tampered); !errors.Is(err, tarsum.ErrMismatch) {
+		t.Errorf("changed JSON: got %v, want a tarsum mismatch", err)
+	}
+	none := img.Layers[0]
+	none.Checksum = ""
+	if err := c.VerifyLayer(ctx, "team/app", none); err == nil {
+		t.Errorf("no checksum: got nil error")
+	}
+}
+
+// TestV1Stalls checks that a request that hangs, before its headers or in
+// the middle of a layer body, is given up after RequestTimeout and retried
+// (another endpoint, or a resume), with the exact bytes in the end.
+func TestV1Stalls(t *testing.T) {
+	ctx := context.Background()
+	t.Run("before headers, next endpoint", func(t *testing.T) {
+		f := newV1Fix(t, registrytest.V1WithListeners(3))
+		f.s.SetEndpoints(f.s.Hosts[1], f.s.Hosts[2])
+		f.s.InjectFault(registrytest.V1Fault{Host: f.s.Hosts[1], Stall: 10 * time.Second})
+		c := newV1TestClient(t, f.s.Host, registry.V1TestOptions{RequestTimeout: 100 * time.Millisecond})
+		start := time.Now()
+		if _, err := c.Tags(ctx, "team/app"); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("took %v", d)
+		}
+	})
+	t.Run("mid-body, resumed", func(t *testing.T) {
+		f := newV1Fix(t)
+		c := newV1TestClient(t, f.s.Host, registry.V1TestOptions{RequestTimeout: 200 * time.Millisecond})
+		b := v1Open(t, c, "team/big", registry.Layer{ID: f.big.ID, Size: int64(len(f.bigBytes))})
+		f.s.ResetLog()
+		f.s.InjectFault(registrytest.V1Fault{CutAfter: 400000, Stall: 10 * time.Second, Times: 1})
+		rc, err := b.Open(ctx, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		got, err := io.ReadAll(rc)
+		if err != nil || !bytes.Equal(got, f.bigBytes) {
+			t.Fatalf("got %d bytes, %v; want the %d bytes", len(got), err, len(f.bigBytes))
+		}
+		if n := f.s.Count("layer"); n != 2 {
+			t.Errorf("layer requests: got %d, want 2", n)
+		}
+	})
+	t.Run("every endpoint stalls", func(t *testing.T) {
+		f := newV1Fix(t)
+		f.s.InjectFault(registrytest.V1Fault{Path: "/v1/repositories/team/app/tags", Stall: 10 * time.Second})
+		c := newV1TestClient(t, f.s.Host, registry.V1TestOptions{RequestTimeout: 50 * time.Millisecond, MaxRetries: 1})
+		if _, err := c.Tags(ctx, "team/app"); err == nil || !strings.Contains(err.Error(), "no response within") {
+			t.Errorf("got %v, want a timeout error", err)
+		}
+	})
+}
+
+// TestV1RangeSkipLimit checks the client refuses to read and discard more
+// than MaxRangeSkip bytes from an endpoint that ignores Range.
+func TestV1RangeSkipLimit(t *testing.T) {
+	f := newV1Fix(t, registrytest.V1WithoutRanges())
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name    string
+		skip    int64
+		off     int64
+		wantErr bool
+	}{
+		{"within the limit", 10000, 5000, false},
+		{"past the limit", 1000, 5000, true},
+		{"never skip", -1, 1, true},
+		{"never skip, offset 0", -1, 0, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newV1TestClient(t, f.s.Host, registry.V1TestOptions{MaxRangeSkip: tt.skip})
+			b := v1Open(t, c, "team/big", registry.Layer{ID: f.big.ID, Size: int64(len(f.bigBytes))})
+			p := make([]byte, 100)
+			_, err := b.ReadAt(ctx, p, tt.off)
+			if tt.wantErr {
+				if !errors.Is(err, registry.V1ErrRangeUnsupported) {
+					t.Errorf("got %v, want range unsupported", err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(p, f.bigBytes[tt.off:tt.off+100]) {
+				t.Errorf("got %v (bytes equal %v)", err, bytes.Equal(p, f.bigBytes[tt.off:tt.off+100]))
+			}
+		})
 	}
 }

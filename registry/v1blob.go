@@ -11,10 +11,6 @@ import (
 	"sync/atomic"
 )
 
-// v1MaxResumes bounds the consecutive reconnects without progress of one
-// v1 layer stream.
-const v1MaxResumes = 5
-
 // v1Blob is one v1 layer, GET /v1/images/<id>/layer on the repository's
 // endpoints.
 type v1Blob struct {
@@ -195,6 +191,10 @@ func (r *v1Reader) connect() error {
 			b.noRanges.Store(true)
 		}
 		if r.pos > 0 {
+			if skip := b.c.opts.MaxRangeSkip; skip < 0 || r.pos > skip {
+				v1Drain(resp)
+				return fmt.Errorf("%s: endpoint ignores Range and byte %d is further in than the %d bytes the client skips: %w", b.what(), r.pos, max(skip, 0), v1ErrRangeUnsupported)
+			}
 			if _, err := io.CopyN(io.Discard, resp.Body, r.pos); err != nil {
 				resp.Body.Close()
 				// A cut while skipping is a dropped connection like any other.
@@ -267,7 +267,7 @@ func (r *v1Reader) Read(p []byte) (int, error) {
 			return n, fmt.Errorf("%s: %w", r.b.what(), cerr)
 		}
 		r.failures++
-		if r.failures > v1MaxResumes {
+		if r.failures > r.b.c.opts.MaxResumes {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}

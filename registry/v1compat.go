@@ -17,6 +17,8 @@ var (
 	v1ErrNotFound = errors.New("not found")
 	// v1ErrUnauthorized becomes ErrUnauthorized once errors.go lands.
 	v1ErrUnauthorized = errors.New("unauthorized")
+	// v1ErrRangeUnsupported becomes ErrRangeUnsupported once errors.go lands.
+	v1ErrRangeUnsupported = errors.New("server does not support range requests")
 )
 
 // v1Options is the subset of the client options the v1 client needs.
@@ -38,6 +40,17 @@ type v1Options struct {
 	RetryBase, RetryMax time.Duration
 	// UserAgent is sent with every request; empty means "regfs".
 	UserAgent string
+	// RequestTimeout bounds the wait for response headers and any pause
+	// between body bytes; a stalled request counts as a failed attempt (next
+	// endpoint, or a resume). Zero means 60 s; negative: none.
+	RequestTimeout time.Duration
+	// MaxResumes bounds the consecutive reconnects of one layer stream that
+	// bring no new byte. Zero means 8.
+	MaxResumes int
+	// MaxRangeSkip is how far into a layer the client reads and discards
+	// bytes when the endpoint ignores Range; further in fails with
+	// v1ErrRangeUnsupported. Zero means 16 MiB; negative: never skip.
+	MaxRangeSkip int64
 }
 
 // v1IsLoopback reports whether host[:port] names this machine.

@@ -13,6 +13,7 @@ func NewV1TestClient(host string, opts V1TestOptions) (*v1Client, error) {
 }
 
 var (
-	V1ErrNotFound     = v1ErrNotFound
-	V1ErrUnauthorized = v1ErrUnauthorized
+	V1ErrNotFound         = v1ErrNotFound
+	V1ErrUnauthorized     = v1ErrUnauthorized
+	V1ErrRangeUnsupported = v1ErrRangeUnsupported
 )

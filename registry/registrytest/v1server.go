@@ -98,7 +98,7 @@ func V1WithoutSearch() V1Option { return func(c *v1Config) { c.noSearch = true }
 func V1WithStandalone(b bool) V1Option { return func(c *v1Config) { c.standalone = &b } }
 
 // V1Fault makes the server misbehave on matching requests: set Status to
-// answer with an error, or CutAfter to cut layer bodies.
+// answer with an error, CutAfter to cut layer bodies, Stall to hang.
 type V1Fault struct {
 	Host       string // only requests that arrived on this host:port; "" any
 	Path       string // only paths starting with this; "" any
@@ -107,6 +107,10 @@ type V1Fault struct {
 	// CutAfter > 0 cuts a /layer response body after this many bytes by
 	// dropping the connection (the headers promised the full length).
 	CutAfter int64
+	// Stall > 0 hangs the request this long (or until the client goes
+	// away): before the headers, or with CutAfter after that many body
+	// bytes, then drops the connection.
+	Stall time.Duration
 	// Times is how many matching requests the fault applies to; 0 = all.
 	Times int
 }
@@ -500,6 +504,12 @@ func (s *V1Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if f := s.matchFault(r, false); f != nil {
+		if f.Stall > 0 {
+			v1Stall(r, f.Stall)
+			if f.Status == 0 {
+				panic(http.ErrAbortHandler)
+			}
+		}
 		if f.RetryAfter != "" {
 			w.Header().Set("Retry-After", f.RetryAfter)
 		}
@@ -582,7 +592,7 @@ func (s *V1Server) matchFault(r *http.Request, cut bool) *V1Fault {
 		if f.Path != "" && !strings.HasPrefix(r.URL.Path, f.Path) {
 			continue
 		}
-		if cut != (f.Status == 0 && f.CutAfter > 0) {
+		if cut != (f.Status == 0 && f.CutAfter > 0) || (!cut && f.Status == 0 && f.Stall <= 0) {
 			continue
 		}
 		cp := *f
@@ -838,11 +848,25 @@ func (s *V1Server) serveLayer(w http.ResponseWriter, r *http.Request, img *V1Ima
 		if fl, ok := w.(http.Flusher); ok {
 			fl.Flush()
 		}
+		v1Stall(r, f.Stall)
 		// Dropping the connection mid-body is the fault under test.
 		panic(http.ErrAbortHandler)
 	}
 	n, _ := w.Write(body)
 	s.addLayerOut(n)
+}
+
+// v1Stall waits d, or until the client has gone away.
+func v1Stall(r *http.Request, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+	}
 }
 
 func (s *V1Server) addLayerOut(n int) {
