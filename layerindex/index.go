@@ -8,6 +8,10 @@ import (
 	"sort"
 )
 
+// ErrBadTar means the layer decompresses fine but is not a tar this package
+// reads (its tar stream is still served by TarReadAt).
+var ErrBadTar = errors.New("not a readable tar")
+
 // layerIndex is everything one pass over a blob learns: the tar stream's
 // size, restart points into it, and the tar entries.
 type layerIndex struct {
@@ -17,6 +21,7 @@ type layerIndex struct {
 	Frames      []zstdFrame  // zstd: sorted by UOff
 	Tar         *Index       // nil if the stream is not a readable tar
 	TarErr      string       // why Tar is nil
+	tarErr      error        // the same, unwrappable, when built in this process
 	NotStargz   bool         // the blob was checked and has no eStargz footer
 }
 
@@ -115,7 +120,7 @@ func (l *Layer) buildIndex(ctx context.Context) (*layerIndex, error) {
 	idx.TarSize = cr.n
 	idx.Tar = tarIdx
 	if tarErr != nil {
-		idx.TarErr = tarErr.Error()
+		idx.TarErr, idx.tarErr = tarErr.Error(), tarErr
 	}
 	return idx, nil
 }
@@ -135,7 +140,11 @@ func (l *Layer) Index(ctx context.Context) (*Index, error) {
 		return nil, err
 	}
 	if idx.Tar == nil {
-		return nil, fmt.Errorf("layer %s: %s", l.key, idx.TarErr)
+		cause := idx.tarErr
+		if cause == nil {
+			cause = errors.New(idx.TarErr)
+		}
+		return nil, fmt.Errorf("layer %s: %w: %w", l.key, ErrBadTar, cause)
 	}
 	return idx.Tar, nil
 }

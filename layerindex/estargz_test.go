@@ -1,0 +1,119 @@
+package layerindex
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"io"
+	"math/rand"
+	"strings"
+	"testing"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+)
+
+func buildStargz(t *testing.T, tarData []byte, chunk int) ([]byte, string) {
+	t.Helper()
+	b, err := estargz.Build(io.NewSectionReader(bytes.NewReader(tarData), 0, int64(len(tarData))), estargz.WithChunkSize(chunk))
+	if err != nil {
+		t.Fatalf("estargz.Build: %v", err)
+	}
+	defer b.Close()
+	data, err := io.ReadAll(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data, b.TOCDigest().String()
+}
+
+func TestEStargz(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewSource(21))
+	files := []tarFile{dir("etc/"), reg("etc/small.conf", []byte("hello=1\n")), dir("usr/"), dir("usr/lib/")}
+	for i := 0; i < 20; i++ {
+		files = append(files, reg("usr/lib/big"+fmtInt(i), content(rng, 300<<10)))
+	}
+	link := tarFile{hdr: tar.Header{Typeflag: tar.TypeLink, Name: "etc/hard", Linkname: "etc/small.conf", Mode: 0o644}}
+	sym := tarFile{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "etc/sym", Linkname: "../usr/lib/big1", Mode: 0o777}}
+	xa := reg("etc/xattr", []byte("x"))
+	xa.hdr.PAXRecords = map[string]string{"SCHILY.xattr.user.test": "value"}
+	xa.hdr.Mode = 0o4755
+	files = append(files, link, sym, xa)
+	tarData := makeTar(t, files)
+	blobData, tocDigest := buildStargz(t, tarData, 64<<10)
+
+	for _, annotated := range []bool{true, false} {
+		blob := newMemBlob(blobData)
+		lo := LayerOptions{}
+		if annotated {
+			lo.TOCDigest = tocDigest
+		}
+		m := newTestManager(t, Options{})
+		l := m.Layer("sha256:sg", blob, lo)
+		x, err := l.Index(ctx)
+		if err != nil {
+			t.Fatalf("Index: %v", err)
+		}
+		calls, got := blob.counts()
+		if calls > 3 || got > int64(len(blobData))/10 {
+			t.Errorf("annotated=%v: Index read %d bytes in %d reads, want footer+TOC only (blob %d)", annotated, got, calls, len(blobData))
+		}
+		e, ok := x.Lookup("etc/small.conf")
+		if !ok {
+			t.Fatal("etc/small.conf missing")
+		}
+		blob.reset()
+		if b := readFile(ctx, t, l, e); string(b) != "hello=1\n" {
+			t.Errorf("small file: got %q", b)
+		}
+		if calls, got := blob.counts(); calls != 1 || got > 4096 {
+			t.Errorf("small file read fetched %d bytes in %d reads, want its one chunk", got, calls)
+		}
+		if e, _ := x.Lookup("etc/hard"); e.Type != tar.TypeLink || e.Linkname != "etc/small.conf" {
+			t.Errorf("etc/hard: got type %c link %q, want hardlink to etc/small.conf", e.Type, e.Linkname)
+		} else if b := readFile(ctx, t, l, e); string(b) != "hello=1\n" {
+			t.Errorf("hardlink content: got %q", b)
+		}
+		if e, _ := x.Lookup("etc/sym"); e.Type != tar.TypeSymlink || e.Linkname != "../usr/lib/big1" {
+			t.Errorf("etc/sym: got %c %q", e.Type, e.Linkname)
+		}
+		if e, _ := x.Lookup("etc/xattr"); e.Xattrs["user.test"] != "value" || e.Mode.Perm() != 0o755 || e.Mode&(1<<23) == 0 {
+			t.Errorf("etc/xattr: got xattrs %v mode %v, want user.test=value and setuid", e.Xattrs, e.Mode)
+		}
+		for _, f := range files[4:24] {
+			e, _ := x.Lookup(f.hdr.Name)
+			if b := readFile(ctx, t, l, e); !bytes.Equal(b, f.body) {
+				t.Fatalf("%s: wrong content", f.hdr.Name)
+			}
+		}
+		// The tar stream of an eStargz blob is still readable as gzip.
+		if size, err := l.TarSize(ctx); err != nil || size < int64(len(tarData))-1024 {
+			t.Errorf("TarSize: got %d, %v", size, err)
+		}
+	}
+
+	// A wrong TOC digest is refused; a corrupted chunk is an error, not data.
+	m := newTestManager(t, Options{})
+	if _, err := m.Layer("bad-toc", newMemBlob(blobData), LayerOptions{TOCDigest: "sha256:" + strings.Repeat("0", 64)}).Index(ctx); err == nil {
+		t.Error("Index with a wrong TOC digest: got no error")
+	}
+	l := m.Layer("ok", newMemBlob(blobData), LayerOptions{TOCDigest: tocDigest})
+	x, err := l.Index(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := x.Lookup("usr/lib/big3")
+	sg, _ := l.stargz(ctx)
+	ce, _ := sg.r.ChunkEntryForOffset(e.Name, 0)
+	bad := append([]byte(nil), blobData...)
+	// Rewrite the chunk with other content of the same size, validly compressed.
+	bl := m.Layer("tampered", newMemBlob(bad), LayerOptions{TOCDigest: tocDigest})
+	if _, err := bl.Index(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bad[ce.Offset+20] ^= 0xff
+	r, _ := bl.OpenFile(ctx, e)
+	if n, err := r.ReadAt(ctx, make([]byte, 100), 0); err == nil {
+		t.Errorf("read of a corrupted chunk: got %d bytes and no error", n)
+	}
+}
