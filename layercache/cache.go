@@ -411,6 +411,7 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 	waits := waitBuf[:0]
 	var toStart []*flight
 	startedRA := false
+	var mismatch error
 	for {
 		waits, toStart = waits[:0], toStart[:0]
 		c.mu.Lock()
@@ -444,8 +445,9 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 			k := blockKey{b.id, i}
 			if d, ok := c.memGet(k, g.peek); ok {
 				if int64(len(d)) != c.blockLen(b, i) {
-					c.mu.Unlock()
-					return fmt.Errorf("layercache: %s block %d: cached %d bytes, blob size %d wants %d", b.key, i, len(d), b.size, c.blockLen(b, i))
+					// Two Sources disagree on the size of one key. Fail,
+					// after starting the flights already registered.
+					mismatch = fmt.Errorf("layercache: %s block %d: cached %d bytes, blob size %d wants %d", b.key, i, len(d), b.size, c.blockLen(b, i))
 				}
 				out[i-first] = d
 				closeRun(i - 1)
@@ -476,6 +478,9 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 		if !startedRA && g.ra != nil {
 			startedRA = true
 			g.ra.readahead(g.raFrom, g.raTo, g.raWindow)
+		}
+		if mismatch != nil {
+			return mismatch
 		}
 		if len(waits) == 0 {
 			return nil

@@ -664,3 +664,22 @@ func TestStatsJSON(t *testing.T) {
 		}
 	}
 }
+
+// Two Sources that claim one key with different sizes must give an error,
+// never bytes of the wrong length.
+func TestSizeMismatchIsAnError(t *testing.T) {
+	const bs = 1024
+	a := newFakeSource(keyN(16), 2*bs+100, 16)
+	b := &fakeSource{key: a.key, data: a.data[:2*bs+50]}
+	c := newTestCache(t, Options{BlockSize: bs, Readahead: -1})
+	ra, rb := c.Open(a), c.Open(b)
+	defer ra.Close()
+	defer rb.Close()
+	checkRead(t, ra, a.data, 0, len(a.data))
+	for _, off := range []int64{2 * bs, 0} {
+		if _, err := rb.ReadAt(context.Background(), make([]byte, 2*bs+50-off), off); err == nil || err == io.EOF {
+			t.Errorf("read at %d with a conflicting size: got err %v want an error", off, err)
+		}
+	}
+	waitIdle(t, c)
+}
