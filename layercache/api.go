@@ -1,6 +1,9 @@
 package layercache
 
-import "context"
+import (
+	"context"
+	"io"
+)
 
 // Source is a blob readable by range; registry.Blob satisfies it. The cache
 // calls ReadAt only with block-aligned spans (the last block may be short).
@@ -17,4 +20,14 @@ type Source interface {
 type ReaderAt interface {
 	Size() int64
 	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// StreamSource is optionally implemented by a Source (registry.Blob does):
+// a run of several blocks is then fetched with one Open of exactly that
+// span, read straight into per-block buffers, which saves a copy of every
+// byte. Open must return an error, or a stream of exactly n bytes (a
+// stream ending early is an error and nothing of it is cached).
+type StreamSource interface {
+	Source
+	Open(ctx context.Context, off, n int64) (io.ReadCloser, error)
 }

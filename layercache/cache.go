@@ -620,6 +620,9 @@ func (c *Cache) fetch(ctx context.Context, f *flight, j, end int, blocks [][]byt
 	a, z := f.first+int64(j), f.first+int64(end)
 	off := a * c.bs
 	n := z*c.bs + c.blockLen(b, z) - off
+	if ss, ok := b.src.(StreamSource); ok && j < end {
+		return c.fetchStream(ctx, f, ss, j, end, off, n, blocks)
+	}
 	buf := make([]byte, n)
 	c.st.sourceRequests.Add(1)
 	if f.readahead {
@@ -652,6 +655,43 @@ func (c *Cache) fetch(ctx context.Context, f *flight, j, end int, blocks [][]byt
 		lo := int64(k-j) * c.bs
 		blk := make([]byte, c.blockLen(b, f.first+int64(k)))
 		copy(blk, buf[lo:])
+		blocks[k] = blk
+	}
+	return nil
+}
+
+// fetchStream reads blocks [j, end] of f with one Open of their span,
+// straight into per-block buffers.
+func (c *Cache) fetchStream(ctx context.Context, f *flight, ss StreamSource, j, end int, off, n int64, blocks [][]byte) error {
+	b := f.b
+	a, z := f.first+int64(j), f.first+int64(end)
+	c.st.sourceRequests.Add(1)
+	if f.readahead {
+		c.st.readaheadFetches.Add(1)
+	}
+	c.st.inFlight.Add(1)
+	defer c.st.inFlight.Add(-1)
+	fail := func(err error) error {
+		c.st.sourceErrors.Add(1)
+		return fmt.Errorf("layercache: fetch %s bytes %d-%d (blocks %d-%d): %w", b.key, off, off+n, a, z, err)
+	}
+	rc, err := ss.Open(ctx, off, n)
+	if err != nil {
+		return fail(err)
+	}
+	defer rc.Close()
+	var got int64
+	for k := j; k <= end; k++ {
+		blk := make([]byte, c.blockLen(b, f.first+int64(k)))
+		m, err := io.ReadFull(rc, blk)
+		got += int64(m)
+		c.st.bytesFetched.Add(int64(m))
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fail(fmt.Errorf("got %d of %d bytes: %w: %w", got, n, ErrShortRead, io.ErrUnexpectedEOF))
+		}
+		if err != nil {
+			return fail(err)
+		}
 		blocks[k] = blk
 	}
 	return nil
