@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"math"
 	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -82,13 +81,21 @@ type TokenRequest struct {
 	Status int
 }
 
+// TokenPath is where the registry's own listener serves the token endpoint.
+// It shares the registry's host:port because go-containerregistry refuses a
+// token realm on another loopback host:port (SSRF protection).
+const TokenPath = "/token"
+
 // TokenServer issues JWTs that the registry's token access controller
 // accepts: ES256-signed with an x5c header holding a self-signed
-// certificate that is the registry's rootcertbundle.
+// certificate that is the registry's rootcertbundle. It answers at
+// TokenPath on the registry's own listener; the registry's challenge names
+// the realm after the request's Host, so behind a FaultProxy the realm is
+// the proxy's.
 type TokenServer struct {
-	// URL is the token server's base URL, "http://127.0.0.1:port".
+	// URL is the base URL it is served under (the registry's URL).
 	URL string
-	// Realm is the token endpoint the registry names in its challenge.
+	// Realm is the token endpoint, URL + TokenPath.
 	Realm string
 	// Service and Issuer are the "service" and "iss" values.
 	Service, Issuer string
@@ -97,17 +104,13 @@ type TokenServer struct {
 	key          *ecdsa.PrivateKey
 	certDER      []byte
 
-	listener net.Listener
-	server   *http.Server
-	served   chan struct{}
-
 	mu     sync.Mutex
 	cfg    TokenConfig
 	log    []TokenRequest
 	serial int64
 }
 
-func startTokenServer(cfg TokenConfig, dir string) (*TokenServer, error) {
+func newTokenServer(cfg TokenConfig, dir, baseURL string) (*TokenServer, error) {
 	if cfg.Expiry <= 0 {
 		cfg.Expiry = 5 * time.Minute
 	}
@@ -132,38 +135,17 @@ func startTokenServer(cfg TokenConfig, dir string) (*TokenServer, error) {
 	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
 		return nil, fmt.Errorf("token server: %w", err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("token server: listen: %w", err)
-	}
 	ts := &TokenServer{
-		URL:          "http://" + l.Addr().String(),
+		URL:          baseURL,
+		Realm:        baseURL + TokenPath,
 		Service:      "regfs-test-registry",
 		Issuer:       "regfs-test-token-issuer",
 		rootCertPath: certPath,
 		key:          key,
 		certDER:      der,
-		listener:     l,
-		served:       make(chan struct{}),
 		cfg:          cfg,
 	}
-	ts.Realm = ts.URL + "/token"
-	ts.server = &http.Server{Handler: http.HandlerFunc(ts.serveToken), ReadHeaderTimeout: 30 * time.Second}
-	go func() {
-		defer close(ts.served)
-		_ = ts.server.Serve(l)
-	}()
 	return ts, nil
-}
-
-// Close stops the token server.
-func (ts *TokenServer) Close() error {
-	err := ts.server.Close()
-	<-ts.served
-	if err != nil {
-		return fmt.Errorf("close token server: %w", err)
-	}
-	return nil
 }
 
 // SetExpiry changes the validity of tokens issued from now on.
@@ -250,7 +232,7 @@ func (ts *TokenServer) serveToken(w http.ResponseWriter, r *http.Request) {
 	fail := func(status int, code, msg string) {
 		answer(status, map[string]any{"errors": []map[string]string{{"code": code, "message": msg}}, "error": code, "details": msg})
 	}
-	if r.URL.Path != "/token" {
+	if r.URL.Path != TokenPath {
 		fail(http.StatusNotFound, "NOT_FOUND", "no such endpoint")
 		return
 	}

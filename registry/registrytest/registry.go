@@ -1,9 +1,11 @@
 package registrytest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +25,7 @@ import (
 	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
 	_ "github.com/distribution/distribution/v3/registry/auth/token"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 )
 
 // Config describes a reference registry for Start. The zero value is a usable
@@ -32,14 +36,22 @@ type Config struct {
 	// Dir is the storage root. Default: a new temporary directory that Close
 	// removes. A Dir given here is kept.
 	Dir string
-	// LogLevel is the level of distribution's own logging ("error", "warn",
-	// "info", "debug"). Distribution logs through logrus's standard logger,
-	// so Start sets that logger's level for the whole process. Default: leave
-	// the level alone. StartRegistry defaults it to "error".
+	// LogLevel, when set, is the level ("error", "warn", "info", "debug")
+	// of logrus's standard logger, which distribution logs through: it is
+	// process-wide, so the default leaves it alone.
 	LogLevel string
+	// LogRequests lets distribution's per-request log lines through (each
+	// 404 and 401 is one at level error). By default they are dropped from
+	// logrus's standard logger output, recognised by their http.request.id
+	// field, while any registry with LogRequests runs.
+	LogRequests bool
 	// CatalogMaxEntries caps /v2/_catalog?n=. Default 1000 (distribution's
 	// own default).
 	CatalogMaxEntries int
+	// InMemory keeps blobs and manifests in memory instead of under Dir
+	// (distribution's inmemory driver: no fsync, so pushes are several
+	// times faster). Default off.
+	InMemory bool
 	// Delete enables DELETE of manifests and blobs. Default off.
 	Delete bool
 
@@ -67,11 +79,20 @@ func WithDir(dir string) Option { return func(c *Config) { c.Dir = dir } }
 // WithAddr listens on addr instead of "127.0.0.1:0".
 func WithAddr(addr string) Option { return func(c *Config) { c.Addr = addr } }
 
-// WithLogLevel sets distribution's log level (default "error" in tests).
+// WithLogLevel sets the level of logrus's standard logger, process-wide
+// (default: unchanged).
 func WithLogLevel(level string) Option { return func(c *Config) { c.LogLevel = level } }
+
+// WithRequestLogs shows distribution's per-request log lines (default:
+// dropped).
+func WithRequestLogs() Option { return func(c *Config) { c.LogRequests = true } }
 
 // WithCatalogMaxEntries caps the catalog page size (default 1000).
 func WithCatalogMaxEntries(n int) Option { return func(c *Config) { c.CatalogMaxEntries = n } }
+
+// WithInMemoryStorage keeps the registry's content in memory (faster
+// pushes; nothing on disk). Default: filesystem storage.
+func WithInMemoryStorage() Option { return func(c *Config) { c.InMemory = true } }
 
 // WithDelete enables DELETE requests (default off).
 func WithDelete() Option { return func(c *Config) { c.Delete = true } }
@@ -111,23 +132,24 @@ type Registry struct {
 	// Token is the token server when token auth is on, else nil.
 	Token *TokenServer
 
-	app       *handlers.App
-	server    *http.Server
-	listener  net.Listener
-	served    chan struct{}
-	removeDir bool
-	closeOnce sync.Once
-	closeErr  error
+	app         *handlers.App
+	server      *http.Server
+	listener    net.Listener
+	served      chan struct{}
+	removeDir   bool
+	closeOnce   sync.Once
+	logRequests bool
+	closeErr    error
 
 	counter *requestCounter
 }
 
 // StartRegistry starts a reference registry for the test with storage in
-// t.TempDir() and distribution's logging at level error, and stops it in
-// t.Cleanup. It fails the test if the registry cannot start.
+// t.TempDir() and distribution's per-request logging dropped, and stops it
+// in t.Cleanup. It fails the test if the registry cannot start.
 func StartRegistry(t testing.TB, opts ...Option) *Registry {
 	t.Helper()
-	cfg := Config{LogLevel: "error"}
+	var cfg Config
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -162,11 +184,15 @@ func Start(ctx context.Context, cfg Config) (reg *Registry, err error) {
 		}
 		logrus.SetLevel(level)
 	}
+	quietRequestLogs()
 	addr := cfg.Addr
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	reg = &Registry{counter: newRequestCounter(), served: make(chan struct{})}
+	reg = &Registry{counter: newRequestCounter(), served: make(chan struct{}), logRequests: cfg.LogRequests}
+	if reg.logRequests {
+		showRequestLogs.Add(1)
+	}
 	// Undo whatever was started if a later step fails.
 	defer func() {
 		if err != nil {
@@ -199,6 +225,10 @@ func Start(ctx context.Context, cfg Config) (reg *Registry, err error) {
 			"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
 		},
 	}
+	if cfg.InMemory {
+		delete(dc.Storage, "filesystem")
+		dc.Storage["inmemory"] = configuration.Parameters{}
+	}
 	if cfg.Delete {
 		dc.Storage["delete"] = configuration.Parameters{"enabled": true}
 	}
@@ -221,7 +251,7 @@ func Start(ctx context.Context, cfg Config) (reg *Registry, err error) {
 		c := *cfg.Htpasswd
 		reg.Credentials = &c
 	case cfg.Token != nil:
-		ts, err := startTokenServer(*cfg.Token, reg.Dir)
+		ts, err := newTokenServer(*cfg.Token, reg.Dir, reg.URL)
 		if err != nil {
 			return reg, fmt.Errorf("start registry: %w", err)
 		}
@@ -231,6 +261,11 @@ func Start(ctx context.Context, cfg Config) (reg *Registry, err error) {
 			"service":        ts.Service,
 			"issuer":         ts.Issuer,
 			"rootcertbundle": ts.rootCertPath,
+			// The realm follows the request's Host (and X-Forwarded-Proto,
+			// which the front handler sets), so it names a FaultProxy when
+			// the request came through one.
+			"autoredirect":     true,
+			"autoredirectpath": TokenPath,
 		}}
 		c := Credentials{User: cfg.Token.User, Password: cfg.Token.Password}
 		reg.Credentials = &c
@@ -241,7 +276,7 @@ func Start(ctx context.Context, cfg Config) (reg *Registry, err error) {
 		return reg, fmt.Errorf("start registry: %w", err)
 	}
 	reg.server = &http.Server{
-		Handler:           reg.counter.wrap(reg.app),
+		Handler:           reg.frontHandler(),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          nil,
 	}
@@ -250,6 +285,22 @@ func Start(ctx context.Context, cfg Config) (reg *Registry, err error) {
 		_ = reg.server.Serve(reg.listener)
 	}()
 	return reg, nil
+}
+
+// frontHandler serves the token endpoint (uncounted: the token server keeps
+// its own log) and passes everything else, counted, to distribution.
+func (r *Registry) frontHandler() http.Handler {
+	app := r.counter.wrap(r.app)
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.Token != nil && req.URL.Path == TokenPath {
+			r.Token.serveToken(w, req)
+			return
+		}
+		if req.Header.Get("X-Forwarded-Proto") == "" {
+			req.Header.Set("X-Forwarded-Proto", "http")
+		}
+		app.ServeHTTP(w, req)
+	})
 }
 
 // newApp builds distribution's handler, turning its configuration panics
@@ -264,11 +315,11 @@ func newApp(dc *configuration.Configuration) (app *handlers.App, err error) {
 }
 
 func (r *Registry) cleanupAfterFailedStart() {
+	if r.logRequests {
+		showRequestLogs.Add(-1)
+	}
 	if r.listener != nil {
 		_ = r.listener.Close()
-	}
-	if r.Token != nil {
-		_ = r.Token.Close()
 	}
 	if r.app != nil {
 		_ = r.app.Shutdown()
@@ -278,7 +329,7 @@ func (r *Registry) cleanupAfterFailedStart() {
 	}
 }
 
-// Close stops the registry (and its token server) at once, closing open
+// Close stops the registry at once, closing open
 // connections, and removes the storage directory if Start made it.
 // Calling it again returns the first result.
 func (r *Registry) Close() error {
@@ -291,10 +342,8 @@ func (r *Registry) Close() error {
 		if err := r.app.Shutdown(); err != nil {
 			errs = append(errs, fmt.Errorf("shut down registry app: %w", err))
 		}
-		if r.Token != nil {
-			if err := r.Token.Close(); err != nil {
-				errs = append(errs, err)
-			}
+		if r.logRequests {
+			showRequestLogs.Add(-1)
 		}
 		if r.removeDir {
 			if err := os.RemoveAll(r.Dir); err != nil {
@@ -502,4 +551,46 @@ func (s Stats) String() string {
 		fmt.Fprintf(&b, ", %s=%d", k, s.ByMethod[k])
 	}
 	return b.String()
+}
+
+// showRequestLogs counts running registries that want request logs.
+var (
+	showRequestLogs atomic.Int64
+	quietOnce       sync.Once
+)
+
+// quietRequestLogs puts a filter on logrus's standard output that drops
+// distribution's per-request lines. Distribution has no logger of its own
+// to configure (its default logger is logrus's standard one), so the
+// filter is the only way to quiet it without changing the level for
+// everyone else in the process.
+func quietRequestLogs() {
+	quietOnce.Do(func() {
+		std := logrus.StandardLogger()
+		std.SetOutput(&requestLogFilter{out: std.Out})
+	})
+}
+
+type requestLogFilter struct{ out io.Writer }
+
+// distributionNoise marks distribution's log lines that every test
+// registry produces: per-request lines, the start-up redis notice, and the
+// token verifier's reasons for a 401.
+var distributionNoise = [][]byte{
+	[]byte("http.request.id"),
+	[]byte("redis not configured"),
+	[]byte(`msg="token `),
+	[]byte(`msg="failed to verify token`),
+}
+
+// Write gets one formatted entry per call (logrus holds its lock).
+func (f *requestLogFilter) Write(p []byte) (int, error) {
+	if showRequestLogs.Load() == 0 {
+		for _, n := range distributionNoise {
+			if bytes.Contains(p, n) {
+				return len(p), nil
+			}
+		}
+	}
+	return f.out.Write(p)
 }

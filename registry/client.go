@@ -1,0 +1,329 @@
+package registry
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/sirupsen/logrus"
+)
+
+// Options configure New. The zero value is what most callers want; every
+// field says its default. Options hold no context: each call takes its own.
+type Options struct {
+	// API selects the protocol: APIAuto (also ""), APIV2 or APIV1.
+	// Default APIAuto: New probes GET /v2/ and falls back to v1 when the
+	// host answers 404 there.
+	API string
+
+	// PlainHTTP makes the client speak http:// to the registry. Default
+	// false: plain HTTP only for loopback hosts (127.0.0.0/8, ::1,
+	// localhost), as docker does; every other host uses TLS.
+	PlainHTTP bool
+	// InsecureSkipTLSVerify accepts any TLS certificate. Default false:
+	// certificates are verified against the system roots. Ignored when
+	// Transport is set (configure TLS there).
+	InsecureSkipTLSVerify bool
+
+	// Keychain finds credentials for the registry. Default
+	// authn.DefaultKeychain: $DOCKER_CONFIG/config.json or
+	// ~/.docker/config.json, including credential helpers.
+	Keychain authn.Keychain
+	// Authenticator, when set, is used instead of Keychain (for a --user
+	// flag, or tests). Default nil.
+	Authenticator authn.Authenticator
+
+	// MaxRetries is how many times one request is retried after the first
+	// attempt, for connection errors, 5xx, 408 and 429. Default 0 means 4;
+	// negative means never retry.
+	MaxRetries int
+	// RetryBackoffMin is the first pause between attempts; it doubles up
+	// to RetryBackoffMax. Defaults 100 ms and 5 s.
+	RetryBackoffMin, RetryBackoffMax time.Duration
+	// RetryAfterMax is the longest Retry-After the client waits for; a
+	// server asking for longer ends the retries with its error at once.
+	// Default 30 s.
+	RetryAfterMax time.Duration
+	// RequestTimeout bounds the wait for response headers and any pause
+	// between response body bytes (a stalled body is resumed). It does not
+	// bound a long transfer that keeps moving. Default 60 s; negative: none.
+	RequestTimeout time.Duration
+	// MaxResumes bounds the consecutive reconnects of one blob stream that
+	// bring no new byte. Default 8.
+	MaxResumes int
+	// MaxRangeSkip is how far into a blob the client reads and discards
+	// bytes when the server ignores Range; a read further in fails with
+	// ErrRangeUnsupported. Default 16 MiB; negative: never skip.
+	MaxRangeSkip int64
+	// PageSize is the n asked for per catalog and tag list page. Default
+	// 1000 (distribution's default maximum).
+	PageSize int
+
+	// UserAgent is sent with every request, followed by
+	// go-containerregistry's own. Default "regfs".
+	UserAgent string
+	// Logger receives retries and resumes (debug) and fallbacks (info).
+	// Default: logrus's standard logger.
+	Logger *logrus.Entry
+	// Transport is the base round tripper, under auth and retries; for
+	// tests and custom dialing. Default: a clone of http.DefaultTransport.
+	Transport http.RoundTripper
+}
+
+// withDefaults fills zero fields.
+func (o Options) withDefaults() Options {
+	if o.API == "" {
+		o.API = APIAuto
+	}
+	if o.Keychain == nil {
+		o.Keychain = authn.DefaultKeychain
+	}
+	if o.MaxRetries == 0 {
+		o.MaxRetries = 4
+	}
+	if o.MaxRetries < 0 {
+		o.MaxRetries = 0
+	}
+	if o.RetryBackoffMin <= 0 {
+		o.RetryBackoffMin = 100 * time.Millisecond
+	}
+	if o.RetryBackoffMax <= 0 {
+		o.RetryBackoffMax = 5 * time.Second
+	}
+	if o.RetryBackoffMax < o.RetryBackoffMin {
+		o.RetryBackoffMax = o.RetryBackoffMin
+	}
+	if o.RetryAfterMax <= 0 {
+		o.RetryAfterMax = 30 * time.Second
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = 60 * time.Second
+	}
+	if o.MaxResumes <= 0 {
+		o.MaxResumes = 8
+	}
+	if o.MaxRangeSkip == 0 {
+		o.MaxRangeSkip = 16 << 20
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = 1000
+	}
+	if o.UserAgent == "" {
+		o.UserAgent = "regfs"
+	}
+	if o.Logger == nil {
+		o.Logger = logrus.NewEntry(logrus.StandardLogger())
+	}
+	return o
+}
+
+// New returns a client for the registry at host ("host[:port]", no scheme).
+// With API auto it probes GET /v2/ under ctx (with retries) and falls back
+// to the v1 API when the host has no v2 endpoint; with APIV2 or APIV1 it
+// does no I/O beyond resolving credentials.
+func New(ctx context.Context, host string, opts Options) (Client, error) {
+	if err := checkRegistryHost(host); err != nil {
+		return nil, fmt.Errorf("registry host %q: %w", host, err)
+	}
+	opts = opts.withDefaults()
+	switch opts.API {
+	case APIAuto, APIV2, APIV1:
+	default:
+		return nil, fmt.Errorf("registry %s: unknown API %q: want %q, %q or %q", host, opts.API, APIAuto, APIV2, APIV1)
+	}
+	c, err := newV2Client(ctx, host, opts)
+	if err != nil {
+		return nil, err
+	}
+	switch opts.API {
+	case APIV2:
+		return c, nil
+	case APIV1:
+		return c.makeV1(ctx)
+	}
+	isV2, err := c.probe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if isV2 {
+		return c, nil
+	}
+	c.log.Infof("registry %s has no /v2/ endpoint: using the v1 API", host)
+	v1, err := c.makeV1(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := v1.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("registry %s: no v2 API (GET /v2/ answered 404) and the v1 ping failed: %w", host, err)
+	}
+	return v1, nil
+}
+
+// makeV1 builds the v1 client from the same options.
+func (c *v2Client) makeV1(ctx context.Context) (*v1Client, error) {
+	vo := v1Options{
+		PlainHTTP:  c.scheme == "http",
+		Transport:  c.base,
+		MaxRetries: c.opts.MaxRetries,
+		RetryBase:  c.opts.RetryBackoffMin,
+		RetryMax:   c.opts.RetryBackoffMax,
+		UserAgent:  c.opts.UserAgent,
+	}
+	if vo.MaxRetries == 0 {
+		vo.MaxRetries = -1 // v1Options: 0 means its default, negative none
+	}
+	cfg, err := authn.Authorization(ctx, c.auth)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: credentials: %w", c.host, err)
+	}
+	vo.Username, vo.Password = cfg.Username, cfg.Password
+	v1, err := newV1Client(c.host, vo)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: %w", c.host, err)
+	}
+	return v1, nil
+}
+
+// isLoopbackHost reports whether host[:port] names this machine, the hosts
+// docker talks plain HTTP to.
+func isLoopbackHost(hostport string) bool {
+	h := hostport
+	if hh, _, err := net.SplitHostPort(hostport); err == nil {
+		h = hh
+	}
+	h = strings.Trim(h, "[]")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// apiHost is the host the HTTP requests go to: Docker Hub's API lives on
+// registry-1.docker.io.
+func apiHost(host string) string {
+	if host == DockerHub || host == "index.docker.io" {
+		return "registry-1.docker.io"
+	}
+	return host
+}
+
+// schemeError is a request to the registry host with the scheme the
+// client's policy forbids.
+type schemeError struct{ host, scheme, want string }
+
+func (e *schemeError) Error() string {
+	return fmt.Sprintf("refusing %s:// to %s: this client speaks %s:// to it (see Options.PlainHTTP)", e.scheme, e.host, e.want)
+}
+
+// schemeGuard keeps requests to the registry host on the scheme the policy
+// chose. go-containerregistry's ping would otherwise try https and http
+// for hosts it guesses are local (including RFC 1918 addresses), where
+// docker's rule is: plain HTTP for loopback only.
+type schemeGuard struct {
+	host, scheme string
+	inner        http.RoundTripper
+}
+
+func (g *schemeGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host == g.host && req.URL.Scheme != g.scheme {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, &schemeError{host: g.host, scheme: req.URL.Scheme, want: g.scheme}
+	}
+	return g.inner.RoundTrip(req)
+}
+
+// baseTransport is Options.Transport, or a clone of the default transport
+// with room for the parallel ranged reads layercache makes.
+func baseTransport(opts Options) http.RoundTripper {
+	if opts.Transport != nil {
+		return opts.Transport
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 32
+	if opts.InsecureSkipTLSVerify {
+		if t.TLSClientConfig == nil {
+			t.TLSClientConfig = &tls.Config{}
+		}
+		t.TLSClientConfig.InsecureSkipVerify = true //nolint:gosec // the caller asked for it
+	}
+	return t
+}
+
+// newV2Client builds a v2 client; it does no I/O except resolving
+// credentials (a credential helper may run).
+func newV2Client(ctx context.Context, host string, opts Options) (*v2Client, error) {
+	api := apiHost(host)
+	scheme := "https"
+	if opts.PlainHTTP || isLoopbackHost(api) {
+		scheme = "http"
+	}
+	var nameOpts []name.Option
+	if scheme == "http" {
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(api, nameOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("registry host %q: %w", host, err)
+	}
+	auth := opts.Authenticator
+	if auth == nil {
+		// Keychains know Docker Hub as index.docker.io.
+		target := reg
+		if host == DockerHub || host == "index.docker.io" {
+			target, _ = name.NewRegistry(DockerHub)
+		}
+		if auth, err = authn.Resolve(ctx, opts.Keychain, target); err != nil {
+			return nil, fmt.Errorf("registry %s: credentials: %w", host, err)
+		}
+	}
+	base := baseTransport(opts)
+	c := &v2Client{
+		host:   host,
+		api:    api,
+		scheme: scheme,
+		reg:    reg,
+		auth:   auth,
+		base:   base,
+		opts:   opts,
+		log:    opts.Logger.WithField("registry", host),
+	}
+	// ggcr's user-agent transport sets "<ours> go-containerregistry/<v>";
+	// ggcr does not wrap it again.
+	c.authBase = transport.NewUserAgent(&schemeGuard{host: api, scheme: scheme, inner: base}, opts.UserAgent)
+	setup := scopeSetupTimeout
+	if opts.RequestTimeout > 0 {
+		setup = 3 * opts.RequestTimeout // ping, token, a redirect
+	}
+	c.scopes = newScopeCache(c.newScopeClient, setup)
+	return c, nil
+}
+
+// probe asks GET /v2/ whether the host speaks v2: 200 or 401 (the
+// registry wants auth) mean yes, 404 means no; anything else is an error.
+func (c *v2Client) probe(ctx context.Context) (bool, error) {
+	url := c.url("/v2/")
+	resp, err := c.doWith(ctx, "ping "+c.host, func(ctx context.Context) (*http.Client, error) {
+		return &http.Client{Transport: c.authBase}, nil
+	}, http.MethodGet, url, nil)
+	if err != nil {
+		return false, fmt.Errorf("probe registry %s: %w", c.host, err)
+	}
+	defer drain(resp)
+	switch resp.StatusCode {
+	case http.StatusOK, http.StatusUnauthorized:
+		return true, nil
+	case http.StatusNotFound:
+		return false, nil
+	}
+	return false, fmt.Errorf("probe registry %s: %w", c.host, newHTTPError(resp))
+}

@@ -1,0 +1,417 @@
+package registry
+
+// resumableReader is the package's one way of reading a span of a blob over
+// HTTP so that the caller sees exactly the bytes asked for or an error:
+//
+//   - the first request asks Range: bytes=off-(off+n-1) (no Range for the
+//     whole blob) and checks the answer: a 206 must carry the Content-Range
+//     asked for (a shorter span is fine, the rest is asked next); a 200 (the
+//     server ignored Range) must have the blob's size and is read from its
+//     start, discarding bytes up to off when off ≤ maxSkip, else the read
+//     fails with ErrRangeUnsupported. Whether the server honours Range is
+//     remembered in *ranges, shared by all blobs of one client;
+//   - when a body ends early or breaks (connection reset, a stall caught by
+//     the request watchdog), the stream asks again from the next byte it
+//     needs. A connection that brought bytes resumes at once; one that
+//     brought none counts against maxResumes and backs off first;
+//   - a whole-blob stream with verify set is hashed and ends with
+//     ErrDigestMismatch instead of io.EOF if the bytes were wrong.
+//
+// Both APIs use it: v2 blobs (blob.go) and, through the same fetch hook, v1
+// layers. For the v1 client, build one per layer with
+//
+//	&resumableReader{
+//		what:  "v1 layer <id> in <host>/<repo>",
+//		size:  size,
+//		fetch: func(ctx context.Context, rangeHeader string) (*http.Response, error) {
+//			// one GET of /v1/images/<id>/layer with "Range: rangeHeader"
+//			// when not "", "Accept-Encoding: identity", endpoint fail-over
+//			// and token as usual; any status is returned as is.
+//		},
+//		statusErr: func(resp *http.Response) error { return v1StatusErr(what, resp) },
+//		ranges:    &client.ranges,  // an atomic.Int32 per client
+//		maxResumes: 8, maxSkip: 16 << 20,
+//		backoffMin: 100 * time.Millisecond, backoffMax: 5 * time.Second,
+//	}
+//
+// and call its open(ctx, off, n) and readAt(ctx, p, off).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/sirupsen/logrus"
+)
+
+// Values of resumableReader.ranges.
+const (
+	rangeUnknown int32 = iota
+	rangeHonoured
+	rangeIgnored
+)
+
+// resumableReader reads spans of one immutable blob; see the file comment.
+type resumableReader struct {
+	// what names the blob in errors and logs.
+	what string
+	// size is the blob's exact size.
+	size int64
+	// fetch sends one GET of the blob with rangeHeader as its Range header
+	// ("" for none) and Accept-Encoding: identity, and returns the response
+	// whatever its status, or an error when no response came (after any
+	// retries of its own).
+	fetch func(ctx context.Context, rangeHeader string) (*http.Response, error)
+	// statusErr turns a response other than 200, 206 and 416 into an
+	// error and closes its body. Nil: an *HTTPError.
+	statusErr func(resp *http.Response) error
+	// ranges is the shared memory of whether the server honours Range
+	// (rangeUnknown, rangeHonoured, rangeIgnored). Nil: not remembered.
+	ranges *atomic.Int32
+	// maxResumes bounds consecutive reconnects that bring no new byte.
+	maxResumes int
+	// maxSkip is the largest offset reached by discarding when the server
+	// ignores Range; negative: never skip.
+	maxSkip int64
+	// backoffMin, backoffMax bound the pause before a reconnect after a
+	// connection that brought nothing.
+	backoffMin, backoffMax time.Duration
+	// verify, when set, is checked over a whole-blob stream.
+	verify digest.Digest
+	// log receives resumes (debug) and the discovery that Range is
+	// ignored (info). Nil: logrus's standard logger.
+	log *logrus.Entry
+
+	// resumes counts reconnects, for tests and stats.
+	resumes atomic.Int64
+}
+
+func (r *resumableReader) logger() *logrus.Entry {
+	if r.log == nil {
+		return logrus.NewEntry(logrus.StandardLogger())
+	}
+	return r.log
+}
+
+// readAt reads len(p) bytes at off as io.ReaderAt does: all of them, or an
+// error; io.EOF when off+len(p) passes the end (after the bytes that exist).
+func (r *resumableReader) readAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%s: read at negative offset %d", r.what, off)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), r.size-off)
+	rc, err := r.open(ctx, off, n)
+	if err != nil {
+		return 0, err
+	}
+	got, err := io.ReadFull(rc, p[:n])
+	rc.Close()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF // the stream ends only after n bytes
+		}
+		return got, fmt.Errorf("%s: read [%d,%d): %w", r.what, off, off+n, err)
+	}
+	if n < int64(len(p)) {
+		return got, io.EOF
+	}
+	return got, nil
+}
+
+// open streams bytes [off, off+n) (n < 0: to the end). The first request
+// is made before open returns, so a missing blob or a refusal shows here.
+func (r *resumableReader) open(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	if n < 0 {
+		n = r.size - off
+	}
+	if off < 0 || off > r.size || n > r.size-off {
+		return nil, fmt.Errorf("%s: open [%d,%d) outside the blob's %d bytes", r.what, off, off+n, r.size)
+	}
+	s := &resumeStream{r: r, ctx: ctx, start: off, pos: off, end: off + n}
+	if off == 0 && n == r.size && r.verify != "" && r.verify.Algorithm().Available() {
+		s.digester = r.verify.Algorithm().Digester()
+	}
+	if n > 0 {
+		if err := s.connect(); err != nil {
+			var be *bodyError
+			if !errors.As(err, &be) {
+				return nil, err
+			}
+			// The body broke while skipping: Read resumes it.
+			if err := s.resumeAfter(be.err, 0); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return s, nil
+}
+
+// bodyError is a body that broke before the bytes wanted (while skipping).
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
+
+// resumeStream is one open span.
+type resumeStream struct {
+	r               *resumableReader
+	ctx             context.Context
+	start, pos, end int64
+	body     io.ReadCloser
+	// connBytes is what the current connection brought.
+	connBytes int64
+	// failures counts consecutive connections that brought no byte.
+	failures int
+	digester digest.Digester
+	err      error // sticky
+	closed   bool
+}
+
+func (s *resumeStream) rangeState() int32 {
+	if s.r.ranges == nil {
+		return rangeUnknown
+	}
+	return s.r.ranges.Load()
+}
+
+func (s *resumeStream) setRangeState(v int32) {
+	if s.r.ranges == nil {
+		return
+	}
+	if old := s.r.ranges.Swap(v); old != v && v == rangeIgnored {
+		s.r.logger().Infof("%s: the server ignores Range requests: offsets up to %d are reached by skipping", s.r.what, s.r.maxSkip)
+	}
+}
+
+// connect makes one request for [pos, end) and sets body to exactly the
+// bytes from pos on that the answer holds.
+func (s *resumeStream) connect() error {
+	r := s.r
+	ranged := s.pos > 0 || s.end < r.size
+	tooFar := ranged && s.pos > r.maxSkip
+	if tooFar && s.rangeState() == rangeIgnored {
+		return fmt.Errorf("%s: bytes %d-%d: %w (it ignored Range before, and %d is past the %d bytes the client skips)",
+			r.what, s.pos, s.end-1, ErrRangeUnsupported, s.pos, max(r.maxSkip, 0))
+	}
+	rangeHeader := ""
+	if ranged {
+		rangeHeader = fmt.Sprintf("bytes=%d-%d", s.pos, s.end-1)
+	}
+	resp, err := r.fetch(s.ctx, rangeHeader)
+	if err != nil {
+		return err
+	}
+	s.connBytes = 0
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		cr := resp.Header.Get("Content-Range")
+		first, last, total, perr := parseContentRange(cr)
+		switch {
+		case !ranged:
+			drain(resp)
+			return fmt.Errorf("%s: 206 Partial Content to a request without Range", r.what)
+		case perr != nil || first != s.pos || (total >= 0 && total != r.size):
+			drain(resp)
+			return fmt.Errorf("%s: asked bytes %d-%d of %d, got Content-Range %q", r.what, s.pos, s.end-1, r.size, cr)
+		}
+		s.setRangeState(rangeHonoured)
+		s.body = limitBody(resp.Body, min(last+1, s.end)-s.pos)
+		return nil
+	case http.StatusOK:
+		if resp.ContentLength >= 0 && resp.ContentLength != r.size {
+			drain(resp)
+			return fmt.Errorf("%s: served %d bytes, want %d", r.what, resp.ContentLength, r.size)
+		}
+		if ranged {
+			s.setRangeState(rangeIgnored)
+			if tooFar {
+				resp.Body.Close()
+				return fmt.Errorf("%s: bytes %d-%d: %w (it answered the whole blob, and %d is past the %d bytes the client skips)",
+					r.what, s.pos, s.end-1, ErrRangeUnsupported, s.pos, max(r.maxSkip, 0))
+			}
+			if _, err := io.CopyN(io.Discard, resp.Body, s.pos); err != nil {
+				resp.Body.Close()
+				return &bodyError{err: fmt.Errorf("skip to byte %d: %w", s.pos, err)}
+			}
+		}
+		s.body = limitBody(resp.Body, s.end-s.pos)
+		return nil
+	case http.StatusRequestedRangeNotSatisfiable:
+		drain(resp)
+		return fmt.Errorf("%s: bytes %d-%d: 416 Range Not Satisfiable (is the blob smaller than %d bytes?)", r.what, s.pos, s.end-1, r.size)
+	}
+	if r.statusErr != nil {
+		return r.statusErr(resp)
+	}
+	return fmt.Errorf("%s: %w", r.what, newHTTPError(resp))
+}
+
+// resumeAfter decides whether to reconnect after the body failed with
+// cause, the dead connection having brought progress bytes.
+func (s *resumeStream) resumeAfter(cause error, progress int64) error {
+	if err := s.ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", s.r.what, err)
+	}
+	if errors.Is(cause, io.EOF) {
+		cause = io.ErrUnexpectedEOF
+	}
+	if progress > 0 {
+		s.failures = 0
+	}
+	s.failures++
+	if s.failures > s.r.maxResumes {
+		return fmt.Errorf("%s: connection ended at byte %d of [%d,%d) %d times in a row without progress: %w",
+			s.r.what, s.pos, s.start, s.end, s.failures, cause)
+	}
+	s.r.resumes.Add(1)
+	s.r.logger().Debugf("%s: resuming at byte %d after: %v", s.r.what, s.pos, cause)
+	if s.failures > 1 {
+		d := s.r.backoffMin
+		for i := 2; i < s.failures && d < s.r.backoffMax; i++ {
+			d *= 2
+		}
+		if err := sleepCtx(s.ctx, min(d, s.r.backoffMax)); err != nil {
+			return fmt.Errorf("%s: %w", s.r.what, err)
+		}
+	}
+	return nil
+}
+
+func (s *resumeStream) closeBody() {
+	if s.body != nil {
+		s.body.Close()
+		s.body = nil
+	}
+}
+
+// finish is what Read returns at the end: io.EOF, or a digest mismatch.
+func (s *resumeStream) finish() error {
+	if s.digester != nil {
+		if got := s.digester.Digest(); got != s.r.verify {
+			s.err = &DigestError{What: s.r.what, Want: s.r.verify, Got: got}
+			return s.err
+		}
+	}
+	return io.EOF
+}
+
+func (s *resumeStream) Read(p []byte) (int, error) {
+	if s.closed {
+		return 0, fmt.Errorf("%s: read after close", s.r.what)
+	}
+	if s.err != nil {
+		return 0, s.err
+	}
+	if s.pos >= s.end {
+		s.closeBody()
+		return 0, s.finish()
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		if s.body == nil {
+			if err := s.connect(); err != nil {
+				var be *bodyError
+				if !errors.As(err, &be) {
+					s.err = err
+					return 0, err
+				}
+				if err := s.resumeAfter(be.err, 0); err != nil {
+					s.err = err
+					return 0, err
+				}
+				continue
+			}
+		}
+		want := min(int64(len(p)), s.end-s.pos)
+		n, err := s.body.Read(p[:want])
+		if n > 0 {
+			s.pos += int64(n)
+			s.connBytes += int64(n)
+			if s.digester != nil {
+				s.digester.Hash().Write(p[:n])
+			}
+		}
+		if s.pos >= s.end {
+			s.closeBody()
+			if n > 0 {
+				return n, nil
+			}
+			return 0, s.finish()
+		}
+		if err == nil {
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		// The body ended before end, or broke: ask again from pos.
+		progress := s.connBytes
+		s.closeBody()
+		if rerr := s.resumeAfter(err, progress); rerr != nil {
+			s.err = rerr
+			return n, rerr
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+func (s *resumeStream) Close() error {
+	s.closed = true
+	s.closeBody()
+	return nil
+}
+
+// limitBody reads at most n bytes of rc and closes rc.
+func limitBody(rc io.ReadCloser, n int64) io.ReadCloser {
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(rc, n), rc}
+}
+
+// parseContentRange reads "bytes first-last/total" (total "*": -1).
+func parseContentRange(h string) (first, last, total int64, err error) {
+	bad := fmt.Errorf("bad Content-Range %q", h)
+	spec, ok := strings.CutPrefix(strings.TrimSpace(h), "bytes ")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	rng, tot, ok := strings.Cut(spec, "/")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	a, z, ok := strings.Cut(rng, "-")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	if first, err = strconv.ParseInt(a, 10, 64); err != nil || first < 0 {
+		return 0, 0, 0, bad
+	}
+	if last, err = strconv.ParseInt(z, 10, 64); err != nil || last < first {
+		return 0, 0, 0, bad
+	}
+	total = -1
+	if tot != "*" {
+		if total, err = strconv.ParseInt(tot, 10, 64); err != nil || total <= last {
+			return 0, 0, 0, bad
+		}
+	}
+	return first, last, total, nil
+}

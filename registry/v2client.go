@@ -1,0 +1,181 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/sirupsen/logrus"
+)
+
+// v2Client is a Client for the OCI Distribution (Docker Registry v2) API.
+type v2Client struct {
+	host   string // as given: what Host returns and errors name
+	api    string // where requests go (Docker Hub: registry-1.docker.io)
+	scheme string // "https", or "http" for loopback hosts and PlainHTTP
+	reg    name.Registry
+	auth   authn.Authenticator
+	base   http.RoundTripper // Options.Transport or the default clone
+	// authBase is what ggcr's auth transports wrap: user agent, scheme
+	// guard, base.
+	authBase http.RoundTripper
+	opts     Options
+	log      *logrus.Entry
+
+	scopes *scopeCache
+	// ranges remembers whether the registry (or its storage) honours
+	// Range: rangeUnknown, rangeHonoured or rangeIgnored.
+	ranges atomic.Int32
+}
+
+var _ Client = (*v2Client)(nil)
+
+func (c *v2Client) Host() string { return c.host }
+func (c *v2Client) API() string  { return APIV2 }
+
+func (c *v2Client) url(path string) string { return c.scheme + "://" + c.api + path }
+
+// repoPath normalizes and checks repo: "library/" for one-component names
+// on Docker Hub.
+func (c *v2Client) repoPath(repo string) (string, error) {
+	repo = strings.Trim(repo, "/")
+	if c.host == DockerHub && repo != "" && !strings.Contains(repo, "/") {
+		repo = "library/" + repo
+	}
+	if err := checkRepository(repo); err != nil {
+		return "", err
+	}
+	return repo, nil
+}
+
+// maxListBody bounds one catalog or tag list page.
+const maxListBody = 32 << 20
+
+// maxPages bounds a listing, against a server whose Link loops.
+const maxPages = 100000
+
+// Catalog lists every repository, following Link pages. A registry that
+// refuses the catalog (401, 403, 404, or a token server that will not
+// grant registry:catalog:*) lists nothing, without error.
+func (c *v2Client) Catalog(ctx context.Context) ([]string, error) {
+	names, err := c.list(ctx, "catalog of "+c.host, catalogScope, "/v2/_catalog")
+	if err != nil {
+		var he *HTTPError
+		if errors.As(err, &he) && (he.StatusCode == http.StatusNotFound || errors.Is(he, ErrUnauthorized)) {
+			c.log.Debugf("no catalog: %v", err)
+			return []string{}, nil
+		}
+		return nil, err
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// Tags lists repo's tags, sorted. ErrNotFound if the repository is unknown.
+func (c *v2Client) Tags(ctx context.Context, repo string) ([]string, error) {
+	rp, err := c.repoPath(repo)
+	if err != nil {
+		return nil, fmt.Errorf("tags of %s: %w", repo, err)
+	}
+	tags, err := c.list(ctx, fmt.Sprintf("tags of %s/%s", c.host, rp), repoScope(rp), "/v2/"+rp+"/tags/list")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(tags)
+	return tags, nil
+}
+
+// list GETs path?n=PageSize and the pages its Link headers name, and
+// returns the concatenated "repositories" or "tags".
+func (c *v2Client) list(ctx context.Context, what, scope, path string) ([]string, error) {
+	next := c.url(path) + "?n=" + strconv.Itoa(c.opts.PageSize)
+	seen := map[string]bool{}
+	out := []string{}
+	for page := 0; next != ""; page++ {
+		if page >= maxPages || seen[next] {
+			return nil, fmt.Errorf("%s: Link headers loop (page %d, %s)", what, page, redactURLString(next))
+		}
+		seen[next] = true
+		resp, err := c.do(ctx, what, scope, http.MethodGet, next, http.Header{"Accept": {"application/json"}})
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			he := newHTTPError(resp)
+			if page == 0 && he.StatusCode == http.StatusBadRequest && he.hasCode("PAGINATION_NUMBER_INVALID") {
+				// n is more than the server allows: let it choose.
+				c.log.Debugf("%s: page size %d refused, using the server's", what, c.opts.PageSize)
+				next = c.url(path)
+				seen = map[string]bool{}
+				continue
+			}
+			return nil, fmt.Errorf("%s: %w", what, he)
+		}
+		var body struct {
+			Repositories []string `json:"repositories"`
+			Tags         []string `json:"tags"`
+		}
+		err = json.NewDecoder(io.LimitReader(resp.Body, maxListBody)).Decode(&body)
+		link := resp.Header.Get("Link")
+		base := resp.Request.URL
+		drain(resp)
+		if err != nil {
+			return nil, fmt.Errorf("%s: decode page %d: %w", what, page+1, err)
+		}
+		out = append(out, body.Repositories...)
+		out = append(out, body.Tags...)
+		next, err = nextLink(base, link, c.api)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	return out, nil
+}
+
+// nextLink finds rel="next" in a Link header and resolves it against the
+// URL of the page that carried it. It must stay on the registry host.
+func nextLink(base *url.URL, header, host string) (string, error) {
+	if header == "" {
+		return "", nil
+	}
+	for _, part := range strings.Split(header, ",") {
+		part = strings.TrimSpace(part)
+		if !strings.HasPrefix(part, "<") {
+			continue
+		}
+		end := strings.IndexByte(part, '>')
+		if end < 0 {
+			continue
+		}
+		target, params := part[1:end], part[end+1:]
+		isNext := false
+		for _, p := range strings.Split(params, ";") {
+			k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
+			if ok && strings.EqualFold(k, "rel") && strings.EqualFold(strings.Trim(v, `"`), "next") {
+				isNext = true
+			}
+		}
+		if !isNext {
+			continue
+		}
+		u, err := base.Parse(target)
+		if err != nil {
+			return "", fmt.Errorf("bad Link target %q: %w", target, err)
+		}
+		if u.Host != host {
+			return "", fmt.Errorf("Link target %q leaves the registry host %s", target, host)
+		}
+		return u.String(), nil
+	}
+	return "", nil
+}
