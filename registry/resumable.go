@@ -170,7 +170,7 @@ type resumeStream struct {
 	r               *resumableReader
 	ctx             context.Context
 	start, pos, end int64
-	body     io.ReadCloser
+	body            io.ReadCloser
 	// connBytes is what the current connection brought.
 	connBytes int64
 	// failures counts consecutive connections that brought no byte.
