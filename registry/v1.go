@@ -127,10 +127,24 @@ func newV1Client(host string, opts v1Options) (*v1Client, error) {
 	return &v1Client{
 		host:     host,
 		index:    scheme + "://" + host + "/v1/",
-		hc:       &http.Client{Transport: tr, Jar: jar},
+		hc:       &http.Client{Transport: tr, Jar: jar, CheckRedirect: v1CheckRedirect},
 		opts:     opts,
 		sessions: map[string]*v1Session{},
 	}, nil
+}
+
+// v1CheckRedirect follows up to 10 redirects (layers may live on a storage
+// host) and never sends the registry's Authorization to another host:port.
+// Go's own rule would keep it for the same hostname on any port and for
+// subdomains.
+func v1CheckRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if req.URL.Host != via[0].URL.Host || req.URL.Scheme != via[0].URL.Scheme {
+		req.Header.Del("Authorization")
+	}
+	return nil
 }
 
 func (c *v1Client) Host() string { return c.host }

@@ -781,3 +781,25 @@ func TestV1RangeSkipLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestV1LayerRedirect follows a layer redirect to a storage host and checks
+// the registry's token is not sent there, while Range still is.
+func TestV1LayerRedirect(t *testing.T) {
+	f := newV1Fix(t, registrytest.V1WithTokenChecks())
+	storage := registrytest.StartV1Server(t)
+	if _, err := storage.AddImage("store/x", "", registrytest.V1LayerSpec{Tar: f.bigBytes}); err != nil {
+		t.Fatal(err)
+	}
+	// Same hostname, other port: Go alone would send the Authorization.
+	f.s.SetLayerRedirect(storage.URL)
+	c := newV1TestClient(t, f.s.Host, registry.V1TestOptions{})
+	b := v1Open(t, c, "team/big", registry.Layer{ID: f.big.ID, Size: -1})
+	p := make([]byte, 1000)
+	if _, err := b.ReadAt(context.Background(), p, 4096); err != nil || !bytes.Equal(p, f.bigBytes[4096:5096]) {
+		t.Fatalf("ReadAt through redirect: %v", err)
+	}
+	reqs := storage.Requests()
+	if len(reqs) != 1 || reqs[0].Authorization != "" || reqs[0].Range != "bytes=4096-5095" {
+		t.Errorf("storage saw %+v; want one request with the Range and no Authorization", reqs)
+	}
+}

@@ -167,6 +167,7 @@ type V1Server struct {
 	listeners []net.Listener
 
 	mu        sync.Mutex
+	redirect  string // base URL layer requests are redirected to; "" none
 	endpoints []string
 	repos     map[string]*v1Repo
 	images    map[string]*V1Image
@@ -235,6 +236,15 @@ func (s *V1Server) SetEndpoints(hosts ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.endpoints = append([]string(nil), hosts...)
+}
+
+// SetLayerRedirect makes /layer answer 307 to base + the request path once
+// the request is authorized, as a registry whose layers live on a storage
+// host; "" turns it off.
+func (s *V1Server) SetLayerRedirect(base string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.redirect = base
 }
 
 // InjectFault adds a fault; faults are checked in the order added.
@@ -812,6 +822,13 @@ func (s *V1Server) serveImage(w http.ResponseWriter, r *http.Request, route, id 
 		s.mu.Unlock()
 		v1JSON(w, ids)
 	case "layer":
+		s.mu.Lock()
+		redirect := s.redirect
+		s.mu.Unlock()
+		if redirect != "" {
+			http.Redirect(w, r, redirect+r.URL.Path, http.StatusTemporaryRedirect)
+			return
+		}
 		s.serveLayer(w, r, img)
 	}
 }
