@@ -478,7 +478,7 @@ func TestPushFixturesPullBack(t *testing.T) {
 
 func TestPushFixturesWithAuth(t *testing.T) {
 	for _, opt := range []Option{WithHtpasswd("u", "p"), WithTokenAuth("u", "p")} {
-		reg := StartRegistry(t, opt)
+		reg := StartRegistry(t, opt, WithInMemoryStorage())
 		f := PushFixtures(t, reg, WithoutLarge())
 		if f.Large != nil {
 			t.Error("WithoutLarge: got a large image, want none")
