@@ -30,7 +30,10 @@
 // Docker's ordering of same-path entries depends on its sort algorithm when
 // the path order and the digest order disagree; this package uses the
 // deterministic order above, which equals docker's whenever docker's is
-// well defined.
+// well defined. Archives are read with Go's archive/tar, as current moby
+// does: GNU and PAX long names, PAX overrides and sparse files (hashed as
+// their expanded contents) come out as in moby; a PAX global header is an
+// entry of its own, as Go's reader returns it.
 //
 // # Streaming
 //

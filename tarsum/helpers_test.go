@@ -177,3 +177,25 @@ func setTypeflag(b []byte, off int, flag byte) {
 	}
 	copy(blk[148:156], fmt.Sprintf("%06o\x00 ", sum))
 }
+
+func sha256New() hash.Hash { return sha256.New() }
+
+// rawHeader builds a USTAR header block by hand, for entries Go's writer
+// refuses to produce.
+func rawHeader(name string, size int64, typeflag byte) []byte {
+	blk := make([]byte, 512)
+	copy(blk[0:100], name)
+	copy(blk[100:108], "0000644\x00")
+	copy(blk[108:116], "0000000\x00")
+	copy(blk[116:124], "0000000\x00")
+	copy(blk[124:136], fmt.Sprintf("%011o\x00", size))
+	copy(blk[136:148], "00000000000\x00")
+	blk[156] = typeflag
+	copy(blk[257:265], "ustar\x0000")
+	setTypeflag(blk, 0, typeflag) // fills in the checksum
+	return blk
+}
+
+func padBlock(b []byte) []byte {
+	return append(b, make([]byte, (512-len(b)%512)%512)...)
+}

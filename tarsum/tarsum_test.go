@@ -8,6 +8,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -330,5 +331,35 @@ func TestInsecurePathsAreHashed(t *testing.T) {
 	}
 	if got, want := sumOf(t, buildTar(t, entries...), Options{}, nil), specSum(Version0, entries, nil); got != want {
 		t.Errorf("absolute and .. names: got %s, want %s", got, want)
+	}
+}
+
+// TestSparseFileHashesLogicalContents hand-builds a GNU sparse 1.0 entry
+// (PAX records, then a map at the start of the data): the hash covers the
+// expanded file under its real name and size.
+func TestSparseFileHashesLogicalContents(t *testing.T) {
+	record := func(k, v string) string {
+		line := " " + k + "=" + v + "\n"
+		n := len(line)
+		for len(strconv.Itoa(n))+len(line) != n {
+			n = len(strconv.Itoa(n)) + len(line)
+		}
+		return strconv.Itoa(n) + line
+	}
+	pax := record("GNU.sparse.major", "1") + record("GNU.sparse.minor", "0") +
+		record("GNU.sparse.name", "sparse.img") + record("GNU.sparse.realsize", "10")
+	data := append(padBlock([]byte("1\n5\n5\n")), "hello"...)
+	var archive []byte
+	archive = append(archive, rawHeader("./PaxHeaders/sparse.img", int64(len(pax)), tar.TypeXHeader)...)
+	archive = append(archive, padBlock([]byte(pax))...)
+	archive = append(archive, rawHeader("./GNUSparseFile.0/sparse.img", int64(len(data)), tar.TypeReg)...)
+	archive = append(archive, padBlock(data)...)
+	archive = append(archive, make([]byte, 1024)...)
+
+	want := testEntry{name: "sparse.img", mode: 0o644, typeflag: tar.TypeReg, body: []byte("\x00\x00\x00\x00\x00hello")}
+	for _, v := range Versions() {
+		if got, wantSum := sumOf(t, archive, Options{Version: v}, nil), specSum(v, []testEntry{want}, nil); got != wantSum {
+			t.Errorf("%v: got %s, want %s", v, got, wantSum)
+		}
 	}
 }
