@@ -30,8 +30,12 @@ func TestEStargz(t *testing.T) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewSource(21))
 	files := []tarFile{dir("etc/"), reg("etc/small.conf", []byte("hello=1\n")), dir("usr/"), dir("usr/lib/")}
+	bigSize := 300 << 10
+	if raceEnabled {
+		bigSize = 30 << 10
+	}
 	for i := 0; i < 20; i++ {
-		files = append(files, reg("usr/lib/big"+fmtInt(i), content(rng, 300<<10)))
+		files = append(files, reg("usr/lib/big"+fmtInt(i), content(rng, bigSize)))
 	}
 	link := tarFile{hdr: tar.Header{Typeflag: tar.TypeLink, Name: "etc/hard", Linkname: "etc/small.conf", Mode: 0o644}}
 	sym := tarFile{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "etc/sym", Linkname: "../usr/lib/big1", Mode: 0o777}}

@@ -112,6 +112,9 @@ func content(rng *rand.Rand, n int) []byte {
 // randomTree returns a tar of nfiles files of up to maxSize bytes in a few dirs.
 func randomTree(t testing.TB, seed int64, nfiles, maxSize int) ([]byte, []tarFile) {
 	rng := rand.New(rand.NewSource(seed))
+	if raceEnabled {
+		maxSize /= 8
+	}
 	files := []tarFile{dir("d0/"), dir("d1/"), dir("d1/sub/")}
 	dirs := []string{"d0", "d1", "d1/sub"}
 	for i := 0; i < nfiles; i++ {

@@ -40,10 +40,14 @@ func stdGzip(t testing.TB, data []byte, level int) []byte {
 
 func TestInflateMatchesSource(t *testing.T) {
 	rng := rand.New(rand.NewSource(7))
-	data := content(rng, 3<<20)
+	size := 3 << 20
+	if raceEnabled {
+		size = 200 << 10
+	}
+	data := content(rng, size)
 	// Long runs exercise overlapping copies; zeros, stored blocks.
-	data = append(data, bytes.Repeat([]byte("ab"), 100000)...)
-	data = append(data, make([]byte, 300000)...)
+	data = append(data, bytes.Repeat([]byte("ab"), size/30)...)
+	data = append(data, make([]byte, size/10)...)
 	cases := []struct {
 		name string
 		blob []byte
@@ -76,7 +80,11 @@ func TestInflateMatchesSource(t *testing.T) {
 // Every checkpoint taken on a full pass resumes to the same bytes.
 func TestInflateResume(t *testing.T) {
 	rng := rand.New(rand.NewSource(8))
-	data := content(rng, 2<<20)
+	size := 2 << 20
+	if raceEnabled {
+		size = 300 << 10
+	}
+	data := content(rng, size)
 	for _, blob := range [][]byte{stdGzip(t, data, 6), gzipOf(t, data, gzip.BestSpeed), gzipMembers(t, data, 3), stdGzip(t, data, 0)} {
 		mb := newMemBlob(blob)
 		br := newBlobReader(context.Background(), mb, 0, 64<<10)

@@ -104,7 +104,7 @@ func TestTarStream(t *testing.T) {
 // decompression from the start.
 func TestTarReaderBackwardWithinWindow(t *testing.T) {
 	ctx := context.Background()
-	tarData, _ := randomTree(t, 3, 40, 200<<10)
+	tarData := makeTar(t, []tarFile{reg("big", content(rand.New(rand.NewSource(3)), 1<<20))})
 	blob := newMemBlob(gzipOf(t, tarData, gzip.DefaultCompression))
 	m := newTestManager(t, Options{})
 	r := m.Layer("k", blob, LayerOptions{}).NewTarReader()

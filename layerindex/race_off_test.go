@@ -1,0 +1,5 @@
+//go:build !race
+
+package layerindex
+
+const raceEnabled = false
