@@ -483,6 +483,16 @@ func (c *Cache) RemoveFile(ctx context.Context, name string) error {
 	return nil
 }
 
+// DefaultDiskDir is the default --cache-dir: $XDG_CACHE_HOME/regfs, or
+// ~/.cache/regfs.
+func DefaultDiskDir() (string, error) {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("layercache: default cache dir: %w", err)
+	}
+	return filepath.Join(base, "regfs"), nil
+}
+
 // Usage is what a disk tier directory holds, for `regfs cache ls|du`.
 type Usage struct {
 	Dir   string      `json:"dir"`

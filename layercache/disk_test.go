@@ -441,3 +441,19 @@ func dirBytes(t *testing.T, dir string) int64 {
 	must(t, err)
 	return total
 }
+
+func TestDefaultDiskDir(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", "/xdg/cache")
+	if got, err := DefaultDiskDir(); err != nil || got != "/xdg/cache/regfs" {
+		t.Errorf("DefaultDiskDir with XDG_CACHE_HOME: got %q, %v want /xdg/cache/regfs", got, err)
+	}
+	t.Setenv("XDG_CACHE_HOME", "")
+	t.Setenv("HOME", "/home/someone")
+	if got, err := DefaultDiskDir(); err != nil || got != "/home/someone/.cache/regfs" {
+		t.Errorf("DefaultDiskDir from HOME: got %q, %v want /home/someone/.cache/regfs", got, err)
+	}
+	t.Setenv("HOME", "")
+	if _, err := DefaultDiskDir(); err == nil {
+		t.Errorf("DefaultDiskDir with neither set: got no error")
+	}
+}
