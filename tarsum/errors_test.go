@@ -87,6 +87,18 @@ func TestUnsupportedCompression(t *testing.T) {
 	}
 }
 
+func TestTarNamedLikeCompressionMagic(t *testing.T) {
+	for _, name := range []string{"BZh91AY&SY", "\x1f\x8b\x08gz", "\x28\xb5\x2f\xfdzstd", "\xfd7zXZ"} {
+		e := testEntry{name: name, mode: 0o644, typeflag: tar.TypeReg, body: []byte("not compressed")}
+		// Raw USTAR: Go's writer would put a PAX header first for these bytes.
+		archive := append(rawHeader(name, int64(len(e.body)), tar.TypeReg), padBlock(slices.Clone(e.body))...)
+		archive = append(archive, make([]byte, 1024)...)
+		if got, want := sumOf(t, archive, Options{}, nil), specSum(Version0, []testEntry{e}, nil); got != want {
+			t.Errorf("tar whose first name is %q: got %s, want %s", name, got, want)
+		}
+	}
+}
+
 // TestTruncationNeverPasses cuts a tar and its gzip at every byte: each cut
 // must fail or give a different sum, unless only end-of-archive padding went.
 func TestTruncationNeverPasses(t *testing.T) {

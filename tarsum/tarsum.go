@@ -169,12 +169,14 @@ func (ts *TarSum) step() error {
 func (ts *TarSum) start() error {
 	ts.chunk = make([]byte, bodyChunk)
 	ts.br = bufio.NewReaderSize(ts.src, 64<<10)
-	magic, err := ts.br.Peek(6)
+	magic, err := ts.br.Peek(blockSize)
 	if err != nil && err != io.EOF {
 		return ts.fail("read start of input", err)
 	}
 	tarStream := io.Reader(ts.br)
 	switch {
+	case len(magic) == blockSize && validHeaderChecksum((*[blockSize]byte)(magic)):
+		// A tar whose first name happens to start like a compression magic.
 	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
 		z, err := gzip.NewReader(ts.br)
 		if err != nil {
