@@ -42,10 +42,17 @@
 // the same pass can also feed a cache or a sha256 of the blob. Plain and
 // gzip-compressed tars are recognised by their first bytes. Sum is final once
 // Read has returned io.EOF. Verify reads a whole stream and compares it with a
-// checksum string, whose prefix picks the version and hash.
+// checksum string, whose prefix picks the version and hash:
 //
-// It must never panic or return a sum for input it could not parse: a corrupt,
-// truncated or unsupported stream is an error wrapping ErrCorrupt (or
+//	ts, _ := tarsum.New(body, tarsum.Options{Version: tarsum.Version1})
+//	io.Copy(cacheFile, ts)              // the layer bytes, unchanged
+//	ok := ts.Sum(nil) == want
+//
+//	err := tarsum.Verify(ctx, body, layer.Checksum, layer.JSON) // docker v1: JSON is the extra
+//
+// It must never panic, and Compute and Verify must never succeed on input it
+// could not parse: a corrupt, truncated or unsupported stream is a Read error
+// wrapping ErrCorrupt (or
 // ErrUnsupportedCompression), and a failure of the underlying reader is
 // returned as that reader's error, not as corruption. It never writes the
 // input anywhere, never re-encodes it, and does no network I/O itself.
