@@ -175,6 +175,10 @@ func (c *v2Client) makeV1(ctx context.Context) (*v1Client, error) {
 		RetryBase:  c.opts.RetryBackoffMin,
 		RetryMax:   c.opts.RetryBackoffMax,
 		UserAgent:  c.opts.UserAgent,
+		// The same watchdog, resume and skip bounds as v2 blobs.
+		RequestTimeout: c.opts.RequestTimeout,
+		MaxResumes:     c.opts.MaxResumes,
+		MaxRangeSkip:   c.opts.MaxRangeSkip,
 	}
 	if vo.MaxRetries == 0 {
 		vo.MaxRetries = -1 // v1Options: 0 means its default, negative none
