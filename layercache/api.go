@@ -25,8 +25,11 @@ type ReaderAt interface {
 // StreamSource is optionally implemented by a Source (registry.Blob does):
 // a run of several blocks is then fetched with one Open of exactly that
 // span, read straight into per-block buffers, which saves a copy of every
-// byte. Open must return an error, or a stream of exactly n bytes (a
-// stream ending early is an error and nothing of it is cached).
+// byte. Open must return an error, or a stream of exactly n bytes then
+// io.EOF. The cache reads to io.EOF, so an error reported only at the end
+// (registry.Blob's digest mismatch on a whole-blob stream) fails the fetch;
+// a stream ending early or running long is an error; nothing of a failed
+// fetch is cached.
 type StreamSource interface {
 	Source
 	Open(ctx context.Context, off, n int64) (io.ReadCloser, error)

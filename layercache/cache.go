@@ -694,5 +694,14 @@ func (c *Cache) fetchStream(ctx context.Context, f *flight, ss StreamSource, j, 
 		}
 		blocks[k] = blk
 	}
+	// Read to the end: a stream over a whole blob reports a digest mismatch
+	// there (registry.Blob does), and a longer stream is a broken Source.
+	var one [1]byte
+	switch m, err := io.ReadFull(rc, one[:]); {
+	case m > 0:
+		return fail(fmt.Errorf("stream longer than the %d bytes asked for", n))
+	case err != io.EOF:
+		return fail(err)
+	}
 	return nil
 }

@@ -94,6 +94,12 @@ func TestStreamSourceErrorsAreNotCached(t *testing.T) {
 		{"stream empty", func(r io.Reader) (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(nil)), nil
 		}, ErrShortRead},
+		{"error at the end (digest mismatch)", func(r io.Reader) (io.ReadCloser, error) {
+			return io.NopCloser(io.MultiReader(r, &failingReader{err: errBoom})), nil
+		}, errBoom},
+		{"stream too long", func(r io.Reader) (io.ReadCloser, error) {
+			return io.NopCloser(io.MultiReader(r, bytes.NewReader([]byte("x")))), nil
+		}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,7 +108,7 @@ func TestStreamSourceErrorsAreNotCached(t *testing.T) {
 			r := c.Open(src)
 			defer r.Close()
 			_, err := r.ReadAt(context.Background(), make([]byte, 4*bs), bs)
-			if !errors.Is(err, tt.wantIs) || errors.Is(err, io.EOF) {
+			if err == nil || (tt.wantIs != nil && !errors.Is(err, tt.wantIs)) || errors.Is(err, io.EOF) {
 				t.Fatalf("ReadAt: got err %v want errors.Is %v (and not io.EOF)", err, tt.wantIs)
 			}
 			waitIdle(t, c)
