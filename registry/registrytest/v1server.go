@@ -123,7 +123,7 @@ type V1Request struct {
 	Authorization             string
 	HadCookie                 bool // the session cookie was present and valid
 	XDockerToken              string
-	Status                    int
+	Status                    int // 0 while the handler is still running
 }
 
 // V1Image is one image (one layer) the server holds.
@@ -175,6 +175,7 @@ type V1Server struct {
 	sessions  map[string]bool   // cookie values handed out
 	faults    []*V1Fault
 	log       []V1Request
+	logGen    int // bumped by ResetLog
 	seq       int
 	layerOut  int64 // layer bytes written
 }
@@ -291,7 +292,8 @@ func (s *V1Server) Count(route string) int {
 	return n
 }
 
-// LayerBytesServed is the total of layer body bytes written so far.
+// LayerBytesServed is the total of layer body bytes the server has set out
+// to write (a client that stops reading may not get them all).
 func (s *V1Server) LayerBytesServed() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -303,6 +305,7 @@ func (s *V1Server) ResetLog() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.log = nil
+	s.logGen++
 	s.layerOut = 0
 }
 
@@ -501,10 +504,18 @@ func (s *V1Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}
 	sw := &v1StatusWriter{ResponseWriter: w, status: http.StatusOK}
+	// Logged on arrival, so the log's order is the arrival order even when a
+	// handler is still writing a body the client gave up on; Status is
+	// filled in when the handler returns (0 until then).
+	s.mu.Lock()
+	s.log = append(s.log, *rec)
+	idx, gen := len(s.log)-1, s.logGen
+	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		rec.Status = sw.status
-		s.log = append(s.log, *rec)
+		if gen == s.logGen {
+			s.log[idx].Status = sw.status
+		}
 		s.mu.Unlock()
 	}()
 	w.Header().Set("X-Docker-Registry-Version", V1RegistryVersion)
@@ -860,8 +871,8 @@ func (s *V1Server) serveLayer(w http.ResponseWriter, r *http.Request, img *V1Ima
 	}
 	body := img.Layer[start:end]
 	if f := s.matchFault(r, true); f != nil && f.CutAfter < int64(len(body)) {
-		n, _ := w.Write(body[:f.CutAfter])
-		s.addLayerOut(n)
+		s.addLayerOut(f.CutAfter)
+		w.Write(body[:f.CutAfter]) //nolint:errcheck // the client may be gone
 		if fl, ok := w.(http.Flusher); ok {
 			fl.Flush()
 		}
@@ -869,8 +880,9 @@ func (s *V1Server) serveLayer(w http.ResponseWriter, r *http.Request, img *V1Ima
 		// Dropping the connection mid-body is the fault under test.
 		panic(http.ErrAbortHandler)
 	}
-	n, _ := w.Write(body)
-	s.addLayerOut(n)
+	// Counted before writing, so a client that has its bytes sees them counted.
+	s.addLayerOut(int64(len(body)))
+	w.Write(body) //nolint:errcheck // the client may be gone
 }
 
 // v1Stall waits d, or until the client has gone away.
@@ -886,9 +898,9 @@ func v1Stall(r *http.Request, d time.Duration) {
 	}
 }
 
-func (s *V1Server) addLayerOut(n int) {
+func (s *V1Server) addLayerOut(n int64) {
 	s.mu.Lock()
-	s.layerOut += int64(n)
+	s.layerOut += n
 	s.mu.Unlock()
 }
 
@@ -1013,10 +1025,22 @@ func (s *V1Server) serveSearch(w http.ResponseWriter, r *http.Request) {
 
 // v1TarSum is the layer's tarsum (Version0, SHA256, the image JSON as
 // extra), as docker's v1 push computed it for the index's checksum list.
+// Sums are cached by content: tests build the same fixtures many times.
 func v1TarSum(layer, js []byte) (string, error) {
+	h := sha256.New()
+	h.Write(layer)
+	h.Write([]byte{0})
+	h.Write(js)
+	key := string(h.Sum(nil))
+	if sum, ok := v1TarSums.Load(key); ok {
+		return sum.(string), nil
+	}
 	sum, err := tarsum.Compute(context.Background(), bytes.NewReader(layer), tarsum.Options{Version: tarsum.Version0}, js)
 	if err != nil {
 		return "", fmt.Errorf("tarsum: %w", err)
 	}
+	v1TarSums.Store(key, sum)
 	return sum, nil
 }
+
+var v1TarSums sync.Map // sha256(layer, 0, json) → tarsum
