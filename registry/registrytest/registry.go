@@ -387,7 +387,9 @@ type Request struct {
 	// Authorization is the scheme of the Authorization header ("Basic",
 	// "Bearer"), "" if none.
 	Authorization string
-	Status        int
+	// Status is the status written; 0 when the handler wrote nothing (a
+	// dropped connection, or an implicit empty 200).
+	Status int
 	// Bytes is the number of response body bytes written.
 	Bytes int64
 }
@@ -483,17 +485,16 @@ func (c *requestCounter) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.begin(r)
 		cw := &countingWriter{ResponseWriter: w, counter: c, path: r.URL.Path}
+		// Deferred: a handler may abort with panic(http.ErrAbortHandler).
+		defer func() {
+			scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+			c.finish(Request{
+				Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
+				Range: r.Header.Get("Range"), Authorization: scheme,
+				Status: cw.status, Bytes: cw.bytes,
+			})
+		}()
 		h.ServeHTTP(cw, r)
-		scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		status := cw.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		c.finish(Request{
-			Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
-			Range: r.Header.Get("Range"), Authorization: scheme,
-			Status: status, Bytes: cw.bytes,
-		})
 	})
 }
 
