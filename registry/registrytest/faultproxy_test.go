@@ -36,7 +36,9 @@ func newProxySetup(t *testing.T, opts ...Option) *proxySetup {
 	return &proxySetup{reg: reg, proxy: StartFaultProxy(t, reg.URL), blob: blob, dgst: d}
 }
 
-func (s *proxySetup) blobURL() string { return s.proxy.URL + "/v2/" + proxyRepo + "/blobs/" + s.dgst.String() }
+func (s *proxySetup) blobURL() string {
+	return s.proxy.URL + "/v2/" + proxyRepo + "/blobs/" + s.dgst.String()
+}
 
 // fetch GETs u with a client that opens a new connection per request (so
 // Go's transport does not silently retry a dropped reused connection).

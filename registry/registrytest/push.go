@@ -106,8 +106,9 @@ func (p *Pusher) BlobExists(ctx context.Context, repo string, d digest.Digest) (
 	return resp.StatusCode == http.StatusOK, nil
 }
 
-// PushBlob uploads size bytes from body as blob d to repo, unless repo
-// already has it. open is called only when an upload is needed.
+// PushBlob uploads blob d (size bytes, read from what open returns) to repo
+// in one PUT, unless repo already has it; open is called only when an
+// upload is needed.
 func (p *Pusher) PushBlob(ctx context.Context, repo string, d digest.Digest, size int64, open func() (io.ReadCloser, error)) error {
 	exists, err := p.BlobExists(ctx, repo, d)
 	if err != nil {
