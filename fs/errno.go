@@ -7,6 +7,8 @@ import (
 	"syscall"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/regfs/regfs/registry"
 )
 
 // toErrno is the one place an error becomes an errno. It unwraps (errors.Is
@@ -24,10 +26,10 @@ func toErrno(log logrus.FieldLogger, op, path string, err error) syscall.Errno {
 	}
 	var errno syscall.Errno
 	switch {
-	case errors.Is(err, errNotFound), errors.Is(err, iofs.ErrNotExist):
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, iofs.ErrNotExist):
 		log.WithFields(logrus.Fields{"op": op, "path": path}).Debugf("not found: %v", err)
 		return syscall.ENOENT
-	case errors.Is(err, errUnauthorized):
+	case errors.Is(err, registry.ErrUnauthorized):
 		log.WithFields(logrus.Fields{"op": op, "path": path}).Warnf("access denied: %v", err)
 		return syscall.EACCES
 	case errors.Is(err, context.Canceled):

@@ -261,8 +261,11 @@ var (
 	_ = (gofs.NodeGetattrer)((*tarFile)(nil))
 )
 
-// unknownTTL makes the kernel re-ask at once (0 would mean "the default").
-const unknownTTL = time.Nanosecond
+// unknownTTL makes the kernel ask again at every stat and at every read
+// past the size it knows. It must be 0: any positive timeout is rounded up
+// to a jiffy, long enough for an open-stat-read to see the old size 0.
+// (The mount sets no default attribute timeout, so 0 stays 0.)
+const unknownTTL = 0
 
 func (f *tarFile) fill(ctx context.Context, a *fuse.Attr) error {
 	size, ok := f.ref.knownTarSize()

@@ -269,7 +269,7 @@ func TestImageFiles(t *testing.T) {
 
 func TestLookupErrors(t *testing.T) {
 	h := newHarness(t, nil)
-	h.c.failWith["test/denied"] = fmt.Errorf("GET tags: %w", errUnauthorized)
+	h.c.failWith["test/denied"] = fmt.Errorf("GET tags: %w", registry.ErrUnauthorized)
 	h.c.failWith["test/broken"] = fmt.Errorf("GET tags: connection reset")
 	h.c.images["test/denied"] = nil
 	h.c.images["test/broken"] = nil

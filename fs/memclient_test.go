@@ -68,7 +68,7 @@ func (c *memClient) Tags(ctx context.Context, repo string) ([]string, error) {
 	}
 	refs, ok := c.images[repo]
 	if !ok {
-		return nil, fmt.Errorf("tags of %s: %w", repo, errNotFound)
+		return nil, fmt.Errorf("tags of %s: %w", repo, registry.ErrNotFound)
 	}
 	var tags []string
 	for r := range refs {
@@ -89,7 +89,7 @@ func (c *memClient) Resolve(ctx context.Context, repo, ref string, p registry.Pl
 	}
 	img, ok := c.images[repo][ref]
 	if !ok {
-		return nil, fmt.Errorf("resolve %s:%s: %w", repo, ref, errNotFound)
+		return nil, fmt.Errorf("resolve %s:%s: %w", repo, ref, registry.ErrNotFound)
 	}
 	if img.Index == nil {
 		return img, nil
@@ -114,7 +114,7 @@ func (c *memClient) OpenBlob(ctx context.Context, repo string, l registry.Layer)
 	defer c.mu.Unlock()
 	b, ok := c.blobs[l.Digest.String()]
 	if !ok {
-		return nil, fmt.Errorf("blob %s: %w", l.Digest, errNotFound)
+		return nil, fmt.Errorf("blob %s: %w", l.Digest, registry.ErrNotFound)
 	}
 	return &memBlob{key: l.Digest.String(), data: b}, nil
 }

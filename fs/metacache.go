@@ -78,7 +78,7 @@ func (m *metaCache) get(ctx context.Context, key string, immutable bool, fetch f
 				e.expires = m.now().Add(m.ttl)
 			}
 			m.entries.Add(key, e)
-		case errors.Is(err, errNotFound):
+		case errors.Is(err, registry.ErrNotFound):
 			m.entries.Add(key, metaEntry{err: err, expires: m.now().Add(m.ttl)})
 		}
 		return v, err

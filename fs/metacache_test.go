@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/regfs/regfs/registry"
 )
 
 func TestToErrno(t *testing.T) {
@@ -18,9 +20,9 @@ func TestToErrno(t *testing.T) {
 		want syscall.Errno
 	}{
 		{nil, 0},
-		{fmt.Errorf("resolve x: %w", errNotFound), syscall.ENOENT},
+		{fmt.Errorf("resolve x: %w", registry.ErrNotFound), syscall.ENOENT},
 		{fmt.Errorf("open: %w", fs.ErrNotExist), syscall.ENOENT},
-		{fmt.Errorf("tags: %w", errUnauthorized), syscall.EACCES},
+		{fmt.Errorf("tags: %w", registry.ErrUnauthorized), syscall.EACCES},
 		{fmt.Errorf("wait: %w", context.Canceled), syscall.EINTR},
 		{fmt.Errorf("fetch: %w", context.DeadlineExceeded), syscall.EIO},
 		{fmt.Errorf("x: %w", syscall.ENOTDIR), syscall.ENOTDIR},

@@ -95,10 +95,12 @@ func (r *Root) fuseOptions(mc MountConfig) *gofs.Options {
 		mc.MaxRead = 1 << 20
 	}
 	return &gofs.Options{
-		// The defaults apply to nodes that do not set their own; each node
-		// kind sets its own, long for content by digest, short for tags.
+		// Every node kind sets its own timeouts: long for content by
+		// digest, short for tags. The entry default covers what go-fuse
+		// answers by itself. No attribute default on purpose: go-fuse
+		// replaces a 0 timeout by the default, and files whose size is not
+		// known yet (layer.tar before its first open, .regfs/stats) need 0.
 		EntryTimeout: &short,
-		AttrTimeout:  &short,
 		// A name that did not resolve may appear once pushed: retry after
 		// the tag TTL, not sooner (shells and ls probe many names).
 		NegativeTimeout: &short,

@@ -126,7 +126,7 @@ func (n *pathDir) isRepoPrefix(ctx context.Context, repo string) (bool, error) {
 		return true, nil
 	}
 	if _, err := n.t.meta.Tags(ctx, repo); err != nil {
-		if errors.Is(err, errNotFound) {
+		if errors.Is(err, registry.ErrNotFound) {
 			return false, nil
 		}
 		return false, err

@@ -1,0 +1,66 @@
+// Command regfs mounts a container-image registry as a read-only
+// filesystem. This package only parses flags and wires the parts together
+// (registry → layercache → layerindex → fs); the behaviour lives in them.
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3";
+// otherwise it comes from the module and VCS information Go records.
+var version = ""
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " (" + s.Value[:12] + ")"
+		}
+	}
+	return v
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "regfs",
+		Short: "Mount a container registry as a read-only filesystem",
+		Long: `regfs mounts a container-image registry (OCI Distribution / Docker v2, or the
+legacy Docker v1 API) as a read-only FUSE filesystem: repositories, tags and
+layers are directories; manifests, configs and layer bytes are files. Nothing
+is downloaded until it is read, and then only the byte ranges read.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newMountCommand(), newVersionCommand())
+	return root
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the regfs version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintf(cmd.OutOrStdout(), "regfs %s\n", versionString())
+		},
+	}
+}
+
+func main() {
+	if err := newRootCommand().Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "regfs: %v\n", err)
+		os.Exit(1)
+	}
+}
