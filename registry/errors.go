@@ -121,10 +121,17 @@ func (e *HTTPError) Is(target error) bool {
 }
 
 // Temporary reports whether trying again later may succeed: 5xx (except
-// 501), 408 and 429, or an error body that only says TOOMANYREQUESTS or
-// UNAVAILABLE.
+// 501 and 505), 408 and 429, or another status that is not 401, 403 or 404
+// with an error body that only says TOOMANYREQUESTS or UNAVAILABLE.
 func (e *HTTPError) Temporary() bool {
-	return retryableStatus(e.StatusCode) || (len(e.Errors) > 0 && e.onlyCodes(codeTooManyRequests, codeUnavailable))
+	if retryableStatus(e.StatusCode) {
+		return true
+	}
+	switch e.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+		return false
+	}
+	return len(e.Errors) > 0 && e.onlyCodes(codeTooManyRequests, codeUnavailable)
 }
 
 func (e *HTTPError) onlyCodes(codes ...string) bool {
