@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -35,6 +36,7 @@ import (
 	"time"
 
 	"github.com/regfs/regfs/tarsum"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -69,6 +71,10 @@ type v1Client struct {
 	index string // "scheme://host/v1/"
 	hc    *http.Client
 	opts  v1Options
+	log   *logrus.Entry
+	// ranges remembers whether the endpoints honour Range (rangeUnknown,
+	// rangeHonoured, rangeIgnored), for resumableReader.
+	ranges atomic.Int32
 
 	mu       sync.Mutex
 	sessions map[string]*v1Session // by normalized repository
@@ -92,30 +98,10 @@ func newV1Client(host string, opts v1Options) (*v1Client, error) {
 		return nil, fmt.Errorf("v1 client: bad registry host %q: want host[:port]", host)
 	}
 	scheme := "https"
-	if opts.PlainHTTP || v1IsLoopback(host) {
+	if opts.PlainHTTP || isLoopbackHost(host) {
 		scheme = "http"
 	}
-	if opts.MaxRetries == 0 {
-		opts.MaxRetries = 4
-	}
-	if opts.RetryBase <= 0 {
-		opts.RetryBase = 100 * time.Millisecond
-	}
-	if opts.RetryMax <= 0 {
-		opts.RetryMax = 5 * time.Second
-	}
-	if opts.UserAgent == "" {
-		opts.UserAgent = "regfs"
-	}
-	if opts.RequestTimeout == 0 {
-		opts.RequestTimeout = 60 * time.Second
-	}
-	if opts.MaxResumes <= 0 {
-		opts.MaxResumes = 8
-	}
-	if opts.MaxRangeSkip == 0 {
-		opts.MaxRangeSkip = 16 << 20
-	}
+	opts = opts.withDefaults()
 	tr := opts.Transport
 	if tr == nil {
 		tr = http.DefaultTransport.(*http.Transport).Clone()
@@ -129,6 +115,7 @@ func newV1Client(host string, opts v1Options) (*v1Client, error) {
 		index:    scheme + "://" + host + "/v1/",
 		hc:       &http.Client{Transport: tr, Jar: jar, CheckRedirect: v1CheckRedirect},
 		opts:     opts,
+		log:      opts.Logger.WithField("registry", host),
 		sessions: map[string]*v1Session{},
 	}, nil
 }
@@ -165,76 +152,27 @@ func v1RepoPath(repo string) (string, error) {
 	return r, nil
 }
 
-// v1StatusError is a registry answer the v1 client did not expect.
-type v1StatusError struct {
-	What       string
-	StatusCode int
-	Body       string // start of the body, for the message
-}
-
-func (e *v1StatusError) Error() string {
-	msg := fmt.Sprintf("%s: HTTP %d %s", e.What, e.StatusCode, http.StatusText(e.StatusCode))
-	if e.Body != "" {
-		msg += ": " + e.Body
-	}
-	return msg
-}
-
-func (e *v1StatusError) Unwrap() error {
-	switch e.StatusCode {
-	case http.StatusNotFound:
-		return v1ErrNotFound
-	case http.StatusUnauthorized, http.StatusForbidden:
-		return v1ErrUnauthorized
-	}
-	return nil
-}
-
-// v1StatusErr consumes and closes resp and describes it as an error.
+// v1StatusErr consumes and closes resp and describes it as an *HTTPError
+// (which matches ErrNotFound for 404, ErrUnauthorized for 401 and 403).
 func v1StatusErr(what string, resp *http.Response) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	resp.Body.Close()
-	return &v1StatusError{What: what, StatusCode: resp.StatusCode, Body: strings.TrimSpace(string(b))}
-}
-
-// v1Retryable reports whether a status means "try elsewhere or later".
-func v1Retryable(code int) bool {
-	return code >= 500 || code == http.StatusTooManyRequests
-}
-
-// v1RetryAfter reads Retry-After (seconds or an HTTP date); 0 if absent.
-func v1RetryAfter(h http.Header) time.Duration {
-	v := h.Get("Retry-After")
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return time.Until(t)
-	}
-	return 0
-}
-
-func v1Drain(resp *http.Response) {
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) //nolint:errcheck // best effort, for connection reuse
-	resp.Body.Close()
+	return fmt.Errorf("%s: %w", what, newHTTPError(resp))
 }
 
 // get sends GET base+path to each base in turn, starting at start, for up to
-// 1+MaxRetries rounds with capped back-off between rounds. Connection errors,
-// 5xx and 429 move on to the next base; any other answer is returned with the
-// index of the base that gave it, for the caller to judge.
+// 1+MaxRetries rounds with capped, jittered back-off between rounds (at
+// least the servers' Retry-After). A connection error, a stall, 5xx, 408 or
+// 429 moves on to the next base; any other answer is returned with the
+// index of the base that gave it, for the caller to judge. A round in which
+// no failure was temporary (TLS verification, say) is not repeated.
 func (c *v1Client) get(ctx context.Context, what string, bases []string, start int, path string, prep func(*http.Request)) (*http.Response, int, error) {
 	if len(bases) == 0 {
 		return nil, 0, fmt.Errorf("%s: no endpoints", what)
 	}
 	var lastErr error
-	backoff := c.opts.RetryBase
-	rounds := 1 + max(c.opts.MaxRetries, 0)
+	rounds := 1 + c.opts.MaxRetries
 	for round := 0; round < rounds; round++ {
 		var wait time.Duration
+		temporary := false
 		for k := range bases {
 			i := (start + k) % len(bases)
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, bases[i]+path, nil)
@@ -246,94 +184,74 @@ func (c *v1Client) get(ctx context.Context, what string, bases []string, start i
 			if prep != nil {
 				prep(req)
 			}
-			resp, err := c.do(ctx, req)
+			resp, err := c.send(ctx, req)
 			if err != nil {
-				if ctx.Err() != nil {
-					return nil, 0, fmt.Errorf("%s: %w", what, ctx.Err())
+				if cerr := ctx.Err(); cerr != nil {
+					return nil, 0, fmt.Errorf("%s: %w", what, cerr)
 				}
+				temporary = temporary || IsTemporary(err)
 				lastErr = err
+				c.log.WithError(err).Debugf("%s: endpoint %s failed", what, bases[i])
 				continue
 			}
-			if v1Retryable(resp.StatusCode) {
-				wait = max(wait, v1RetryAfter(resp.Header))
-				lastErr = v1StatusErr(what, resp)
+			if retryableStatus(resp.StatusCode) {
+				he := newHTTPError(resp)
+				if he.RetryAfter > c.opts.RetryAfterMax {
+					return nil, 0, fmt.Errorf("%s: server asks to retry after %v, longer than %v: %w", what, he.RetryAfter, c.opts.RetryAfterMax, he)
+				}
+				wait = max(wait, he.RetryAfter)
+				temporary = true
+				lastErr = he
+				c.log.WithError(he).Debugf("%s: endpoint %s failed", what, bases[i])
 				continue
 			}
 			return resp, i, nil
 		}
-		if round == rounds-1 {
+		if round == rounds-1 || !temporary {
 			break
 		}
-		wait = min(max(wait, backoff), max(c.opts.RetryMax, time.Minute))
-		backoff = min(2*backoff, c.opts.RetryMax)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, 0, fmt.Errorf("%s: %w", what, ctx.Err())
-		case <-t.C:
+		d := c.opts.RetryBase
+		for j := 0; j < round && d < c.opts.RetryMax; j++ {
+			d *= 2
+		}
+		d = time.Duration(float64(min(d, c.opts.RetryMax)) * (0.8 + 0.4*rand.Float64()))
+		if err := sleepCtx(ctx, max(wait, d)); err != nil {
+			return nil, 0, fmt.Errorf("%s: %w (last error: %v)", what, err, lastErr)
 		}
 	}
-	return nil, 0, fmt.Errorf("%s: %d endpoint(s) failed %d time(s), last: %w", what, len(bases), rounds, lastErr)
+	return nil, 0, fmt.Errorf("%s: %d endpoint(s) failed, %d round(s): %w", what, len(bases), rounds, lastErr)
 }
 
-// do sends req under a watchdog: no response headers, or no body bytes,
-// within RequestTimeout cancels the request, so a stalled endpoint counts as
-// a failed attempt (or a dropped body, which the layer reader resumes).
-func (c *v1Client) do(ctx context.Context, req *http.Request) (*http.Response, error) {
-	if c.opts.RequestTimeout < 0 {
-		return c.hc.Do(req)
-	}
-	actx, cancel := context.WithCancel(ctx)
-	w := &v1Watchdog{cancel: cancel, timeout: c.opts.RequestTimeout}
-	w.timer = time.AfterFunc(w.timeout, w.fire)
-	resp, err := c.hc.Do(req.WithContext(actx))
-	if err != nil {
-		w.stop()
-		if w.fired.Load() && ctx.Err() == nil {
-			return nil, fmt.Errorf("no response within %v: %w", w.timeout, err)
+// send makes one attempt under the stall watchdog: no response headers, or
+// no bytes during a body Read, within RequestTimeout cancels the attempt
+// with an error that wraps errStalled (a temporary error: the next endpoint
+// is tried, or a layer stream resumes). Time between Reads is the caller's.
+func (c *v1Client) send(ctx context.Context, req *http.Request) (*http.Response, error) {
+	rctx, cancel := context.WithCancelCause(ctx)
+	req = req.WithContext(rctx)
+	timeout := c.opts.RequestTimeout
+	if timeout < 0 {
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			cancel(nil)
+			return nil, err
 		}
+		resp.Body = &watchedBody{body: resp.Body, ctx: rctx, cancel: cancel}
+		return resp, nil
+	}
+	stall := &stalledError{timeout: timeout}
+	timer := time.AfterFunc(timeout, func() { cancel(stall) })
+	resp, err := c.hc.Do(req)
+	timer.Stop()
+	if err != nil {
+		if errors.Is(context.Cause(rctx), errStalled) && ctx.Err() == nil {
+			err = fmt.Errorf("GET %s: %w", redactURL(req.URL), stall)
+		}
+		cancel(nil)
 		return nil, err
 	}
-	w.rc = resp.Body
-	resp.Body = w
+	resp.Body = &watchedBody{body: resp.Body, ctx: rctx, cancel: cancel, timer: timer, timeout: timeout}
 	return resp, nil
-}
-
-// v1Watchdog is a response body whose request is cancelled when no byte
-// arrives for timeout.
-type v1Watchdog struct {
-	rc      io.ReadCloser
-	cancel  context.CancelFunc
-	timer   *time.Timer
-	timeout time.Duration
-	fired   atomic.Bool
-}
-
-func (w *v1Watchdog) fire() {
-	w.fired.Store(true)
-	w.cancel()
-}
-
-func (w *v1Watchdog) stop() {
-	w.timer.Stop()
-	w.cancel()
-}
-
-func (w *v1Watchdog) Read(p []byte) (int, error) {
-	n, err := w.rc.Read(p)
-	if n > 0 {
-		w.timer.Reset(w.timeout)
-	}
-	if err != nil && w.fired.Load() && !errors.Is(err, io.EOF) {
-		err = fmt.Errorf("body stalled for %v: %w", w.timeout, err)
-	}
-	return n, err
-}
-
-func (w *v1Watchdog) Close() error {
-	w.stop()
-	return w.rc.Close()
 }
 
 func (c *v1Client) setBasic(req *http.Request) {
@@ -352,7 +270,7 @@ func (c *v1Client) Ping(ctx context.Context) (V1Ping, error) {
 	if resp.StatusCode != http.StatusOK {
 		return V1Ping{}, v1StatusErr(what, resp)
 	}
-	defer v1Drain(resp)
+	defer drain(resp)
 	p := V1Ping{Version: resp.Header.Get("X-Docker-Registry-Version")}
 	switch strings.ToLower(resp.Header.Get("X-Docker-Registry-Standalone")) {
 	case "true", "1":
@@ -401,7 +319,7 @@ func (c *v1Client) handshake(ctx context.Context, repo string) (*v1Session, erro
 	if resp.StatusCode != http.StatusOK {
 		return nil, v1StatusErr(what, resp)
 	}
-	defer v1Drain(resp)
+	defer drain(resp)
 	var list []struct {
 		ID       string `json:"id"`
 		Checksum string `json:"checksum"`
@@ -461,7 +379,7 @@ func (c *v1Client) endpointGet(ctx context.Context, repo, what, path string, pre
 		}
 		s.good.Store(int64(i))
 		if resp.StatusCode == http.StatusUnauthorized && !refreshed {
-			v1Drain(resp)
+			drain(resp)
 			if s, err = c.session(ctx, repo, s); err != nil {
 				return nil, err
 			}
@@ -544,7 +462,7 @@ func (c *v1Client) Search(ctx context.Context, q string) ([]V1SearchResult, erro
 			Results  []V1SearchResult `json:"results"`
 		}
 		err = json.NewDecoder(io.LimitReader(resp.Body, maxV1JSON)).Decode(&body)
-		v1Drain(resp)
+		drain(resp)
 		if err != nil {
 			return nil, fmt.Errorf("%s: decode page %d: %w", what, page, err)
 		}
@@ -570,9 +488,9 @@ func (c *v1Client) Search(ctx context.Context, q string) ([]V1SearchResult, erro
 func (c *v1Client) Catalog(ctx context.Context) ([]string, error) {
 	res, err := c.Search(ctx, "")
 	if err != nil {
-		var se *v1StatusError
-		if errors.As(err, &se) {
-			switch se.StatusCode {
+		var he *HTTPError
+		if errors.As(err, &he) {
+			switch he.StatusCode {
 			case http.StatusNotFound, http.StatusUnauthorized, http.StatusForbidden,
 				http.StatusMethodNotAllowed, http.StatusNotImplemented:
 				return []string{}, nil
@@ -716,14 +634,15 @@ func (c *v1Client) OpenBlob(ctx context.Context, repo string, l Layer) (Blob, er
 	if !v1IDPattern.MatchString(l.ID) {
 		return nil, fmt.Errorf("open v1 layer %q in %s: not a 64-hex image ID", l.ID, repo)
 	}
-	b := &v1Blob{c: c, repo: rp, id: l.ID, key: "v1:" + c.host + "/" + l.ID, size: l.Size}
-	if b.size < 0 {
-		if _, b.size, _, err = c.imageJSON(ctx, rp, l.ID); err != nil {
+	size := l.Size
+	if size < 0 {
+		if _, size, _, err = c.imageJSON(ctx, rp, l.ID); err != nil {
 			return nil, fmt.Errorf("open v1 layer %s: %w", l.ID, err)
 		}
 	}
-	if b.size < 0 {
-		if b.size, err = b.probeSize(ctx); err != nil {
+	b := c.newV1Blob(rp, l.ID, size)
+	if size < 0 {
+		if b.rr.size, err = b.probeSize(ctx); err != nil {
 			return nil, err
 		}
 	}

@@ -11,9 +11,3 @@ type V1TestOptions = v1Options
 func NewV1TestClient(host string, opts V1TestOptions) (*v1Client, error) {
 	return newV1Client(host, opts)
 }
-
-var (
-	V1ErrNotFound         = v1ErrNotFound
-	V1ErrUnauthorized     = v1ErrUnauthorized
-	V1ErrRangeUnsupported = v1ErrRangeUnsupported
-)

@@ -1,27 +1,14 @@
 package registry
 
-// Stand-ins the v1 client uses until the shared pieces of the v2 client land
-// (errors.go sentinels, client.go Options). Only this file changes when they
-// do: the v1 code refers to these names alone.
-
 import (
-	"errors"
-	"net"
 	"net/http"
-	"strings"
 	"time"
+
+	"github.com/sirupsen/logrus"
 )
 
-var (
-	// v1ErrNotFound becomes ErrNotFound once errors.go lands.
-	v1ErrNotFound = errors.New("not found")
-	// v1ErrUnauthorized becomes ErrUnauthorized once errors.go lands.
-	v1ErrUnauthorized = errors.New("unauthorized")
-	// v1ErrRangeUnsupported becomes ErrRangeUnsupported once errors.go lands.
-	v1ErrRangeUnsupported = errors.New("server does not support range requests")
-)
-
-// v1Options is the subset of the client options the v1 client needs.
+// v1Options configure the v1 client; New (client.go) fills them from
+// Options. Every zero field means the default it names.
 type v1Options struct {
 	// Username and Password are sent as Basic credentials to the index (and
 	// to endpoints that hand out no token). Empty: anonymous.
@@ -38,31 +25,58 @@ type v1Options struct {
 	// RetryBase is the first back-off; it doubles up to RetryMax. Zero means
 	// 100 ms and 5 s.
 	RetryBase, RetryMax time.Duration
+	// RetryAfterMax is the longest Retry-After the client waits for; a
+	// server asking for longer ends the retries with its error. Zero: 30 s.
+	RetryAfterMax time.Duration
 	// UserAgent is sent with every request; empty means "regfs".
 	UserAgent string
-	// RequestTimeout bounds the wait for response headers and any pause
-	// between body bytes; a stalled request counts as a failed attempt (next
-	// endpoint, or a resume). Zero means 60 s; negative: none.
+	// RequestTimeout bounds the wait for response headers and for the next
+	// body bytes while reading; a stalled request counts as a failed attempt
+	// (next endpoint, or a resume). Zero means 60 s; negative: none.
 	RequestTimeout time.Duration
 	// MaxResumes bounds the consecutive reconnects of one layer stream that
 	// bring no new byte. Zero means 8.
 	MaxResumes int
 	// MaxRangeSkip is how far into a layer the client reads and discards
 	// bytes when the endpoint ignores Range; further in fails with
-	// v1ErrRangeUnsupported. Zero means 16 MiB; negative: never skip.
+	// ErrRangeUnsupported. Zero means 16 MiB; negative: never skip.
 	MaxRangeSkip int64
+	// Logger receives retries, fail-overs and resumes (debug). Nil:
+	// logrus's standard logger.
+	Logger *logrus.Entry
 }
 
-// v1IsLoopback reports whether host[:port] names this machine.
-func v1IsLoopback(host string) bool {
-	h := host
-	if hh, _, err := net.SplitHostPort(host); err == nil {
-		h = hh
+func (o v1Options) withDefaults() v1Options {
+	if o.MaxRetries == 0 {
+		o.MaxRetries = 4
 	}
-	h = strings.Trim(h, "[]")
-	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
-		return true
+	if o.MaxRetries < 0 {
+		o.MaxRetries = 0
 	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
+	if o.RetryBase <= 0 {
+		o.RetryBase = 100 * time.Millisecond
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = 5 * time.Second
+	}
+	o.RetryMax = max(o.RetryMax, o.RetryBase)
+	if o.RetryAfterMax <= 0 {
+		o.RetryAfterMax = 30 * time.Second
+	}
+	if o.UserAgent == "" {
+		o.UserAgent = "regfs"
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = 60 * time.Second
+	}
+	if o.MaxResumes <= 0 {
+		o.MaxResumes = 8
+	}
+	if o.MaxRangeSkip == 0 {
+		o.MaxRangeSkip = 16 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = logrus.NewEntry(logrus.StandardLogger())
+	}
+	return o
 }

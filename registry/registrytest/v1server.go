@@ -59,6 +59,7 @@ type v1Config struct {
 	listeners     int
 	noRanges      bool
 	noSearch      bool
+	noSize        bool
 	standalone    *bool
 }
 
@@ -88,6 +89,10 @@ func V1WithListeners(n int) V1Option { return func(c *v1Config) { c.listeners = 
 // V1WithoutRanges makes /layer ignore Range (always 200, full body) and not
 // send Accept-Ranges. Default: ranges honoured.
 func V1WithoutRanges() V1Option { return func(c *v1Config) { c.noRanges = true } }
+
+// V1WithoutSizeHeader makes /json omit X-Docker-Size, as some registries
+// did. Default: sent.
+func V1WithoutSizeHeader() V1Option { return func(c *v1Config) { c.noSize = true } }
 
 // V1WithoutSearch makes /v1/search answer 404, as a registry without an
 // index does. Default: search served.
@@ -815,7 +820,9 @@ func (s *V1Server) serveImage(w http.ResponseWriter, r *http.Request, route, id 
 	}
 	switch route {
 	case "json":
-		w.Header().Set("X-Docker-Size", strconv.Itoa(len(img.Layer)))
+		if !s.cfg.noSize {
+			w.Header().Set("X-Docker-Size", strconv.Itoa(len(img.Layer)))
+		}
 		w.Header().Set("X-Docker-Checksum", img.Checksum)
 		w.Header().Set("X-Docker-Payload-Checksum", img.PayloadChecksum)
 		w.Header().Set("Content-Type", "application/json")
