@@ -113,7 +113,7 @@ type Cache struct {
 	cancel context.CancelFunc
 	disk   *diskTier // nil without DiskDir
 
-	mu       sync.Mutex
+	mu       sync.Mutex // guards closed, inflight, ids; taken before a memShard.mu or Reader.privMu
 	closed   bool
 	mem      *memTier // nil when the memory tier is off; lock order c.mu → shard
 	inflight map[blockKey]*flight
@@ -443,7 +443,15 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 				continue
 			}
 			k := blockKey{b.id, i}
-			if d, ok := c.memGet(k, g.peek); ok {
+			d, ok := c.memGet(k, g.peek)
+			if !ok && g.owner != nil {
+				// Checked under c.mu: a flight stashes its blocks with its
+				// owner before it leaves c.inflight, so a block is always
+				// found in one of the two.
+				d = g.owner.privateGet(i)
+				ok = d != nil
+			}
+			if ok {
 				if int64(len(d)) != c.blockLen(b, i) {
 					// Two Sources disagree on the size of one key. Fail,
 					// after starting the flights already registered.

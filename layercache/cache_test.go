@@ -599,9 +599,9 @@ func TestSkipMemoryReader(t *testing.T) {
 	if got, want := st.BytesFetched-fetchedBefore, r.Size()-bs; got != want {
 		t.Errorf("bytes fetched by the one-pass reader: got %d want %d (each missing block once)", got, want)
 	}
-	r.mu.Lock()
+	r.privMu.Lock()
 	kept := len(r.private)
-	r.mu.Unlock()
+	r.privMu.Unlock()
 	if limit := 8 + DefaultMaxFetchBlocks + 2; kept > limit {
 		t.Errorf("private blocks: got %d want <= %d", kept, limit)
 	}

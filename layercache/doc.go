@@ -16,8 +16,8 @@
 // their own files there through PutFile/GetFile, counted against the bound.
 // DiskUsage and Clear back `regfs cache ls|du|clear`.
 //
-// Lock order: Reader.mu before Cache.mu; diskTier.mu is never held together
-// with either.
+// Lock order: Cache.mu before a memory shard's lock or a Reader's privMu,
+// both leaf locks; diskTier.mu is never held with any other.
 //
 // It must never parse tar or gzip, speak HTTP, or return a byte it did not
 // get whole from the Source or from a verified disk block: a short read from

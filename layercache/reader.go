@@ -42,7 +42,7 @@ type Reader struct {
 	lastBlock atomic.Int64 // last block of the previous read, -1 at start
 	window    atomic.Int64 // current readahead window in blocks
 
-	mu      sync.Mutex
+	privMu  sync.Mutex       // a leaf lock: nothing else is taken while it is held
 	private map[int64][]byte // SkipMemory: the blocks this reader is on
 }
 
@@ -84,9 +84,9 @@ func (r *Reader) Close() error {
 		return nil
 	}
 	r.cancel()
-	r.mu.Lock()
+	r.privMu.Lock()
 	r.private = nil
-	r.mu.Unlock()
+	r.privMu.Unlock()
 	return nil
 }
 
@@ -151,11 +151,11 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // and sets g's readahead span when the read moved on sequentially.
 func (r *Reader) track(first, last int64, out [][]byte, g *getOpts) {
 	if r.skip {
-		r.mu.Lock()
+		r.privMu.Lock()
 		for j := range out {
 			out[j] = r.private[first+int64(j)]
 		}
-		r.mu.Unlock()
+		r.privMu.Unlock()
 	}
 	limit := int64(r.c.opts.Readahead)
 	if limit <= 0 {
@@ -180,9 +180,9 @@ func (r *Reader) track(first, last int64, out [][]byte, g *getOpts) {
 	r.window.Store(w)
 	r.lastBlock.Store(last)
 	if r.skip {
-		r.mu.Lock()
+		r.privMu.Lock()
 		r.prunePrivateLocked(first)
-		r.mu.Unlock()
+		r.privMu.Unlock()
 	}
 	if w == 0 || last+1 >= r.b.nblocks {
 		return
@@ -204,7 +204,6 @@ func (r *Reader) readahead(from, to int64, window int) {
 		g.owner = r
 	}
 	var toStart []*flight
-	r.mu.Lock()
 	c.mu.Lock()
 	if !c.closed {
 		runStart := int64(-1)
@@ -225,7 +224,7 @@ func (r *Reader) readahead(from, to int64, window int) {
 		}
 		for i := from; i <= to && !full; i++ {
 			k := blockKey{r.b.id, i}
-			if r.private[i] != nil || c.memContains(k) || c.inflight[k] != nil {
+			if r.privateHas(i) || c.memContains(k) || c.inflight[k] != nil {
 				launch(i - 1)
 				continue
 			}
@@ -239,7 +238,6 @@ func (r *Reader) readahead(from, to int64, window int) {
 		launch(to)
 	}
 	c.mu.Unlock()
-	r.mu.Unlock()
 	for _, f := range toStart {
 		go c.runFlight(f)
 	}
@@ -247,8 +245,8 @@ func (r *Reader) readahead(from, to int64, window int) {
 
 // stash keeps blocks privately for a SkipMemory reader.
 func (r *Reader) stash(first int64, blocks [][]byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.privMu.Lock()
+	defer r.privMu.Unlock()
 	if r.private == nil {
 		return
 	}
@@ -274,6 +272,19 @@ func (r *Reader) stash(first int64, blocks [][]byte) {
 		delete(r.private, far)
 	}
 }
+
+// privateGet returns a block this SkipMemory reader keeps, or nil.
+func (r *Reader) privateGet(i int64) []byte {
+	if !r.skip {
+		return nil
+	}
+	r.privMu.Lock()
+	d := r.private[i]
+	r.privMu.Unlock()
+	return d
+}
+
+func (r *Reader) privateHas(i int64) bool { return r.privateGet(i) != nil }
 
 // prunePrivateLocked drops private blocks the reader has moved past.
 func (r *Reader) prunePrivateLocked(first int64) {
