@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/regfs/regfs/registry"
 	"github.com/regfs/regfs/registry/registrytest"
 	"github.com/regfs/regfs/tarsum"
@@ -844,6 +845,92 @@ func TestV1SizeProbe(t *testing.T) {
 			p := make([]byte, 10)
 			if _, err := b.ReadAt(context.Background(), p, b.Size()-10); err != nil || !bytes.Equal(p, f.bigBytes[len(f.bigBytes)-10:]) {
 				t.Errorf("ReadAt the end: %v", err)
+			}
+		})
+	}
+}
+
+// TestV1ThroughFaultProxy reads a whole layer, and spans of it, through the
+// shared fault proxy in front of the v1 server: bodies cut mid-way, a 503,
+// a Range dropped, requests and connections dropped. The bytes must be
+// exact.
+func TestV1ThroughFaultProxy(t *testing.T) {
+	f := newV1Fix(t, registrytest.V1WithTokenChecks())
+	p := registrytest.StartFaultProxy(t, f.s.URL)
+	f.s.SetEndpoints(p.Host)
+	layer := registrytest.PathContains("/layer")
+	p.CutBody(150000, 3, layer)
+	p.FailStatus(503, "", 1, layer)
+	p.IgnoreRange(1, layer)
+	p.DropRequests(5, registrytest.PathContains("/v1/"))
+	p.DropEveryConnection(3)
+	c := newV1TestClient(t, p.Host, registry.V1TestOptions{MaxRetries: 8})
+	ctx := context.Background()
+	img, err := c.Resolve(ctx, "team/big", "latest", registry.Platform{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := v1Open(t, c, "team/big", img.Layers[0])
+	rc, err := b.Open(ctx, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || sha256.Sum256(got) != sha256.Sum256(f.bigBytes) {
+		t.Fatalf("whole layer: got %d bytes, %v; want the %d bytes", len(got), err, len(f.bigBytes))
+	}
+	for _, off := range []int64{0, 4095, 500000, int64(len(f.bigBytes)) - 3000} {
+		q := make([]byte, 3000)
+		if n, err := b.ReadAt(ctx, q, off); n != len(q) || err != nil || !bytes.Equal(q, f.bigBytes[off:off+3000]) {
+			t.Errorf("ReadAt %d: got %d, %v", off, n, err)
+		}
+	}
+	if err := c.VerifyLayer(ctx, "team/big", img.Layers[0]); err != nil {
+		t.Errorf("VerifyLayer through the proxy: %v", err)
+	}
+	if p.DroppedConnections() == 0 {
+		t.Errorf("the proxy dropped no connection; the test tests less than it says")
+	}
+}
+
+// TestV1ThroughNew checks the wiring of New: API v1, and auto falling back
+// to v1 when GET /v2/ is 404, with Basic credentials from the Options.
+func TestV1ThroughNew(t *testing.T) {
+	f := newV1Fix(t, registrytest.V1WithBasicAuth("alice", "secret"))
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name string
+		opts registry.Options
+		want error
+	}{
+		{"v1", registry.Options{API: registry.APIV1, Authenticator: &authn.Basic{Username: "alice", Password: "secret"}}, nil},
+		{"auto", registry.Options{API: registry.APIAuto, Authenticator: &authn.Basic{Username: "alice", Password: "secret"}}, nil},
+		{"auto, anonymous", registry.Options{Authenticator: authn.Anonymous}, registry.ErrUnauthorized},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.opts.RetryBackoffMin, tt.opts.RetryBackoffMax = time.Millisecond, 10*time.Millisecond
+			c, err := registry.New(ctx, f.s.Host, tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.API() != registry.APIV1 || c.Host() != f.s.Host {
+				t.Errorf("got API %q host %q, want v1 %s", c.API(), c.Host(), f.s.Host)
+			}
+			img, err := c.Resolve(ctx, "team/app", "1.0", registry.Platform{})
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Resolve: got %v, want %v", err, tt.want)
+			}
+			if err != nil {
+				return
+			}
+			b, err := c.OpenBlob(ctx, "team/app", img.Layers[2])
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := make([]byte, b.Size())
+			if _, err := b.ReadAt(ctx, p, 0); err != nil || !bytes.Equal(p, f.app[2].Layer) {
+				t.Errorf("layer: %v", err)
 			}
 		})
 	}
