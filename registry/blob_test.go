@@ -320,7 +320,9 @@ func TestDigestMismatch(t *testing.T) {
 	reg, fx := smallRegistry(t)
 	ctx := context.Background()
 	isManifest := func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/manifests/") }
-	isBlob := func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/blobs/") && r.Method == http.MethodGet }
+	isBlob := func(r *http.Request) bool {
+		return strings.Contains(r.URL.Path, "/blobs/") && r.Method == http.MethodGet
+	}
 	tests := []struct {
 		name   string
 		modify func(r *http.Request, resp *http.Response) error

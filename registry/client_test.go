@@ -62,7 +62,6 @@ func withAuth(o Options, user, pass string) Options {
 	return o
 }
 
-
 // smallRegistry is a registry with the fixture set minus the large image.
 func smallRegistry(t *testing.T, opts ...registrytest.Option) (*registrytest.Registry, *registrytest.Fixtures) {
 	t.Helper()
