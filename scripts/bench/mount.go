@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// mount is one regfs process serving one mountpoint.
+type mount struct {
+	dir      string // mountpoint
+	cacheDir string
+	phase    string // what it was mounted for, named in the RSS row
+	logPath  string
+	cmd      *exec.Cmd
+	done     chan struct{} // closed when the process has exited
+	waitErr  error
+	peakRSS  int64 // VmHWM in bytes, read just before unmounting
+	once     sync.Once
+}
+
+// mounter starts regfs processes and remembers them, so that every one is
+// unmounted whatever happens.
+type mounter struct {
+	bin, host, work string
+	args            []string // extra flags for every mount (--cache-size …)
+
+	mu     sync.Mutex
+	n      int
+	mounts []*mount
+	rss    []*mount // unmounted ones, for the RSS row
+}
+
+// mount starts regfs on a new mountpoint with cacheDir ("" for none) and
+// returns once the mount answers.
+func (mr *mounter) mount(ctx context.Context, phase, cacheDir string) (*mount, error) {
+	mr.mu.Lock()
+	mr.n++
+	n := mr.n
+	mr.mu.Unlock()
+	m := &mount{
+		dir:      filepath.Join(mr.work, fmt.Sprintf("mnt%02d", n)),
+		cacheDir: cacheDir,
+		phase:    phase,
+		logPath:  filepath.Join(mr.work, fmt.Sprintf("regfs%02d.log", n)),
+		done:     make(chan struct{}),
+	}
+	if err := os.MkdirAll(m.dir, 0o755); err != nil {
+		return nil, err
+	}
+	if cacheDir != "" {
+		if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	logf, err := os.Create(m.logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	args := append([]string{"mount", "--cache-dir", cacheDir, "--log-level", "warn"}, mr.args...)
+	args = append(args, mr.host, m.dir)
+	m.cmd = exec.Command(mr.bin, args...)
+	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	if err := m.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start regfs: %w", err)
+	}
+	go func() {
+		m.waitErr = m.cmd.Wait()
+		close(m.done)
+	}()
+	mr.mu.Lock()
+	mr.mounts = append(mr.mounts, m)
+	mr.mu.Unlock()
+	// For scripts/bench.sh, in case this process is killed too hard to
+	// clean up: it ends these by id.
+	if f, err := os.OpenFile(filepath.Join(mr.work, "pids"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
+		fmt.Fprintln(f, m.cmd.Process.Pid)
+		f.Close()
+	}
+
+	deadline := time.Now().Add(30 * time.Second)
+	for !isMounted(m.dir) {
+		select {
+		case <-m.done:
+			return nil, fmt.Errorf("regfs exited before mounting (%v): %s", m.waitErr, m.logTail())
+		case <-ctx.Done():
+			mr.unmount(m)
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			mr.unmount(m)
+			return nil, fmt.Errorf("regfs did not mount within 30s: %s", m.logTail())
+		}
+	}
+	return m, nil
+}
+
+// unmount ends m: fusermount3 -u, then SIGTERM, then a lazy umount and
+// SIGKILL. It records the process's peak RSS first. Safe to call twice.
+func (mr *mounter) unmount(m *mount) error {
+	var err error
+	m.once.Do(func() {
+		m.peakRSS = readHWM(m.cmd.Process.Pid)
+		if isMounted(m.dir) {
+			if out, e := exec.Command("fusermount3", "-u", m.dir).CombinedOutput(); e != nil {
+				err = fmt.Errorf("fusermount3 -u %s: %v: %s", m.dir, e, bytes.TrimSpace(out))
+			}
+		}
+		select {
+		case <-m.done:
+		case <-time.After(10 * time.Second):
+			_ = m.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-m.done:
+			case <-time.After(5 * time.Second):
+				_ = exec.Command("umount", "-l", m.dir).Run()
+				_ = m.cmd.Process.Kill()
+				<-m.done
+			}
+			err = errors.Join(err, fmt.Errorf("regfs on %s did not exit after unmount", m.dir))
+		}
+		if m.waitErr != nil {
+			err = errors.Join(err, fmt.Errorf("regfs on %s exited: %v: %s", m.dir, m.waitErr, m.logTail()))
+		}
+		if isMounted(m.dir) {
+			_ = exec.Command("umount", "-l", m.dir).Run()
+		}
+		mr.mu.Lock()
+		mr.rss = append(mr.rss, m)
+		mr.mu.Unlock()
+	})
+	return err
+}
+
+// unmountAll ends every mount still up.
+func (mr *mounter) unmountAll() {
+	mr.mu.Lock()
+	ms := append([]*mount(nil), mr.mounts...)
+	mr.mu.Unlock()
+	for _, m := range ms {
+		if err := mr.unmount(m); err != nil {
+			logf("cleanup: %v", err)
+		}
+	}
+}
+
+// peak is the mount with the highest peak RSS among those unmounted.
+func (mr *mounter) peak() *mount {
+	mr.mu.Lock()
+	defer mr.mu.Unlock()
+	var best *mount
+	for _, m := range mr.rss {
+		if best == nil || m.peakRSS > best.peakRSS {
+			best = m
+		}
+	}
+	return best
+}
+
+// logTail is the last lines of regfs's log, for error messages.
+func (m *mount) logTail() string {
+	b, _ := os.ReadFile(m.logPath)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// isMounted reports whether dir is a mount point (per /proc/self/mountinfo).
+func isMounted(dir string) bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 64<<10), 1<<20)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 && unescapeMount(fields[4]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// readHWM is a process's peak resident set size (VmHWM) in bytes, 0 if
+// unknown.
+func readHWM(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// explainMissing turns a failed stat of path inside a mount into an error
+// naming the deepest part that exists and what it holds, so an n/a row says
+// which part of the tree this regfs build lacks.
+func explainMissing(path string, err error) error {
+	dir := path
+	for {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return err
+		}
+		dir = parent
+		if ents, rerr := os.ReadDir(dir); rerr == nil {
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			if len(names) > 8 {
+				names = append(names[:8], "…")
+			}
+			return fmt.Errorf("%w (%s holds: %s)", err, filepath.Base(dir), strings.Join(names, " "))
+		}
+	}
+}
