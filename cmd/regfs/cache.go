@@ -1,0 +1,566 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/regfs/regfs/layercache"
+)
+
+// Where `regfs mount --cache-dir DIR` keeps its files. mount.go builds the
+// same paths; the mount tests check the two agree through real mounts.
+const (
+	cacheBlocksSubdir  = "blocks"  // layercache disk tier (Options.DiskDir)
+	cacheIndexesSubdir = "indexes" // layerindex persisted indexes (Options.Dir)
+)
+
+// cacheLayout is the disk tier and index directories under a --cache-dir.
+func cacheLayout(dir string) (blocksDir, indexesDir string) {
+	return filepath.Join(dir, cacheBlocksSubdir), filepath.Join(dir, cacheIndexesSubdir)
+}
+
+// procMounts is the mount table read by `cache clear`; tests point it at a
+// file of their own.
+var procMounts = "/proc/self/mounts"
+
+// statusReadTimeout bounds reading one mount's .regfs/config: a hung mount
+// must not hang `cache clear`.
+const statusReadTimeout = 2 * time.Second
+
+func newCacheCommand() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "cache",
+		Short: "Inspect or clear the disk cache",
+		Long: `Inspect or clear the disk cache that "regfs mount" keeps under --cache-dir:
+blocks of blob bytes, content-addressed by blob digest, and layer indexes
+(tar entries, gzip checkpoints, eStargz TOCs). Every mount on the machine
+that uses the same directory shares it; it survives remounts and is bounded
+by the mount's --disk-cache-size (least recently used first out).`,
+		Example: `  # What is cached, and how much
+  regfs cache ls
+  regfs cache du --disk-cache-size 10G
+
+  # Machine-readable
+  regfs cache ls --json | jq '.blobs[].key'
+
+  # Start over (refused while a mount uses the directory)
+  regfs cache clear --cache-dir /var/cache/regfs`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	def, _ := layercache.DefaultDiskDir() // "" if there is no home: then --cache-dir is required
+	cmd.PersistentFlags().StringVar(&dir, "cache-dir", def, "cache directory, as given to regfs mount")
+	cacheDir := func() (string, error) {
+		if dir == "" {
+			return "", errors.New("no cache directory: pass --cache-dir")
+		}
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return "", fmt.Errorf("--cache-dir %q: %w", dir, err)
+		}
+		return abs, nil
+	}
+	cmd.AddCommand(newCacheLsCommand(cacheDir), newCacheDuCommand(cacheDir), newCacheClearCommand(cacheDir))
+	return cmd
+}
+
+// cacheListing is what `cache ls --json` prints.
+type cacheListing struct {
+	Dir   string                 `json:"dir"`
+	Bytes int64                  `json:"bytes"` // every file's size on disk
+	Blobs []layercache.BlobUsage `json:"blobs"`
+	Files []cacheFile            `json:"files"`
+}
+
+// cacheFile is one index or other derived file.
+type cacheFile struct {
+	Name      string    `json:"name"`
+	Kind      string    `json:"kind"` // tar-index, estargz-toc, or cache-file (stored in the disk tier)
+	DataBytes int64     `json:"data_bytes"`
+	DiskBytes int64     `json:"disk_bytes"`
+	LastUsed  time.Time `json:"last_used"`
+}
+
+// readCache lists everything under dir. A directory that does not exist
+// holds nothing.
+func readCache(ctx context.Context, dir string) (*cacheListing, error) {
+	blocksDir, indexesDir := cacheLayout(dir)
+	u, err := layercache.DiskUsage(ctx, blocksDir)
+	if err != nil {
+		return nil, err
+	}
+	l := &cacheListing{Dir: dir, Bytes: u.Bytes, Blobs: u.Blobs, Files: []cacheFile{}}
+	for _, f := range u.Files {
+		l.Files = append(l.Files, cacheFile{Name: f.Name, Kind: "cache-file", DataBytes: f.DataBytes, DiskBytes: f.DiskBytes, LastUsed: f.LastUsed})
+	}
+	idx, err := indexFiles(indexesDir)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range idx {
+		l.Bytes += f.DiskBytes
+		l.Files = append(l.Files, f)
+	}
+	sort.Slice(l.Files, func(i, j int) bool { return l.Files[i].Name < l.Files[j].Name })
+	return l, nil
+}
+
+// indexFiles lists layerindex's persisted files (<name>.idx, <name>.toc),
+// skipping files being written.
+func indexFiles(dir string) ([]cacheFile, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list indexes in %s: %w", dir, err)
+	}
+	var out []cacheFile
+	for _, e := range entries {
+		kind := indexKind(e.Name())
+		if kind == "" || !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		out = append(out, cacheFile{Name: e.Name(), Kind: kind, DataBytes: info.Size(), DiskBytes: info.Size(), LastUsed: info.ModTime()})
+	}
+	return out, nil
+}
+
+func indexKind(name string) string {
+	switch {
+	case strings.HasPrefix(name, "."):
+		return "" // temp files (".tmp-*") and anything hidden
+	case strings.HasSuffix(name, ".idx"):
+		return "tar-index"
+	case strings.HasSuffix(name, ".toc"):
+		return "estargz-toc"
+	}
+	return ""
+}
+
+func newCacheLsCommand(cacheDir func() (string, error)) *cobra.Command {
+	var asJSON bool
+	var sortBy string
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List cached blobs and index files",
+		Long: `List the blobs that have bytes in the disk cache (blocks held, bytes cached,
+last use) and the index files kept beside them. Sizes are what the cache
+holds, not the blobs' full sizes.`,
+		Example: `  regfs cache ls
+  regfs cache ls --sort used
+  regfs cache ls --cache-dir /var/cache/regfs --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, err := cacheDir()
+			if err != nil {
+				return err
+			}
+			l, err := readCache(cmd.Context(), dir)
+			if err != nil {
+				return err
+			}
+			if err := sortListing(l, sortBy); err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), l)
+			}
+			return writeListing(cmd.OutOrStdout(), l, time.Now())
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	cmd.Flags().StringVar(&sortBy, "sort", "name", "order: name, size (largest first) or used (most recent first)")
+	return cmd
+}
+
+func sortListing(l *cacheListing, by string) error {
+	var blobLess func(a, b layercache.BlobUsage) bool
+	var fileLess func(a, b cacheFile) bool
+	switch by {
+	case "name", "":
+		blobLess = func(a, b layercache.BlobUsage) bool { return a.Key < b.Key }
+		fileLess = func(a, b cacheFile) bool { return a.Name < b.Name }
+	case "size":
+		blobLess = func(a, b layercache.BlobUsage) bool {
+			return a.DiskBytes > b.DiskBytes || a.DiskBytes == b.DiskBytes && a.Key < b.Key
+		}
+		fileLess = func(a, b cacheFile) bool {
+			return a.DiskBytes > b.DiskBytes || a.DiskBytes == b.DiskBytes && a.Name < b.Name
+		}
+	case "used":
+		blobLess = func(a, b layercache.BlobUsage) bool {
+			return a.LastUsed.After(b.LastUsed) || a.LastUsed.Equal(b.LastUsed) && a.Key < b.Key
+		}
+		fileLess = func(a, b cacheFile) bool {
+			return a.LastUsed.After(b.LastUsed) || a.LastUsed.Equal(b.LastUsed) && a.Name < b.Name
+		}
+	default:
+		return fmt.Errorf("--sort %q: want name, size or used", by)
+	}
+	sort.SliceStable(l.Blobs, func(i, j int) bool { return blobLess(l.Blobs[i], l.Blobs[j]) })
+	sort.SliceStable(l.Files, func(i, j int) bool { return fileLess(l.Files[i], l.Files[j]) })
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func writeListing(w io.Writer, l *cacheListing, now time.Time) error {
+	bw := bufio.NewWriter(w)
+	if len(l.Blobs) == 0 && len(l.Files) == 0 {
+		fmt.Fprintf(bw, "%s: empty\n", l.Dir)
+		return bw.Flush()
+	}
+	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if len(l.Blobs) > 0 {
+		fmt.Fprintln(tw, "BLOB\tBLOCKS\tCACHED\tLAST USED\t")
+		for _, b := range l.Blobs {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t\n", b.Key, b.Blocks, humanBytes(b.DataBytes), lastUsed(b.LastUsed, now))
+		}
+		if len(l.Files) > 0 {
+			fmt.Fprintln(tw, "\t\t\t\t")
+		}
+	}
+	if len(l.Files) > 0 {
+		fmt.Fprintln(tw, "INDEX FILE\tKIND\tSIZE\tLAST USED\t")
+		for _, f := range l.Files {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", f.Name, f.Kind, humanBytes(f.DiskBytes), lastUsed(f.LastUsed, now))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(bw, "\n%s in %d blobs and %d index files under %s\n", humanBytes(l.Bytes), len(l.Blobs), len(l.Files), l.Dir)
+	return bw.Flush()
+}
+
+// lastUsed is a local time, with how long ago for the last day.
+func lastUsed(t, now time.Time) string {
+	s := t.Local().Format("2006-01-02 15:04:05")
+	if d := now.Sub(t); d >= 0 && d < 24*time.Hour {
+		s += " (" + d.Truncate(time.Second).String() + " ago)"
+	}
+	return s
+}
+
+// humanBytes writes n in binary units with one decimal: 0 B, 512 B,
+// 1.5 KiB, 12.0 MiB.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// cacheTotals is what `cache du --json` prints.
+type cacheTotals struct {
+	Dir        string `json:"dir"`
+	Bytes      int64  `json:"bytes"`       // everything, on disk
+	BlockBytes int64  `json:"block_bytes"` // blocks of blobs, trailers included
+	IndexBytes int64  `json:"index_bytes"` // index files and other derived files
+	Blobs      int    `json:"blobs"`
+	Blocks     int    `json:"blocks"`
+	Files      int    `json:"files"`
+	LimitBytes int64  `json:"limit_bytes,omitempty"` // --disk-cache-size, if given
+	OverLimit  bool   `json:"over_limit,omitempty"`
+}
+
+func totals(l *cacheListing, limit int64) cacheTotals {
+	t := cacheTotals{Dir: l.Dir, Bytes: l.Bytes, Blobs: len(l.Blobs), Files: len(l.Files), LimitBytes: limit}
+	for _, b := range l.Blobs {
+		t.BlockBytes += b.DiskBytes
+		t.Blocks += b.Blocks
+	}
+	for _, f := range l.Files {
+		t.IndexBytes += f.DiskBytes
+	}
+	t.OverLimit = limit > 0 && t.Bytes > limit
+	return t
+}
+
+func newCacheDuCommand(cacheDir func() (string, error)) *cobra.Command {
+	var asJSON bool
+	var limit byteSize
+	cmd := &cobra.Command{
+		Use:   "du",
+		Short: "Show the disk cache's total size",
+		Long: `Show how much the disk cache holds: blocks of blobs and index files, as
+sizes on disk. With --disk-cache-size (the bound the mounts use), also how
+full it is.`,
+		Example: `  regfs cache du
+  regfs cache du --disk-cache-size 10G
+  regfs cache du --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, err := cacheDir()
+			if err != nil {
+				return err
+			}
+			l, err := readCache(cmd.Context(), dir)
+			if err != nil {
+				return err
+			}
+			t := totals(l, int64(limit))
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), t)
+			}
+			return writeTotals(cmd.OutOrStdout(), t)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().Var(&limit, "disk-cache-size", "the mounts' disk cache bound, to compare against (e.g. 10G)")
+	return cmd
+}
+
+func writeTotals(w io.Writer, t cacheTotals) error {
+	line := fmt.Sprintf("%s\t%s\n", humanBytes(t.Bytes), t.Dir)
+	detail := fmt.Sprintf("  blocks   %s in %d blocks of %d blobs\n  indexes  %s in %d files\n",
+		humanBytes(t.BlockBytes), t.Blocks, t.Blobs, humanBytes(t.IndexBytes), t.Files)
+	bound := ""
+	if t.LimitBytes > 0 {
+		bound = fmt.Sprintf("  bound    %s, %.1f%% used", humanBytes(t.LimitBytes), 100*float64(t.Bytes)/float64(t.LimitBytes))
+		if t.OverLimit {
+			bound += fmt.Sprintf(", over by %s", humanBytes(t.Bytes-t.LimitBytes))
+		}
+		bound += "\n"
+	}
+	_, err := io.WriteString(w, line+detail+bound)
+	return err
+}
+
+func newCacheClearCommand(cacheDir func() (string, error)) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "clear",
+		Short: "Remove everything from the disk cache",
+		Long: `Remove every cached block and index file under --cache-dir (nothing else in
+that directory is touched). Refused while a regfs mount uses the directory:
+unmount it first, or pass --force (the mount keeps working and refetches
+what it needs).`,
+		Example: `  regfs cache clear
+  regfs cache clear --cache-dir /var/cache/regfs --force`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, err := cacheDir()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			if !force {
+				users, unknown, err := mountsUsing(ctx, procMounts, dir)
+				if err != nil {
+					return fmt.Errorf("check for mounts using %s: %w (pass --force to clear anyway)", dir, err)
+				}
+				for _, u := range unknown {
+					fmt.Fprintf(cmd.ErrOrStderr(), "regfs: warning: cannot tell which cache %s uses: %v\n", u.mount.Mountpoint, u.err)
+				}
+				if len(users) > 0 {
+					var names []string
+					for _, m := range users {
+						names = append(names, fmt.Sprintf("%s on %s", m.Source, m.Mountpoint))
+					}
+					return fmt.Errorf("%s is in use by %d regfs mount(s): %s; unmount first, or pass --force",
+						dir, len(users), strings.Join(names, ", "))
+				}
+			}
+			before, err := readCache(ctx, dir)
+			if err != nil {
+				return err
+			}
+			if err := clearCache(ctx, dir); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cleared %s (%d blobs, %d index files) from %s\n",
+				humanBytes(before.Bytes), len(before.Blobs), len(before.Files), dir)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "clear even while a regfs mount uses the directory")
+	return cmd
+}
+
+// clearCache removes the disk tier's contents and the persisted indexes
+// (and their temp files), never anything else under dir.
+func clearCache(ctx context.Context, dir string) error {
+	blocksDir, indexesDir := cacheLayout(dir)
+	if err := layercache.Clear(ctx, blocksDir); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(indexesDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("clear indexes in %s: %w", indexesDir, err)
+	}
+	for _, e := range entries {
+		n := e.Name()
+		if !e.Type().IsRegular() || indexKind(n) == "" && !strings.HasPrefix(n, ".tmp-") {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := os.Remove(filepath.Join(indexesDir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("clear indexes: %w", err)
+		}
+	}
+	return nil
+}
+
+// mountEntry is one line of the mount table.
+type mountEntry struct {
+	Source, Mountpoint, FSType string
+}
+
+type unknownMount struct {
+	mount mountEntry
+	err   error
+}
+
+// mountsUsing returns the regfs mounts whose .regfs/config names dir as
+// their cache directory, and the regfs mounts it could not ask (no status
+// directory, a hung mount, a relative path it cannot resolve).
+func mountsUsing(ctx context.Context, table, dir string) (users []mountEntry, unknown []unknownMount, err error) {
+	mounts, err := regfsMounts(table)
+	if err != nil {
+		return nil, nil, err
+	}
+	want := canonicalPath(dir)
+	for _, m := range mounts {
+		cd, err := mountCacheDir(ctx, m.Mountpoint)
+		switch {
+		case err != nil:
+			unknown = append(unknown, unknownMount{m, err})
+		case cd == "":
+			// No disk cache.
+		case !filepath.IsAbs(cd):
+			unknown = append(unknown, unknownMount{m, fmt.Errorf("relative --cache-dir %q", cd)})
+		case canonicalPath(cd) == want:
+			users = append(users, m)
+		}
+	}
+	return users, unknown, nil
+}
+
+func canonicalPath(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return filepath.Clean(p)
+}
+
+// regfsMounts lists the regfs FUSE mounts in a /proc/mounts-format table.
+func regfsMounts(table string) ([]mountEntry, error) {
+	f, err := os.Open(table)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []mountEntry
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 3 {
+			continue
+		}
+		m := mountEntry{Source: unescapeMountField(fields[0]), Mountpoint: unescapeMountField(fields[1]), FSType: fields[2]}
+		if m.FSType == "fuse.regfs" {
+			out = append(out, m)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", table, err)
+	}
+	return out, nil
+}
+
+// unescapeMountField undoes the kernel's octal escapes (\040 for a space,
+// \011, \012, \134) in a mount table field.
+func unescapeMountField(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// mountCacheDir reads cache_dir from a regfs mount's .regfs/config,
+// bounded by statusReadTimeout.
+func mountCacheDir(ctx context.Context, mountpoint string) (string, error) {
+	type result struct {
+		data []byte
+		err  error
+	}
+	ch := make(chan result, 1)
+	// A hung FUSE server blocks the read in the kernel; the goroutine is
+	// left behind, and the process exits soon after.
+	go func() {
+		b, err := os.ReadFile(filepath.Join(mountpoint, ".regfs", "config"))
+		ch <- result{b, err}
+	}()
+	var r result
+	select {
+	case r = <-ch:
+	case <-time.After(statusReadTimeout):
+		return "", fmt.Errorf("reading .regfs/config timed out after %v", statusReadTimeout)
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	if r.err != nil {
+		return "", r.err
+	}
+	var cfg struct {
+		CacheDir *string `json:"cache_dir"`
+	}
+	if err := json.Unmarshal(r.data, &cfg); err != nil {
+		return "", fmt.Errorf(".regfs/config: %w", err)
+	}
+	if cfg.CacheDir == nil {
+		return "", errors.New(".regfs/config has no cache_dir")
+	}
+	return *cfg.CacheDir, nil
+}
