@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -234,27 +233,54 @@ func writeListing(w io.Writer, l *cacheListing, now time.Time) error {
 		fmt.Fprintf(bw, "%s: empty\n", l.Dir)
 		return bw.Flush()
 	}
-	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', tabwriter.AlignRight)
 	if len(l.Blobs) > 0 {
-		fmt.Fprintln(tw, "BLOB\tBLOCKS\tCACHED\tLAST USED\t")
+		rows := [][]string{{"BLOB", "BLOCKS", "CACHED", "LAST USED"}}
 		for _, b := range l.Blobs {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t\n", b.Key, b.Blocks, humanBytes(b.DataBytes), lastUsed(b.LastUsed, now))
+			rows = append(rows, []string{b.Key, strconv.Itoa(b.Blocks), humanBytes(b.DataBytes), lastUsed(b.LastUsed, now)})
 		}
-		if len(l.Files) > 0 {
-			fmt.Fprintln(tw, "\t\t\t\t")
-		}
+		writeTable(bw, rows, []bool{false, true, true, false})
 	}
 	if len(l.Files) > 0 {
-		fmt.Fprintln(tw, "INDEX FILE\tKIND\tSIZE\tLAST USED\t")
-		for _, f := range l.Files {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", f.Name, f.Kind, humanBytes(f.DiskBytes), lastUsed(f.LastUsed, now))
+		if len(l.Blobs) > 0 {
+			fmt.Fprintln(bw)
 		}
-	}
-	if err := tw.Flush(); err != nil {
-		return err
+		rows := [][]string{{"INDEX FILE", "KIND", "SIZE", "LAST USED"}}
+		for _, f := range l.Files {
+			rows = append(rows, []string{f.Name, f.Kind, humanBytes(f.DiskBytes), lastUsed(f.LastUsed, now)})
+		}
+		writeTable(bw, rows, []bool{false, false, true, false})
 	}
 	fmt.Fprintf(bw, "\n%s in %d blobs and %d index files under %s\n", humanBytes(l.Bytes), len(l.Blobs), len(l.Files), l.Dir)
 	return bw.Flush()
+}
+
+// writeTable writes rows as columns two spaces apart, numbers (right[i])
+// aligned right, the last column unpadded.
+func writeTable(w io.Writer, rows [][]string, right []bool) {
+	widths := make([]int, len(right))
+	for _, r := range rows {
+		for i, c := range r {
+			widths[i] = max(widths[i], len(c))
+		}
+	}
+	for _, r := range rows {
+		var b strings.Builder
+		for i, c := range r {
+			pad := strings.Repeat(" ", widths[i]-len(c))
+			switch {
+			case right[i]:
+				b.WriteString(pad + c)
+			case i == len(r)-1:
+				b.WriteString(c)
+			default:
+				b.WriteString(c + pad)
+			}
+			if i < len(r)-1 {
+				b.WriteString("  ")
+			}
+		}
+		fmt.Fprintln(w, b.String())
+	}
 }
 
 // lastUsed is a local time, with how long ago for the last day.
