@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -519,5 +520,121 @@ func TestBearerTokenRefresh(t *testing.T) {
 	})
 	if refused == 0 {
 		t.Errorf("the registry never refused the expired token: the test did not test a refresh")
+	}
+}
+
+func TestBearerAnonymousRefused(t *testing.T) {
+	reg, _ := smallRegistry(t, registrytest.WithTokenAuth("alice", "secret"))
+	ctx := context.Background()
+	anon := newClient(t, reg.Host, testOptions())
+	if _, err := anon.Tags(ctx, registrytest.RepoSmall); !errors.Is(err, ErrUnauthorized) {
+		t.Errorf("anonymous Tags, no anonymous pull: got %v, want ErrUnauthorized", err)
+	}
+	if repos, err := anon.Catalog(ctx); err != nil || len(repos) != 0 {
+		t.Errorf("anonymous Catalog, no anonymous pull: got %v, %v; want empty, nil", repos, err)
+	}
+}
+
+// TestScopeSetupShared: concurrent first requests in one scope share one
+// ping and token exchange.
+func TestScopeSetupShared(t *testing.T) {
+	reg, fx := smallRegistry(t, registrytest.WithTokenAuth("alice", "secret"))
+	ctx := context.Background()
+	c := newClient(t, reg.Host, withAuth(testOptions(), "alice", "secret"))
+	reg.Token.ResetRequests()
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		go func() {
+			_, err := c.Resolve(ctx, registrytest.RepoSmall, fx.Small.Digest.String(), Platform{})
+			errs <- err
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if n := reg.Token.IssuedCount(); n != 1 {
+		t.Errorf("8 concurrent first requests in one scope: got %d tokens, want 1", n)
+	}
+}
+
+func TestStalledHeadersRetried(t *testing.T) {
+	reg, fx := smallRegistry(t)
+	proxy := registrytest.StartFaultProxy(t, reg.URL)
+	o := testOptions()
+	o.RequestTimeout = 200 * time.Millisecond
+	c := newClient(t, proxy.Host, o)
+	h := proxy.StallHeaders(5*time.Second, 2, registrytest.ManifestRequests)
+	start := time.Now()
+	img, err := c.Resolve(context.Background(), registrytest.RepoSmall, "latest", Platform{})
+	if err != nil {
+		t.Fatalf("Resolve with stalled answers: %v", err)
+	}
+	checkImage(t, img, fx.Small)
+	if h.Hits() != 2 || time.Since(start) > 3*time.Second {
+		t.Errorf("got %d stalls in %v, want 2 stalls cut short by the 200ms timeout", h.Hits(), time.Since(start))
+	}
+}
+
+// signSchema1 makes a signed schema 1 manifest out of payload, as
+// docker's libtrust did: the JWS goes before the closing brace, and the
+// protected header says how to get the payload back.
+func signSchema1(payload string) string {
+	cut := strings.LastIndex(payload, "\n}")
+	prot, _ := json.Marshal(map[string]any{
+		"formatLength": cut,
+		"formatTail":   base64.RawURLEncoding.EncodeToString([]byte(payload[cut:])),
+		"time":         "2016-01-01T00:00:00Z",
+	})
+	return payload[:cut] + ",\n   \"signatures\": [{\"header\": {\"alg\": \"ES256\"}, \"signature\": \"c2ln\", \"protected\": \"" +
+		base64.RawURLEncoding.EncodeToString(prot) + "\"}]" + payload[cut:]
+}
+
+func TestResolveSchema1(t *testing.T) {
+	reg, _ := smallRegistry(t)
+	base := strings.Repeat("b", 64)
+	top := strings.Repeat("c", 64)
+	blob1, blob2 := "sha256:"+strings.Repeat("1", 64), "sha256:"+strings.Repeat("2", 64)
+	v1top := `{"id":"` + top + `","parent":"` + base + `","created":"2016-02-03T04:05:06Z","os":"linux"}`
+	v1base := `{"id":"` + base + `","created":"2016-01-01T00:00:00Z"}`
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	payload := "{\n   \"schemaVersion\": 1,\n   \"name\": \"test/small\",\n   \"tag\": \"old\",\n   \"architecture\": \"amd64\",\n" +
+		"   \"fsLayers\": [{\"blobSum\": \"" + blob2 + "\"}, {\"blobSum\": \"" + blob1 + "\"}],\n" +
+		"   \"history\": [{\"v1Compatibility\": " + q(v1top) + "}, {\"v1Compatibility\": " + q(v1base) + "}]\n}"
+	signed := signSchema1(payload)
+	payloadDigest := digest.FromString(payload)
+	host := tamperProxy(t, reg.URL, func(r *http.Request, resp *http.Response) error {
+		if strings.Contains(r.URL.Path, "/manifests/") {
+			resp.Body.Close()
+			resp.StatusCode = http.StatusOK
+			resp.Body = io.NopCloser(strings.NewReader(signed))
+			resp.ContentLength = int64(len(signed))
+			resp.Header.Set("Content-Length", strconv.Itoa(len(signed)))
+			resp.Header.Set("Content-Type", MediaTypeDockerSchema1JWS)
+			resp.Header.Set("Docker-Content-Digest", payloadDigest.String())
+		}
+		return nil
+	})
+	c := newClient(t, host, testOptions())
+	for _, ref := range []string{"old", payloadDigest.String()} {
+		img, err := c.Resolve(context.Background(), registrytest.RepoSmall, ref, Platform{})
+		if err != nil {
+			t.Fatalf("Resolve(schema 1 %s): %v", ref, err)
+		}
+		if img.ManifestDigest != payloadDigest || string(img.Manifest) != signed || img.ManifestMediaType != MediaTypeDockerSchema1JWS {
+			t.Errorf("schema 1: got digest %s type %s, want %s, the signed bytes", img.ManifestDigest, img.ManifestMediaType, payloadDigest)
+		}
+		if len(img.Layers) != 2 || img.Layers[0].ID != base || img.Layers[1].ID != top ||
+			string(img.Layers[1].JSON) != v1top || img.Layers[0].Digest != digest.Digest(blob1) {
+			t.Errorf("schema 1 layers: got %+v", img.Layers)
+		}
+		if want := time.Date(2016, 2, 3, 4, 5, 6, 0, time.UTC); !img.Created.Equal(want) || img.Platform.Architecture != "amd64" {
+			t.Errorf("schema 1: got created %v platform %s, want %v linux/amd64", img.Created, img.Platform, want)
+		}
+	}
+	// The signature is not part of the digest, but the payload is.
+	if _, err := c.Resolve(context.Background(), registrytest.RepoSmall, digest.FromString(signed).String(), Platform{}); !errors.Is(err, ErrDigestMismatch) {
+		t.Errorf("schema 1 asked by the digest of the signed bytes: got %v, want ErrDigestMismatch", err)
 	}
 }
