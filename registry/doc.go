@@ -1,14 +1,37 @@
 // Package registry is regfs's client for container-image registries: the OCI
 // Distribution (Docker Registry v2) API and the legacy Docker Registry v1 API,
 // behind one small interface (Client) so that callers never ask which API they
-// talk to.
+// talk to. New probes GET /v2/ and falls back to v1 when the host has none.
 //
 // It knows HTTP, authentication, retries and the registry APIs. It knows
 // nothing about files, FUSE or caching: it must never cache blob bytes (that
 // is layercache's job) and never parse layer tars (that is layerindex's job).
+// It must never return bytes that failed a digest check, and never bytes from
+// an offset other than the one asked for.
 //
 // The heart of the package is Blob: a handle on one immutable blob with
 // Size and a ReadAt that resumes a dropped connection with a new Range
 // request, so a caller sees the right bytes or an error, never a short or
-// wrong read.
+// wrong read. Both APIs read blobs through one resumableReader
+// (resumable.go).
+//
+// Authentication (the ping, the WWW-Authenticate challenge, Basic, Bearer
+// tokens with the right scope and their refresh on 401, credentials from
+// ~/.docker/config.json and credential helpers) is go-containerregistry's
+// authn and remote/transport packages, one transport per scope: that code is
+// well kept, used by crane, ko and many others, and covers the registries'
+// quirks (OAuth2 and basic token flows, access_token vs token, cross-host
+// challenges, realm checks) that a rewrite would rediscover one bug at a
+// time. What regfs adds around it (transport.go): retries with back-off that
+// honour Retry-After and end when the caller's context does, a watchdog for
+// stalled responses, and a guard that keeps plain HTTP to loopback hosts
+// unless the caller asks for it. A known limit from that choice: go-
+// containerregistry refuses a token realm on a loopback, private or
+// link-local IP address unless it is the registry's own host:port (SSRF
+// protection), so such a registry must name its token server by host name.
+//
+// Errors: *HTTPError models the registry's error body; errors.Is maps it to
+// ErrNotFound and ErrUnauthorized, *DigestError to ErrDigestMismatch, and
+// IsTemporary says whether trying again later may help. fs/ maps these to
+// errnos.
 package registry
