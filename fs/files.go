@@ -73,6 +73,7 @@ type layerRef struct {
 	mu   sync.Mutex
 	blob registry.Blob     // nil until opened
 	ix   *layerindex.Layer // nil until layer.tar is first used
+	fs   *layerView        // the layer's own tree, made on first use
 	tar  atomic.Int64      // layer.tar size + 1; 0 while unknown
 }
 
@@ -137,6 +138,16 @@ func (r *layerRef) index(ctx context.Context) (*layerindex.Layer, error) {
 		})
 	}
 	return r.ix, nil
+}
+
+// view is the layer's own tree (layers/<id>/fs/).
+func (r *layerRef) view() *layerView {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fs == nil {
+		r.fs = &layerView{ref: r}
+	}
+	return r.fs
 }
 
 // knownTarSize is layer.tar's size if some open found it.

@@ -209,12 +209,12 @@ func TestListings(t *testing.T) {
 		{"/test/deep", []string{"nested"}},
 		{"/test/deep/nested", []string{"repo", "repo:v1"}},
 		{"/test/deep/nested/repo", nil},
-		{"/test/small:latest", []string{"ancestry", "config.json", "json", "layers", "manifest.json"}},
+		{"/test/small:latest", []string{"ancestry", "config.json", "json", "layers", "manifest.json", "rootfs"}},
 		{"/test/small:latest/layers", layerIDs(h.small.img)},
-		{"/test/small:latest/layers/" + h.small.img.Layers[0].ID, []string{"blob", "digest", "json", "layer.tar"}},
-		{"/test/multi:latest", []string{"ancestry", "config.json", "index.json", "json", "layers", "manifest.json", "platforms"}},
+		{"/test/small:latest/layers/" + h.small.img.Layers[0].ID, []string{"blob", "digest", "fs", "json", "layer.tar"}},
+		{"/test/multi:latest", []string{"ancestry", "config.json", "index.json", "json", "layers", "manifest.json", "platforms", "rootfs"}},
 		{"/test/multi:latest/platforms", []string{"linux-amd64", "linux-arm64-v8"}},
-		{"/test/multi:latest/platforms/linux-arm64-v8", []string{"ancestry", "config.json", "json", "layers", "manifest.json"}},
+		{"/test/multi:latest/platforms/linux-arm64-v8", []string{"ancestry", "config.json", "json", "layers", "manifest.json", "rootfs"}},
 	}
 	for _, tc := range tests {
 		if got := h.readdir(tc.path); !sameStrings(got, tc.want) {

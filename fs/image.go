@@ -100,6 +100,15 @@ func (n *imageDir) children() []child {
 			name: "layers", mode: fuse.S_IFDIR, ino: inoOf(t.host, "layers", n.mpath, n.id), entryTTL: immutableTTL,
 			make: func() node { return &layersDir{t: t, img: img, id: n.id, mpath: n.mpath + "/layers"} },
 		})
+		if t.index != nil {
+			mpath, id := n.mpath+"/rootfs", n.id
+			cs = append(cs, child{
+				name: "rootfs", mode: fuse.S_IFDIR, ino: inoOf(t.host, "rootfs", mpath, id), entryTTL: immutableTTL,
+				make: func() node {
+					return &entryDir{entryBase: entryBase{t: t, v: t.mergedView(img, id), mpath: mpath}, root: true, mtime: img.Created}
+				},
+			})
+		}
 	}
 	return cs
 }
@@ -226,7 +235,7 @@ func (n *layersDir) children() []child {
 		cs = append(cs, child{
 			name: l.ID, mode: fuse.S_IFDIR, ino: inoOf(t.host, "layer", mpath, n.id), entryTTL: immutableTTL,
 			make: func() node {
-				return &layerDir{t: t, img: img, id: n.id, ref: t.layerRef(img.Repository, l)}
+				return &layerDir{t: t, img: img, id: n.id, mpath: mpath, ref: t.layerRef(img.Repository, l)}
 			},
 		})
 	}
@@ -248,10 +257,11 @@ func (n *layersDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
 // layerDir is one layer: json, blob, layer.tar, digest.
 type layerDir struct {
 	gofs.Inode
-	t   *tree
-	img *registry.Image
-	id  string
-	ref *layerRef
+	t     *tree
+	img   *registry.Image
+	id    string
+	mpath string
+	ref   *layerRef
 }
 
 var (
@@ -296,6 +306,13 @@ func (n *layerDir) children() []child {
 		make: func() node { return &blobFile{ref: n.ref, mtime: mtime} },
 	})
 	if t.index != nil {
+		mpath := n.mpath + "/fs"
+		cs = append(cs, child{
+			name: "fs", mode: fuse.S_IFDIR, ino: inoOf(t.host, "layerfs", mpath, n.id), entryTTL: immutableTTL,
+			make: func() node {
+				return &entryDir{entryBase: entryBase{t: t, v: n.ref.view(), mpath: mpath}, root: true, mtime: mtime}
+			},
+		})
 		cs = append(cs, child{
 			name: "layer.tar", mode: fuse.S_IFREG, ino: ino("layer.tar"), entryTTL: immutableTTL,
 			make: func() node { return &tarFile{ref: n.ref, mtime: mtime} },

@@ -153,6 +153,10 @@ func (b *memBlob) Open(ctx context.Context, off, n int64) (io.ReadCloser, error)
 type testFile struct {
 	name, body string
 	typ        byte
+	mode       int64  // default 0644 (0755 for dirs)
+	link       string // symlink or hardlink target
+	xattrs     map[string]string
+	major      int64
 }
 
 func tarOf(t testing.TB, files []testFile) []byte {
@@ -160,12 +164,25 @@ func tarOf(t testing.TB, files []testFile) []byte {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, f := range files {
-		h := &tar.Header{Name: f.name, Typeflag: f.typ, Mode: 0o644, Size: int64(len(f.body)), ModTime: time.Unix(1700000000, 0)}
+		h := &tar.Header{Name: f.name, Typeflag: f.typ, Mode: 0o644, Size: int64(len(f.body)), ModTime: time.Unix(1700000000, 0),
+			Linkname: f.link, Uid: 1000, Gid: 100, Devmajor: f.major, Devminor: 3, Format: tar.FormatPAX}
 		if f.typ == 0 {
 			h.Typeflag = tar.TypeReg
 		}
 		if h.Typeflag == tar.TypeDir {
 			h.Mode, h.Size = 0o755, 0
+		}
+		if h.Typeflag != tar.TypeReg {
+			h.Size = 0
+		}
+		if f.mode != 0 {
+			h.Mode = f.mode
+		}
+		for k, v := range f.xattrs {
+			if h.PAXRecords == nil {
+				h.PAXRecords = map[string]string{}
+			}
+			h.PAXRecords["SCHILY.xattr."+k] = v
 		}
 		if err := tw.WriteHeader(h); err != nil {
 			t.Fatal(err)

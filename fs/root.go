@@ -40,6 +40,7 @@ func NewRoot(opts Options) (*Root, error) {
 		status:    opts.Status,
 		started:   time.Now(),
 		layers:    map[string]*layerRef{},
+		merged:    map[string]*mergedView{},
 	}
 	return &Root{pathDir{t: t}}, nil
 }

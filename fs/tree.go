@@ -32,7 +32,8 @@ type tree struct {
 	started   time.Time
 
 	mu     sync.Mutex
-	layers map[string]*layerRef // by repo and layer: one per layer for the mount's life
+	layers map[string]*layerRef   // by repo and layer: one per layer for the mount's life
+	merged map[string]*mergedView // by image identity
 }
 
 // layerRef returns the shared handle on layer l of repo, so what one open
