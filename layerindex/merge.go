@@ -16,6 +16,8 @@ package layerindex
 
 import (
 	"archive/tar"
+	"fmt"
+	"io/fs"
 	"path"
 	"sort"
 	"strings"
@@ -189,40 +191,58 @@ func (m *Merged) Children(dir string) []MergedEntry {
 	return out
 }
 
-// Resolve follows a hardlink to the entry of its layer that holds the data.
-func (m *Merged) Resolve(e MergedEntry) (*Entry, error) {
-	return m.layers[e.Layer].Resolve(e.Entry)
+// Resolve follows a hardlink to the entry holding the data, and its layer.
+// A link to a path its own layer lacks names what the layers below show
+// there (an extraction links to what is on disk by then).
+func (m *Merged) Resolve(e MergedEntry) (MergedEntry, error) {
+	if e.Type != tar.TypeLink {
+		return e, nil
+	}
+	if t, err := m.layers[e.Layer].Resolve(e.Entry); err == nil {
+		return MergedEntry{Entry: t, Layer: e.Layer}, nil
+	}
+	below := Merge(m.layers[:e.Layer])
+	t, ok := below.Lookup(e.Linkname)
+	if !ok || t.Type == tar.TypeDir {
+		return MergedEntry{}, fmt.Errorf("hardlink %q: target %q: %w", e.Name, e.Linkname, fs.ErrNotExist)
+	}
+	return below.Resolve(t)
 }
 
-// Nlink is the number of visible paths that share e's data (hardlinks of
-// one layer); 1 for anything not hardlinked.
+// Nlink is the number of visible paths that share e's data (hardlinks);
+// 1 for anything not hardlinked.
 func (m *Merged) Nlink(e MergedEntry) int {
 	t, err := m.Resolve(e)
 	if err != nil || t.Type != tar.TypeReg {
 		return 1
 	}
 	m.linksOnce.Do(m.countLinks)
-	if n := m.links[mergedLinkKey{e.Layer, t.Name}]; n > 0 {
+	if n := m.links[mergedLinkKey{t.Layer, t.Name}]; n > 0 {
 		return n
 	}
 	return 1
 }
 
+// countLinks counts, per data entry, the visible paths resolving to it.
 func (m *Merged) countLinks() {
 	m.links = map[mergedLinkKey]int{}
 	for i, x := range m.layers {
-		for target, names := range linkGroups(x) {
-			n := 0
-			for _, name := range names {
-				v, ok := m.Lookup(name)
-				if !ok || v.Layer != i {
-					continue
-				}
-				if t, err := x.Resolve(v.Entry); err == nil && t.Name == target {
-					n++
-				}
+		for _, e := range x.Entries() {
+			if e.Type != tar.TypeLink {
+				continue
 			}
-			m.links[mergedLinkKey{i, target}] = n
+			v, ok := m.Lookup(e.Name)
+			if !ok || v.Entry != e {
+				continue
+			}
+			if t, err := m.Resolve(MergedEntry{Entry: e, Layer: i}); err == nil {
+				m.links[mergedLinkKey{t.Layer, t.Name}]++
+			}
+		}
+	}
+	for k := range m.links {
+		if v, ok := m.Lookup(k.target); ok && v.Layer == k.layer && v.Type == tar.TypeReg {
+			m.links[k]++ // the target's own path
 		}
 	}
 }

@@ -128,6 +128,14 @@ func TestMergeNlink(t *testing.T) {
 			t.Errorf("Nlink(%s): got %d, want %d", tc.name, got, tc.want)
 		}
 	}
+	cross := Merge([]*Index{layerOf(t, "f:a"), layerOf(t, "h:b:a")})
+	for _, name := range []string{"a", "b"} {
+		e, _ := cross.Lookup(name)
+		r, err := cross.Resolve(e)
+		if err != nil || r.Layer != 0 || r.Name != "a" || cross.Nlink(e) != 2 {
+			t.Errorf("link across layers, %s: got %v layer %d nlink %d (%v), want a in layer 0, nlink 2", name, r.Entry, r.Layer, cross.Nlink(e), err)
+		}
+	}
 	if got := LinkCounts(m.Index(0))["a"]; got != 3 {
 		t.Errorf("LinkCounts of layer 0 for a: got %d, want 3", got)
 	}
