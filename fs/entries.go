@@ -32,10 +32,11 @@ type view interface {
 
 // ventry is an entry as a view shows it.
 type ventry struct {
-	e     *layerindex.Entry // as the tar lists it (a hardlink's own entry)
-	data  *layerindex.Entry // what holds the data: e, or a hardlink's target; nil if the target is missing
-	layer int               // the layer it comes from (merged views)
-	nlink int
+	e         *layerindex.Entry // as the tar lists it (a hardlink's own entry)
+	data      *layerindex.Entry // what holds the data: e, or a hardlink's target; nil if the target is missing
+	layer     int               // the layer it comes from (merged views)
+	dataLayer int               // the layer of data (a hardlink may reach below its own)
+	nlink     int
 }
 
 // layerView is one layer's own tree.
@@ -178,9 +179,9 @@ func (v *mergedView) get(ctx context.Context) (*layerindex.Merged, error) {
 }
 
 func (v *mergedView) entry(m *layerindex.Merged, me layerindex.MergedEntry) ventry {
-	ve := ventry{e: me.Entry, layer: me.Layer, nlink: m.Nlink(me)}
+	ve := ventry{e: me.Entry, layer: me.Layer, dataLayer: me.Layer, nlink: m.Nlink(me)}
 	if t, err := m.Resolve(me); err == nil {
-		ve.data = t
+		ve.data, ve.dataLayer = t.Entry, t.Layer
 	}
 	return ve
 }
@@ -210,11 +211,14 @@ func (v *mergedView) children(ctx context.Context, dir string) ([]ventry, error)
 }
 
 func (v *mergedView) open(ctx context.Context, ve ventry) (layerindex.ReaderAt, error) {
-	l, err := v.refs[ve.layer].index(ctx)
+	if ve.data == nil {
+		return nil, fmt.Errorf("hardlink %s to %s: %w", ve.e.Name, ve.e.Linkname, iofs.ErrNotExist)
+	}
+	l, err := v.refs[ve.dataLayer].index(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return l.OpenFile(ctx, ve.e)
+	return l.OpenFile(ctx, ve.data)
 }
 
 // typeBits maps a tar type to the file type bits of st_mode.
@@ -347,7 +351,7 @@ func (b *entryBase) child(ve ventry) child {
 		if ve.data != nil {
 			dataName = ve.data.Name
 		}
-		c.ino = inoOf(t.host, v.id(), fmt.Sprint(ve.layer), dataName)
+		c.ino = inoOf(t.host, v.id(), fmt.Sprint(ve.dataLayer), dataName)
 		c.make = func() node { return &entryFile{entryBase: next} }
 	case fuse.S_IFLNK:
 		c.ino = inoOf(t.host, v.id(), fmt.Sprint(ve.layer), ve.e.Name)
