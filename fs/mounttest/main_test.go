@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -106,6 +107,15 @@ type mountOpts struct {
 func mount(t *testing.T, host string, o mountOpts) string {
 	t.Helper()
 	needFUSE(t)
+	dir, unmount := mountFor(t, host, o)
+	t.Cleanup(unmount)
+	return dir
+}
+
+// mountFor mounts host and returns the unmount function (safe to call
+// more than once); the caller must call it.
+func mountFor(t testing.TB, host string, o mountOpts) (string, func()) {
+	t.Helper()
 	ctx := context.Background()
 	if o.api == "" {
 		o.api = registry.APIV2
@@ -139,22 +149,24 @@ func mount(t *testing.T, host string, o mountOpts) string {
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
-	t.Cleanup(func() {
-		var err error
-		for i := 0; i < 20; i++ {
-			if err = server.Unmount(); err == nil {
-				break
+	var once sync.Once
+	return dir, func() {
+		once.Do(func() {
+			var err error
+			for i := 0; i < 20; i++ {
+				if err = server.Unmount(); err == nil {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-			syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-		server.Wait()
-		cache.Close()
-	})
-	return dir
+			if err != nil {
+				t.Errorf("unmount %s: %v", dir, err)
+				syscall.Unmount(dir, syscall.MNT_DETACH)
+			}
+			server.Wait()
+			cache.Close()
+		})
+	}
 }
 
 func sha256File(t *testing.T, path string) digest.Digest {

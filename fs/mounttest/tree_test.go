@@ -57,7 +57,7 @@ func TestListing(t *testing.T) {
 		t.Errorf("ls /test/deep/nested: got %v, want repo:v1", got)
 	}
 	got = readdir(t, filepath.Join(mnt, "test/small:latest"))
-	if want := []string{"ancestry", "config.json", "json", "layers", "manifest.json"}; !slices.Equal(got, want) {
+	if want := []string{"ancestry", "config.json", "json", "layers", "manifest.json", "rootfs"}; !slices.Equal(got, want) {
 		t.Errorf("ls test/small:latest: got %v, want %v", got, want)
 	}
 	for _, p := range []string{"test", "test/small:latest", "test/small:latest/layers"} {

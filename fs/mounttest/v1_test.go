@@ -54,7 +54,7 @@ func TestV1(t *testing.T) {
 		t.Errorf("ls test: got %v, want oldimg:latest", got)
 	}
 	dir := filepath.Join(mnt, "test/oldimg:latest")
-	if got, want := readdir(t, dir), []string{"ancestry", "json", "layers"}; !slices.Equal(got, want) {
+	if got, want := readdir(t, dir), []string{"ancestry", "json", "layers", "rootfs"}; !slices.Equal(got, want) {
 		t.Errorf("ls %s: got %v, want %v", dir, got, want)
 	}
 	top := imgs[len(imgs)-1]
