@@ -265,7 +265,7 @@ func (b *bench) blobRows(ctx context.Context) {
 		}
 		path := imagePath(m, tagLarge, "layers", id, "blob")
 		// Resolve the tag and manifest first: the row is about data.
-		if fi, err := os.Stat(path); err != nil || fi.Size() != size {
+		if fi, err := statMount(path); err != nil || fi.Size() != size {
 			if err == nil {
 				err = fmt.Errorf("stat %s: size %d, want %d", path, fi.Size(), size)
 			} else {
@@ -300,7 +300,7 @@ func (b *bench) blobRows(ctx context.Context) {
 		}
 		localT = append(localT, d)
 		if rep == 0 {
-			if err := verifyDigest(path, layer.Digest); err != nil {
+			if err := bounded("read "+path, opTimeout, func() error { return verifyDigest(path, layer.Digest) }); err != nil {
 				b.mr.unmount(m)
 				fail(err)
 				return
@@ -316,7 +316,7 @@ func (b *bench) blobRows(ctx context.Context) {
 			return
 		}
 		path = imagePath(m, tagLarge, "layers", id, "blob")
-		if _, err := os.Stat(path); err != nil {
+		if _, err := statMount(path); err != nil {
 			err = explainMissing(path, err)
 			b.mr.unmount(m)
 			fail(err)
@@ -399,7 +399,7 @@ func (b *bench) layerTarRows(ctx context.Context) {
 			return
 		}
 		dir := imagePath(m, tagLarge, "layers", id)
-		if _, err := os.Stat(dir); err != nil {
+		if _, err := statMount(dir); err != nil {
 			b.mr.unmount(m)
 			b.rows = append(b.rows, naRow(name, "≥ 0.9", err))
 			return
@@ -407,7 +407,7 @@ func (b *bench) layerTarRows(ctx context.Context) {
 		before := counters(b.reg)
 		d, err = timeCmd(ctx, nil, "cat", filepath.Join(dir, "layer.tar"))
 		if err == nil {
-			if fi, serr := os.Stat(filepath.Join(dir, "layer.tar")); serr != nil {
+			if fi, serr := statMount(filepath.Join(dir, "layer.tar")); serr != nil {
 				err = serr
 			} else if fi.Size() != layer.UncompressedSize {
 				err = fmt.Errorf("layer.tar size %d, want %d", fi.Size(), layer.UncompressedSize)
@@ -511,8 +511,10 @@ func fmtDur(d time.Duration) string {
 		return fmt.Sprintf("%.2f s", d.Seconds())
 	case d >= 10*time.Millisecond:
 		return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
 	}
-	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
 }
 
 func fmtRate(n int64, d time.Duration) string {

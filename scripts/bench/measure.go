@@ -295,10 +295,22 @@ feed:
 		}
 	}
 	close(jobs)
-	wg.Wait()
+	finished := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+	case <-ctx.Done():
+		// Readers stuck in the kernel end when the mount is torn down.
+		return readResult{}, fmt.Errorf("parallel readers: not done within %v", opTimeout)
+	}
 	wall := time.Since(start)
+	mu.Lock()
+	defer mu.Unlock()
 	if firstErr == nil && ctx.Err() != nil {
-		firstErr = fmt.Errorf("parallel readers: timeout after %v", opTimeout)
+		firstErr = fmt.Errorf("parallel readers: not done within %v", opTimeout)
 	}
 	if firstErr != nil {
 		return readResult{}, firstErr
@@ -357,4 +369,34 @@ func counters(reg *registrytest.Registry) registrytest.Stats {
 		st = next
 	}
 	return st
+}
+
+// fuseTimeout bounds one call into a mount made from this process (stat,
+// readdir), so a hung mount turns a row into n/a instead of hanging the
+// run. regfs's own bound on one operation is a minute by default.
+const fuseTimeout = 3 * time.Minute
+
+// bounded runs fn, giving up after d. A call that gives up leaves its
+// goroutine blocked in the kernel until the mount is torn down, which the
+// caller's unmount does.
+func bounded(what string, d time.Duration, fn func() error) error {
+	ch := make(chan error, 1)
+	go func() { ch <- fn() }()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("%s: no answer within %v", what, d)
+	}
+}
+
+// statMount is os.Stat bounded by fuseTimeout.
+func statMount(path string) (os.FileInfo, error) {
+	var fi os.FileInfo
+	err := bounded("stat "+path, fuseTimeout, func() error {
+		var err error
+		fi, err = os.Stat(path)
+		return err
+	})
+	return fi, err
 }

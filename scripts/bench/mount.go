@@ -246,7 +246,13 @@ func explainMissing(path string, err error) error {
 			return err
 		}
 		dir = parent
-		if ents, rerr := os.ReadDir(dir); rerr == nil {
+		var ents []os.DirEntry
+		rerr := bounded("readdir", 30*time.Second, func() error {
+			var err error
+			ents, err = os.ReadDir(dir)
+			return err
+		})
+		if rerr == nil {
 			var names []string
 			for _, e := range ents {
 				names = append(names, e.Name())

@@ -64,7 +64,7 @@ func (b *bench) rootfsRows(ctx context.Context) {
 		allRows(err)
 		return
 	}
-	_, err = os.Stat(imagePath(m, tagEStargz, "rootfs"))
+	_, err = statMount(imagePath(m, tagEStargz, "rootfs"))
 	b.mr.unmount(m)
 	if errors.Is(err, os.ErrNotExist) {
 		allRows(errors.New("no rootfs/ in this regfs build"))
@@ -310,7 +310,7 @@ func (b *bench) rootfsRows(ctx context.Context) {
 			name:     name,
 			regfs:    fmt.Sprintf("%.0f MiB/s, %.0f files/s, p50 %s, p99 %s", r.mibps(), float64(r.reads)/r.wall.Seconds(), fmtDur(r.p50), fmtDur(r.p99)),
 			baseline: fmt.Sprintf("%.0f MiB/s, %.0f files/s, p50 %s, p99 %s", localPar.mibps(), float64(localPar.reads)/localPar.wall.Seconds(), fmtDur(localPar.p50), fmtDur(localPar.p99)),
-			ratio:    fmt.Sprintf("**%.2f×** (p99 %.1f× longer)", r.mibps()/localPar.mibps(), r.p99.Seconds()/localPar.p99.Seconds()),
+			ratio:    fmt.Sprintf("**%.2f×** (p99 %.3g× the local p99)", r.mibps()/localPar.mibps(), r.p99.Seconds()/localPar.p99.Seconds()),
 			fetched:  fmt.Sprintf("%s for %s read", fmtBytes(r.fetched), fmtBytes(r.bytes)),
 		})
 	}
