@@ -755,3 +755,8 @@ func init() {
 		panic(err)
 	}
 }
+
+// readerFunc adapts a read method (such as an inflater's) to io.Reader.
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }

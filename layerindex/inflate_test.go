@@ -121,9 +121,6 @@ func TestInflateResume(t *testing.T) {
 	}
 }
 
-type readerFunc func([]byte) (int, error)
-
-func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 func TestInflateCorrupt(t *testing.T) {
 	rng := rand.New(rand.NewSource(9))
