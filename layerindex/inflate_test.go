@@ -121,7 +121,6 @@ func TestInflateResume(t *testing.T) {
 	}
 }
 
-
 func TestInflateCorrupt(t *testing.T) {
 	rng := rand.New(rand.NewSource(9))
 	data := content(rng, 500<<10)
