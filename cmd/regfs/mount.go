@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -17,47 +16,23 @@ import (
 	"github.com/spf13/cobra"
 
 	regfs "github.com/regfs/regfs/fs"
-	"github.com/regfs/regfs/layercache"
-	"github.com/regfs/regfs/layerindex"
-	"github.com/regfs/regfs/registry"
 )
 
 // mountFlags are the flags of `regfs mount`; also shown, as JSON, in
 // .regfs/config (there are no secrets among them).
 type mountFlags struct {
-	API           string        `json:"api"`
-	Platform      string        `json:"platform"`
-	CacheSize     byteSize      `json:"cache_size"`
-	BlockSize     byteSize      `json:"block_size"`
-	CacheDir      string        `json:"cache_dir"`
-	DiskCacheSize byteSize      `json:"disk_cache_size"`
-	TagTTL        time.Duration `json:"tag_ttl"`
-	Timeout       time.Duration `json:"timeout"`
-	PlainHTTP     bool          `json:"plain_http"`
-	AllowOther    bool          `json:"allow_other"`
-	LogLevel      string        `json:"log_level"`
-	LogFormat     string        `json:"log_format"`
-	LogFile       string        `json:"log_file,omitempty"`
-	Daemon        bool          `json:"daemon"`
-	DebugFUSE     bool          `json:"debug_fuse"`
+	partsFlags
+	TagTTL     time.Duration `json:"tag_ttl"`
+	Timeout    time.Duration `json:"timeout"`
+	AllowOther bool          `json:"allow_other"`
+	Daemon     bool          `json:"daemon"`
+	DebugFUSE  bool          `json:"debug_fuse"`
 }
 
 const readyFDEnv = "REGFS_READY_FD"
 
-func defaultCacheDir() string {
-	d, err := os.UserCacheDir() // $XDG_CACHE_HOME, else ~/.cache
-	if err != nil {
-		return ""
-	}
-	return filepath.Join(d, "regfs")
-}
-
 func newMountCommand() *cobra.Command {
-	f := mountFlags{
-		CacheSize:     512 << 20,
-		BlockSize:     1 << 20,
-		DiskCacheSize: 10 << 30,
-	}
+	var f mountFlags
 	cmd := &cobra.Command{
 		Use:   "mount [flags] REGISTRY MOUNTPOINT",
 		Short: "Mount a registry on MOUNTPOINT",
@@ -93,50 +68,16 @@ Unmount with "fusermount3 -u MOUNTPOINT", or stop regfs with Ctrl-C/SIGTERM.`,
 			return runMount(cmd.Context(), f, args[0], args[1])
 		},
 	}
+	addPartsFlags(cmd, &f.partsFlags)
 	fl := cmd.Flags()
-	fl.SortFlags = false
-	fl.StringVar(&f.API, "api", registry.APIAuto, "registry API: auto (v2, falling back to v1), v2 or v1")
-	fl.StringVar(&f.Platform, "platform", registry.HostPlatform().String(), "platform shown in the directory of a multi-platform image (os/arch[/variant])")
-	fl.Var(&f.CacheSize, "cache-size", "memory block cache bound")
-	fl.Var(&f.BlockSize, "block-size", "cache block size: the unit of every ranged fetch")
-	fl.StringVar(&f.CacheDir, "cache-dir", defaultCacheDir(), `disk cache and layer index directory ("" for none)`)
-	fl.Var(&f.DiskCacheSize, "disk-cache-size", "disk cache bound")
 	fl.DurationVar(&f.TagTTL, "tag-ttl", regfs.DefaultTagTTL, "how long tag lists and tag → digest answers are trusted")
 	fl.DurationVar(&f.Timeout, "timeout", regfs.DefaultOpTimeout, "bound on any one filesystem operation")
-	fl.BoolVar(&f.PlainHTTP, "plain-http", false, "speak plain HTTP to the registry (always allowed for loopback hosts)")
 	fl.BoolVar(&f.AllowOther, "allow-other", false, "let other users read the mount (non-root needs user_allow_other in /etc/fuse.conf)")
-	fl.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fl.StringVar(&f.LogFormat, "log-format", "text", "log format: text or json")
-	fl.StringVar(&f.LogFile, "log-file", "", "write logs to this file instead of stderr")
 	fl.BoolVar(&f.Daemon, "daemon", false, "run in the background; return once the mount answers")
 	fl.BoolVar(&f.DebugFUSE, "debug-fuse", false, "log every FUSE request")
 	fl.MarkHidden("debug-fuse")
+	addLogFlags(cmd, &f.partsFlags)
 	return cmd
-}
-
-func newLogger(f mountFlags) (*logrus.Logger, error) {
-	log := logrus.New()
-	lvl, err := logrus.ParseLevel(f.LogLevel)
-	if err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.LogLevel)
-	}
-	log.SetLevel(lvl)
-	switch f.LogFormat {
-	case "text":
-		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
-	case "json":
-		log.SetFormatter(&logrus.JSONFormatter{})
-	default:
-		return nil, fmt.Errorf("--log-format %q: want text or json", f.LogFormat)
-	}
-	if f.LogFile != "" {
-		out, err := os.OpenFile(f.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			return nil, fmt.Errorf("--log-file: %w", err)
-		}
-		log.SetOutput(out)
-	}
-	return log, nil
 }
 
 // runMount mounts and serves until unmounted (exit 0) or a setup error.
@@ -152,46 +93,18 @@ func runMount(ctx context.Context, f mountFlags, host, mountpoint string) (err e
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	log, err := newLogger(f)
-	if err != nil {
-		return err
-	}
-	platform, err := registry.ParsePlatform(f.Platform)
-	if err != nil {
-		return fmt.Errorf("--platform: %w", err)
-	}
-	if f.BlockSize <= 0 {
-		return fmt.Errorf("--block-size must be positive")
-	}
-
 	setupCtx, cancel := context.WithTimeout(ctx, f.Timeout)
 	defer cancel()
-	client, err := registry.New(setupCtx, host, registry.Options{
-		API: f.API, PlainHTTP: f.PlainHTTP, Logger: logrus.NewEntry(log),
-	})
-	if err != nil {
-		return err
-	}
-	diskDir, indexDir := "", ""
-	if f.CacheDir != "" {
-		diskDir, indexDir = filepath.Join(f.CacheDir, "blocks"), filepath.Join(f.CacheDir, "indexes")
-	}
-	cache, err := layercache.New(layercache.Options{
-		BlockSize: int64(f.BlockSize), MemoryBytes: int64(f.CacheSize),
-		DiskDir: diskDir, DiskBytes: int64(f.DiskCacheSize), Logger: log,
-	})
+	p, err := newParts(setupCtx, f.partsFlags, host)
 	if err != nil {
 		return err
 	}
 	// Caches close only after the server has stopped: no read can be in flight.
-	defer cache.Close()
-	index, err := layerindex.NewManager(layerindex.Options{Dir: indexDir, ReadSize: int64(f.BlockSize)})
-	if err != nil {
-		return err
-	}
+	defer p.Close()
+	log, client, cache := p.log, p.client, p.cache
 	started := time.Now()
 	root, err := regfs.NewRoot(regfs.Options{
-		Client: client, Cache: cache, Index: index, Platform: platform,
+		Client: client, Cache: cache, Index: p.index, Platform: p.platform,
 		TagTTL: f.TagTTL, OpTimeout: f.Timeout, Log: log,
 		Status: &regfs.Status{
 			Version: versionString(),

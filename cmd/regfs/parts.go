@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/regfs/regfs/layercache"
+	"github.com/regfs/regfs/layerindex"
+	"github.com/regfs/regfs/registry"
+)
+
+// partsFlags are the flags of every command that reads a registry through
+// the cache (mount, prefetch), defined once here so both agree on names and
+// defaults: a prefetch must fill exactly the cache a mount will read (blocks
+// are keyed by block size too). Their JSON names appear in .regfs/config.
+type partsFlags struct {
+	API           string   `json:"api"`
+	Platform      string   `json:"platform"`
+	PlainHTTP     bool     `json:"plain_http"`
+	CacheSize     byteSize `json:"cache_size"`
+	BlockSize     byteSize `json:"block_size"`
+	CacheDir      string   `json:"cache_dir"`
+	DiskCacheSize byteSize `json:"disk_cache_size"`
+	LogLevel      string   `json:"log_level"`
+	LogFormat     string   `json:"log_format"`
+	LogFile       string   `json:"log_file,omitempty"`
+}
+
+// Flag defaults shared by mount and prefetch.
+const (
+	defaultCacheSize     = 512 << 20
+	defaultBlockSize     = 1 << 20
+	defaultDiskCacheSize = 10 << 30
+)
+
+func defaultCacheDir() string {
+	d, err := layercache.DefaultDiskDir()
+	if err != nil {
+		return "" // no home: the user must pass --cache-dir
+	}
+	return d
+}
+
+// addPartsFlags registers the registry and cache flags on cmd and sets
+// their defaults in f.
+func addPartsFlags(cmd *cobra.Command, f *partsFlags) {
+	f.CacheSize, f.BlockSize, f.DiskCacheSize = defaultCacheSize, defaultBlockSize, defaultDiskCacheSize
+	fl := cmd.Flags()
+	fl.SortFlags = false
+	fl.StringVar(&f.API, "api", registry.APIAuto, "registry API: auto (v2, falling back to v1), v2 or v1")
+	fl.StringVar(&f.Platform, "platform", registry.HostPlatform().String(), "platform chosen from a multi-platform image (os/arch[/variant])")
+	fl.BoolVar(&f.PlainHTTP, "plain-http", false, "speak plain HTTP to the registry (always allowed for loopback hosts)")
+	fl.Var(&f.CacheSize, "cache-size", "memory block cache bound")
+	fl.Var(&f.BlockSize, "block-size", "cache block size: the unit of every ranged fetch (mount and prefetch must agree)")
+	fl.StringVar(&f.CacheDir, "cache-dir", defaultCacheDir(), `disk cache and layer index directory ("" for none)`)
+	fl.Var(&f.DiskCacheSize, "disk-cache-size", "disk cache bound")
+}
+
+// addLogFlags registers the logging flags; separate from addPartsFlags so
+// they come last in --help.
+func addLogFlags(cmd *cobra.Command, f *partsFlags) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fl.StringVar(&f.LogFormat, "log-format", "text", "log format: text or json")
+	fl.StringVar(&f.LogFile, "log-file", "", "write logs to this file instead of stderr")
+}
+
+func newLogger(f partsFlags) (*logrus.Logger, error) {
+	log := logrus.New()
+	lvl, err := logrus.ParseLevel(f.LogLevel)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.LogLevel)
+	}
+	log.SetLevel(lvl)
+	switch f.LogFormat {
+	case "text":
+		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	case "json":
+		log.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", f.LogFormat)
+	}
+	if f.LogFile != "" {
+		out, err := os.OpenFile(f.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("--log-file: %w", err)
+		}
+		log.SetOutput(out)
+	}
+	return log, nil
+}
+
+// parts are what a command builds from partsFlags: registry client → block
+// cache → layer index manager, in the data flow's order.
+type parts struct {
+	log      *logrus.Logger
+	platform registry.Platform
+	client   registry.Client
+	cache    *layercache.Cache
+	index    *layerindex.Manager
+}
+
+// newParts builds the parts for the registry at host. ctx bounds only the
+// setup (the client's probe of the registry). Close the result when done,
+// after everything that reads through it has stopped.
+func newParts(ctx context.Context, f partsFlags, host string) (*parts, error) {
+	log, err := newLogger(f)
+	if err != nil {
+		return nil, err
+	}
+	platform, err := registry.ParsePlatform(f.Platform)
+	if err != nil {
+		return nil, fmt.Errorf("--platform: %w", err)
+	}
+	if f.BlockSize <= 0 {
+		return nil, fmt.Errorf("--block-size must be positive")
+	}
+	client, err := registry.New(ctx, host, registry.Options{
+		API: f.API, PlainHTTP: f.PlainHTTP, Logger: logrus.NewEntry(log),
+	})
+	if err != nil {
+		return nil, err
+	}
+	diskDir, indexDir := "", ""
+	if f.CacheDir != "" {
+		diskDir, indexDir = cacheLayout(f.CacheDir)
+	}
+	cache, err := layercache.New(layercache.Options{
+		BlockSize: int64(f.BlockSize), MemoryBytes: int64(f.CacheSize),
+		DiskDir: diskDir, DiskBytes: int64(f.DiskCacheSize), Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	index, err := layerindex.NewManager(layerindex.Options{Dir: indexDir, ReadSize: int64(f.BlockSize)})
+	if err != nil {
+		cache.Close()
+		return nil, err
+	}
+	return &parts{log: log, platform: platform, client: client, cache: cache, index: index}, nil
+}
+
+// Close waits for the cache's fetches and disk writes and stops it.
+func (p *parts) Close() error { return p.cache.Close() }
