@@ -104,6 +104,8 @@ func (r *Root) fuseOptions(mc MountConfig) *gofs.Options {
 		// A name that did not resolve may appear once pushed: retry after
 		// the tag TTL, not sooner (shells and ls probe many names).
 		NegativeTimeout: &short,
+		// A tar entry with mode 0000 is shown as 0000, not go-fuse's 0644/0755.
+		NullPermissions: true,
 		UID:             uint32(os.Getuid()),
 		GID:             uint32(os.Getgid()),
 		MountOptions: fuse.MountOptions{
