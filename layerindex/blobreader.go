@@ -91,14 +91,3 @@ func (b *blobReader) ReadByte() (byte, error) {
 	b.pos++
 	return c, nil
 }
-
-// ctxReaderAt adapts a ReaderAt to io.ReaderAt for one call's ctx; libraries
-// that only know io.ReaderAt (estargz) read through it.
-type ctxReaderAt struct {
-	ctx  context.Context
-	blob ReaderAt
-}
-
-func (r ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	return r.blob.ReadAt(r.ctx, p, off)
-}

@@ -141,15 +141,20 @@ func (b *indexBuilder) add(hdr *tar.Header, offset int64) error {
 			e.Offset = -1
 		}
 	}
-	if name == "" {
+	return b.addEntry(e)
+}
+
+// addEntry records e (with a cleaned Name) by the tar's replacement rules;
+// the tar and eStargz TOC paths share it so both read a layer alike.
+func (b *indexBuilder) addEntry(e *Entry) error {
+	if e.Type == tar.TypeDir {
+		e.Offset = -1
+	}
+	if e.Name == "" {
 		if e.Type == tar.TypeDir {
-			e.Offset = -1
 			b.x.root = e
 		}
 		return nil // a non-directory can't replace the root
-	}
-	if e.Type == tar.TypeDir {
-		e.Offset = -1
 	}
 	return b.put(e)
 }

@@ -4,12 +4,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"path"
+	"sort"
 	"sync"
+	"time"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/klauspost/compress/gzip"
@@ -17,13 +18,26 @@ import (
 )
 
 // stargzLayer is an eStargz blob opened through its TOC.
+//
+// The TOC JSON is read here rather than by estargz.Open: its reader refuses
+// a hardlink whose target is not in the same layer, which a layer tar may
+// hold (the target is in a layer below). Every chunk is still checked
+// against its TOC digest, and the TOC against the annotation when given.
 type stargzLayer struct {
 	l        *Layer
-	r        *estargz.Reader
-	verifier estargz.TOCEntryVerifier
 	index    *Index
+	chunks   map[string][]stargzChunk // regular file → its chunks, by FileOff
+	tocEntry *Entry                   // stargz.index.json itself, the tar's last entry
 	tocOff   int64
 	tail     []byte // the blob from tocOff to its end: TOC and footer
+}
+
+// stargzChunk is one verified piece of a regular file's data.
+type stargzChunk struct {
+	Offset, End   int64 // the gzip member holding the chunk: blob bytes [Offset, End)
+	Inner         int64 // the chunk's uncompressed offset inside that member
+	FileOff, Size int64 // where the chunk lies in its file
+	Digest        digest.Digest
 }
 
 // stargzState remembers whether a layer is eStargz, once known.
@@ -108,133 +122,229 @@ func (l *Layer) readStargzTail(ctx context.Context) (int64, []byte, error) {
 	return tocOff, tail, nil
 }
 
-// tailReaderAt serves the TOC and footer from memory; estargz.Open reads
-// nothing else.
-type tailReaderAt struct {
-	tocOff int64
-	tail   []byte
-}
+// maxTOCJSON bounds the uncompressed TOC JSON of one layer.
+const maxTOCJSON = 1 << 30
 
-func (t tailReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	if off < t.tocOff {
-		return 0, fmt.Errorf("eStargz: unexpected read at %d before the TOC at %d", off, t.tocOff)
+// parseStargzTOC reads the TOC from the blob's tail: the first gzip member
+// holds a tar whose one entry, stargz.index.json, is the TOC JSON. It
+// returns that tar header too (the entry is part of the layer's tar) and
+// the JSON's digest.
+func parseStargzTOC(tail []byte) (*tar.Header, *estargz.JTOC, digest.Digest, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(tail))
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("TOC gzip header: %w", err)
 	}
-	if off-t.tocOff >= int64(len(t.tail)) {
-		return 0, io.EOF
+	defer zr.Close()
+	zr.Multistream(false)
+	tr := tar.NewReader(zr)
+	hdr, err := tr.Next()
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("TOC tar header: %w", err)
 	}
-	n := copy(p, t.tail[off-t.tocOff:])
-	if n < len(p) {
-		return n, io.EOF
+	if hdr.Name != estargz.TOCTarName {
+		return nil, nil, "", fmt.Errorf("TOC tar entry is %q, want %q", hdr.Name, estargz.TOCTarName)
 	}
-	return n, nil
+	if hdr.Size > maxTOCJSON {
+		return nil, nil, "", fmt.Errorf("TOC JSON of %d bytes: more than %d", hdr.Size, maxTOCJSON)
+	}
+	d := digest.Canonical.Digester()
+	toc := new(estargz.JTOC)
+	if err := json.NewDecoder(io.TeeReader(tr, d.Hash())).Decode(toc); err != nil {
+		return nil, nil, "", fmt.Errorf("TOC JSON: %w", err)
+	}
+	// The digest covers the whole entry, trailing whitespace included.
+	if _, err := io.Copy(d.Hash(), tr); err != nil {
+		return nil, nil, "", fmt.Errorf("TOC JSON: %w", err)
+	}
+	return hdr, toc, d.Digest(), nil
 }
 
 func (l *Layer) openStargz(tocOff int64, tail []byte) (*stargzLayer, error) {
-	sr := io.NewSectionReader(tailReaderAt{tocOff: tocOff, tail: tail}, 0, l.blob.Size())
-	r, err := estargz.Open(sr, estargz.WithTOCOffset(tocOff))
+	hdr, toc, tocDigest, err := parseStargzTOC(tail)
 	if err != nil {
-		return nil, fmt.Errorf("open TOC: %w", err)
+		return nil, err
 	}
-	var v estargz.TOCEntryVerifier
 	if l.lopts.TOCDigest != "" {
-		d, err := digest.Parse(l.lopts.TOCDigest)
+		want, err := digest.Parse(l.lopts.TOCDigest)
 		if err != nil {
 			return nil, fmt.Errorf("TOC digest annotation %q: %w", l.lopts.TOCDigest, err)
 		}
-		v, err = r.VerifyTOC(d)
-		if err != nil {
-			return nil, fmt.Errorf("verify TOC: %w", err)
+		if tocDigest != want {
+			return nil, fmt.Errorf("verify TOC: %w: TOC JSON is %s, the annotation says %s", errCorrupt, tocDigest, want)
 		}
-	} else if v, err = r.Verifiers(); err != nil {
-		return nil, fmt.Errorf("TOC chunk digests: %w", err)
 	}
-	x, err := stargzIndex(r, l.m.opts.MaxEntries)
-	if err != nil {
+	sg := &stargzLayer{l: l, tocOff: tocOff, tail: tail}
+	if err := sg.buildIndex(toc, hdr, l.m.opts.MaxEntries); err != nil {
 		return nil, err
 	}
-	return &stargzLayer{l: l, r: r, verifier: v, index: x, tocOff: tocOff, tail: tail}, nil
+	return sg, nil
 }
 
-// stargzIndex builds the Index from the TOC tree. estargz resolves a
-// hardlink to its target's TOCEntry; a name that differs from its entry's
-// name is such a link.
-func stargzIndex(r *estargz.Reader, maxEntries int) (*Index, error) {
+// buildIndex turns the TOC entries, in tar order, into the Index by the
+// same rules as a tar (a later entry replaces an earlier one), and notes
+// every regular file's chunks with their digests. A hardlink is kept as
+// the TOC lists it, whether or not its target is in this layer.
+func (sg *stargzLayer) buildIndex(toc *estargz.JTOC, tocHdr *tar.Header, maxEntries int) error {
+	ents := toc.Entries
+	// Where each data entry's gzip member ends: at the next member's start
+	// (an entry with an Offset and no InnerOffset starts one), or the TOC.
+	ends := make([]int64, len(ents))
+	next := sg.tocOff
+	for i := len(ents) - 1; i >= 0; i-- {
+		te := ents[i]
+		ends[i] = next
+		if te.Offset != 0 && te.InnerOffset == 0 {
+			next = te.Offset
+		}
+	}
 	b := newIndexBuilder(maxEntries)
-	root, ok := r.Lookup("")
-	if !ok {
-		return nil, errors.New("TOC has no root")
-	}
-	var walk func(dir string, d *estargz.TOCEntry) error
-	walk = func(dir string, d *estargz.TOCEntry) error {
-		var err error
-		d.ForeachChild(func(base string, te *estargz.TOCEntry) bool {
-			name := path.Join(dir, base)
-			e := &Entry{
-				Name:     name,
-				Mode:     te.Stat().Mode(),
-				UID:      te.UID,
-				GID:      te.GID,
-				ModTime:  te.ModTime(),
-				Linkname: te.LinkName,
-				Devmajor: int64(te.DevMajor),
-				Devminor: int64(te.DevMinor),
-				Offset:   -1,
-			}
-			switch te.Type {
-			case "dir":
-				e.Type = tar.TypeDir
-			case "reg":
-				e.Type, e.Size = tar.TypeReg, te.Size
-			case "symlink":
-				e.Type = tar.TypeSymlink
-			case "char":
-				e.Type = tar.TypeChar
-			case "block":
-				e.Type = tar.TypeBlock
-			case "fifo":
-				e.Type = tar.TypeFifo
-			default:
-				err = fmt.Errorf("TOC entry %q: unknown type %q", name, te.Type)
-				return false
-			}
-			if te.Type != "dir" && cleanName(te.Name) != name {
-				e.Type, e.Linkname, e.Size, e.Mode = tar.TypeLink, cleanName(te.Name), 0, e.Mode&^fs.ModeType
-			}
-			for k, v := range te.Xattrs {
-				if e.Xattrs == nil {
-					e.Xattrs = map[string]string{}
-				}
-				e.Xattrs[k] = string(v)
-			}
-			if err = b.put(e); err != nil {
-				return false
-			}
-			if te.Type == "dir" {
-				err = walk(name, te)
-			}
-			return err == nil
+	sg.chunks = map[string][]stargzChunk{}
+	var file *estargz.TOCEntry // the regular file the next "chunk" entries belong to
+	var fileName string
+	addChunk := func(te *estargz.TOCEntry, i int, size int64) error {
+		if size <= 0 {
+			return nil
+		}
+		if te.Offset <= 0 || te.Offset >= sg.tocOff || ends[i] <= te.Offset || te.InnerOffset < 0 || te.ChunkOffset < 0 {
+			return fmt.Errorf("TOC entry %q: chunk at %d of the blob (ends %d, TOC at %d) is out of range", fileName, te.Offset, ends[i], sg.tocOff)
+		}
+		ds := te.ChunkDigest
+		if ds == "" && te.ChunkOffset == 0 && size == file.Size {
+			ds = te.Digest // a file in one chunk: its own digest is the chunk's
+		}
+		if ds == "" {
+			return fmt.Errorf("TOC entry %q: no digest for the chunk at file offset %d", fileName, te.ChunkOffset)
+		}
+		d, err := digest.Parse(ds)
+		if err != nil {
+			return fmt.Errorf("TOC entry %q: chunk digest: %w", fileName, err)
+		}
+		sg.chunks[fileName] = append(sg.chunks[fileName], stargzChunk{
+			Offset: te.Offset, End: ends[i], Inner: te.InnerOffset, FileOff: te.ChunkOffset, Size: size, Digest: d,
 		})
-		return err
+		return nil
 	}
-	if err := walk("", root); err != nil {
-		return nil, err
+	for i, te := range ents {
+		if te.Type == "chunk" {
+			if file == nil {
+				return fmt.Errorf("TOC entry %d: a chunk with no regular file before it", i)
+			}
+			size := te.ChunkSize
+			if size == 0 {
+				size = file.Size - te.ChunkOffset // the last chunk runs to the end
+			}
+			if err := addChunk(te, i, size); err != nil {
+				return err
+			}
+			continue
+		}
+		e, err := stargzEntry(te)
+		if err != nil {
+			return err
+		}
+		file, fileName = nil, e.Name
+		if te.Type == "reg" {
+			file = te
+			delete(sg.chunks, e.Name) // a later entry for a path replaces the earlier one
+			size := te.ChunkSize
+			if size == 0 || size > te.Size {
+				size = te.Size
+			}
+			if err := addChunk(te, i, size); err != nil {
+				return err
+			}
+		}
+		if err := b.addEntry(e); err != nil {
+			return fmt.Errorf("TOC entry %q: %w", te.Name, err)
+		}
 	}
-	x := b.finish()
-	x.root = &Entry{Type: tar.TypeDir, Mode: root.Stat().Mode(), UID: root.UID, GID: root.GID, ModTime: root.ModTime(), Offset: -1}
-	return x, nil
+	for name, cs := range sg.chunks {
+		sort.Slice(cs, func(i, j int) bool { return cs[i].FileOff < cs[j].FileOff })
+		sg.chunks[name] = cs
+	}
+	// The TOC's own tar entry ends the layer's tar: shown like any file.
+	if err := b.add(tocHdr, -1); err != nil {
+		return fmt.Errorf("TOC entry %q: %w", tocHdr.Name, err)
+	}
+	sg.tocEntry = b.x.byName[cleanName(tocHdr.Name)]
+	sg.index = b.finish()
+	return nil
+}
+
+// stargzEntry is the Entry for a TOC entry other than "chunk", with its
+// fields read as the tar header they came from.
+func stargzEntry(te *estargz.TOCEntry) (*Entry, error) {
+	h := tar.Header{Mode: te.Mode}
+	switch te.Type {
+	case "dir":
+		h.Typeflag = tar.TypeDir
+	case "reg":
+		h.Typeflag = tar.TypeReg
+	case "symlink":
+		h.Typeflag = tar.TypeSymlink
+	case "hardlink":
+		h.Typeflag = tar.TypeLink
+	case "char":
+		h.Typeflag = tar.TypeChar
+	case "block":
+		h.Typeflag = tar.TypeBlock
+	case "fifo":
+		h.Typeflag = tar.TypeFifo
+	default:
+		return nil, fmt.Errorf("TOC entry %q: unknown type %q", te.Name, te.Type)
+	}
+	e := &Entry{
+		Name:     cleanName(te.Name),
+		Type:     h.Typeflag,
+		Mode:     h.FileInfo().Mode(),
+		UID:      te.UID,
+		GID:      te.GID,
+		Linkname: te.LinkName,
+		Devmajor: int64(te.DevMajor),
+		Devminor: int64(te.DevMinor),
+		Offset:   -1,
+		ModTime:  time.Unix(0, 0), // the TOC leaves out a zero mtime, which a tar header holds as 0
+	}
+	if te.ModTime3339 != "" {
+		t, err := time.Parse(time.RFC3339, te.ModTime3339)
+		if err != nil {
+			return nil, fmt.Errorf("TOC entry %q: modtime: %w", te.Name, err)
+		}
+		e.ModTime = t
+	}
+	switch te.Type {
+	case "reg":
+		if te.Size < 0 {
+			return nil, fmt.Errorf("TOC entry %q: size %d", te.Name, te.Size)
+		}
+		e.Size = te.Size
+	case "hardlink":
+		e.Linkname = cleanName(te.LinkName)
+	}
+	for k, v := range te.Xattrs {
+		if e.Xattrs == nil {
+			e.Xattrs = map[string]string{}
+		}
+		e.Xattrs[k] = string(v)
+	}
+	return e, nil
 }
 
 // openFile reads a regular file chunk by chunk: each chunk's compressed
 // range is fetched once, inflated, checked against its TOC digest, and kept
 // in the Manager's small chunk cache.
 func (sg *stargzLayer) openFile(e *Entry) (ReaderAt, error) {
-	return &stargzFile{sg: sg, name: e.Name, size: e.Size}, nil
+	if e == sg.tocEntry {
+		return &stargzTOCFile{sg: sg, size: e.Size}, nil
+	}
+	return &stargzFile{sg: sg, name: e.Name, size: e.Size, chunks: sg.chunks[e.Name]}, nil
 }
 
 type stargzFile struct {
-	sg   *stargzLayer
-	name string
-	size int64
+	sg     *stargzLayer
+	name   string
+	size   int64
+	chunks []stargzChunk
 }
 
 func (f *stargzFile) Size() int64 { return f.size }
@@ -249,19 +359,16 @@ func (f *stargzFile) ReadAt(ctx context.Context, p []byte, off int64) (int, erro
 		if o >= f.size {
 			return n, io.EOF
 		}
-		ce, ok := f.sg.r.ChunkEntryForOffset(f.name, o)
-		if !ok {
-			return n, fmt.Errorf("layer %s: %q: no chunk at offset %d", f.sg.l.key, f.name, o)
+		i := sort.Search(len(f.chunks), func(i int) bool { return f.chunks[i].FileOff > o }) - 1
+		if i < 0 || o >= f.chunks[i].FileOff+f.chunks[i].Size {
+			return n, fmt.Errorf("layer %s: %q: %w: no chunk at offset %d", f.sg.l.key, f.name, errCorrupt, o)
 		}
-		data, err := f.sg.chunk(ctx, ce)
+		c := f.chunks[i]
+		data, err := f.sg.chunk(ctx, c, f.name)
 		if err != nil {
 			return n, err
 		}
-		in := o - ce.ChunkOffset
-		if in < 0 || in >= int64(len(data)) {
-			return n, fmt.Errorf("layer %s: %q: chunk at %d holds %d bytes, want offset %d", f.sg.l.key, f.name, ce.ChunkOffset, len(data), in)
-		}
-		n += copy(p[n:], data[in:])
+		n += copy(p[n:], data[o-c.FileOff:])
 	}
 	return n, nil
 }
@@ -271,39 +378,75 @@ type chunkKey struct {
 	off, inner int64
 }
 
-func (sg *stargzLayer) chunk(ctx context.Context, ce *estargz.TOCEntry) ([]byte, error) {
-	k := chunkKey{sg.l.key, ce.Offset, ce.InnerOffset}
-	if b, ok := sg.l.m.chunks.Get(k); ok {
+func (sg *stargzLayer) chunk(ctx context.Context, c stargzChunk, name string) ([]byte, error) {
+	k := chunkKey{sg.l.key, c.Offset, c.Inner}
+	if b, ok := sg.l.m.chunks.Get(k); ok && int64(len(b)) == c.Size {
 		return b, nil
 	}
-	end := ce.NextOffset()
-	if end <= ce.Offset || end > sg.tocOff {
-		end = sg.tocOff
-	}
-	comp := make([]byte, end-ce.Offset)
-	if _, err := sg.l.blob.ReadAt(ctx, comp, ce.Offset); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("layer %s: read chunk at %d: %w", sg.l.key, ce.Offset, err)
+	comp := make([]byte, c.End-c.Offset)
+	if _, err := sg.l.blob.ReadAt(ctx, comp, c.Offset); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("layer %s: read chunk at %d: %w", sg.l.key, c.Offset, err)
 	}
 	zr, err := gzip.NewReader(bytes.NewReader(comp))
 	if err != nil {
-		return nil, fmt.Errorf("layer %s: chunk at %d: %w", sg.l.key, ce.Offset, err)
+		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.l.key, c.Offset, errCorrupt, err)
 	}
 	zr.Multistream(false)
-	if _, err := io.CopyN(io.Discard, zr, ce.InnerOffset); err != nil {
-		return nil, fmt.Errorf("layer %s: chunk at %d: %w", sg.l.key, ce.Offset, err)
+	if _, err := io.CopyN(io.Discard, zr, c.Inner); err != nil {
+		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.l.key, c.Offset, errCorrupt, err)
 	}
-	data := make([]byte, ce.ChunkSize)
+	data := make([]byte, c.Size)
 	if _, err := io.ReadFull(zr, data); err != nil {
-		return nil, fmt.Errorf("layer %s: chunk at %d: %w", sg.l.key, ce.Offset, err)
+		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.l.key, c.Offset, errCorrupt, err)
 	}
-	v, err := sg.verifier.Verifier(ce)
-	if err != nil {
-		return nil, fmt.Errorf("layer %s: chunk at %d: %w", sg.l.key, ce.Offset, err)
-	}
-	v.Write(data)
-	if !v.Verified() {
-		return nil, fmt.Errorf("layer %s: chunk at %d of %q: %w: digest does not match the TOC", sg.l.key, ce.Offset, ce.Name, errCorrupt)
+	if got := c.Digest.Algorithm().FromBytes(data); got != c.Digest {
+		return nil, fmt.Errorf("layer %s: chunk at %d of %q: %w: digest %s, the TOC says %s", sg.l.key, c.Offset, name, errCorrupt, got, c.Digest)
 	}
 	sg.l.m.chunks.Add(k, data)
 	return data, nil
+}
+
+// stargzTOCFile is stargz.index.json, decoded from the TOC the layer
+// already holds in memory.
+type stargzTOCFile struct {
+	sg   *stargzLayer
+	size int64
+
+	once sync.Once
+	data []byte
+	err  error
+}
+
+func (f *stargzTOCFile) Size() int64 { return f.size }
+
+func (f *stargzTOCFile) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
+	f.once.Do(func() {
+		zr, err := gzip.NewReader(bytes.NewReader(f.sg.tail))
+		if err != nil {
+			f.err = err
+			return
+		}
+		zr.Multistream(false)
+		tr := tar.NewReader(zr)
+		if _, f.err = tr.Next(); f.err == nil {
+			f.data, f.err = io.ReadAll(io.LimitReader(tr, f.size))
+		}
+		if f.err == nil && int64(len(f.data)) != f.size {
+			f.err = io.ErrUnexpectedEOF
+		}
+	})
+	if f.err != nil {
+		return 0, fmt.Errorf("layer %s: %s: %w", f.sg.l.key, estargz.TOCTarName, f.err)
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("layer %s: negative offset %d", f.sg.l.key, off)
+	}
+	if off >= f.size {
+		return 0, io.EOF
+	}
+	n := copy(p, f.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }

@@ -108,7 +108,7 @@ func TestEStargz(t *testing.T) {
 	}
 	e, _ := x.Lookup("usr/lib/big3")
 	sg, _ := l.stargz(ctx)
-	ce, _ := sg.r.ChunkEntryForOffset(e.Name, 0)
+	ce := sg.chunks[e.Name][0]
 	bad := append([]byte(nil), blobData...)
 	// Rewrite the chunk with other content of the same size, validly compressed.
 	bl := m.Layer("tampered", newMemBlob(bad), LayerOptions{TOCDigest: tocDigest})
