@@ -278,6 +278,9 @@ type entryBase struct {
 
 func (b *entryBase) fill(_ context.Context, a *fuse.Attr) error {
 	e, d := b.ve.e, b.ve.data
+	if d == nil && e == nil {
+		d = &layerindex.Entry{Type: tar.TypeDir, Mode: 0o555}
+	}
 	if d == nil {
 		d = &layerindex.Entry{Type: tar.TypeReg, Mode: e.Mode, UID: e.UID, GID: e.GID, ModTime: e.ModTime}
 	}
@@ -301,10 +304,13 @@ func (b *entryBase) fill(_ context.Context, a *fuse.Attr) error {
 func (b *entryBase) attrTTL() time.Duration { return immutableTTL }
 
 func (b *entryBase) xattrs() map[string]string {
-	if b.ve.data != nil {
+	switch {
+	case b.ve.data != nil:
 		return b.ve.data.Xattrs
+	case b.ve.e != nil:
+		return b.ve.e.Xattrs
 	}
-	return b.ve.e.Xattrs
+	return nil // a directory no tar entry describes (the root of rootfs/, an implied parent)
 }
 
 func (b *entryBase) Getxattr(_ context.Context, attr string, dest []byte) (uint32, syscall.Errno) {

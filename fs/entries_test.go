@@ -135,3 +135,22 @@ func TestLayerFS(t *testing.T) {
 		t.Errorf("fs/ root: got mode %o, want %o", a.Mode, fuse.S_IFDIR|0o555)
 	}
 }
+
+// The root of rootfs/ (and an implied parent) has no tar entry behind it:
+// `ls -l` asks it for xattrs, which must answer, not panic.
+func TestUndescribedDirAttrsAndXattrs(t *testing.T) {
+	b := &entryBase{}
+	if _, errno := b.Getxattr(context.Background(), "security.selinux", make([]byte, 64)); errno != syscall.ENODATA {
+		t.Errorf("Getxattr: got errno %v, want ENODATA", errno)
+	}
+	if n, errno := b.Listxattr(context.Background(), make([]byte, 64)); errno != 0 || n != 0 {
+		t.Errorf("Listxattr: got %d, %v; want 0, OK", n, errno)
+	}
+	var a fuse.Attr
+	if err := b.fill(context.Background(), &a); err != nil {
+		t.Fatalf("fill: %v", err)
+	}
+	if a.Mode&syscall.S_IFMT != syscall.S_IFDIR || a.Mode&0o777 != 0o555 {
+		t.Errorf("mode: got %o, want a 0555 directory", a.Mode)
+	}
+}
