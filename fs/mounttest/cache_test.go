@@ -239,12 +239,23 @@ func TestCacheSecondMountNoRequests(t *testing.T) {
 	metadata := r.Stats().Requests - first.Requests
 	blobGETsBefore := r.CountRequests(isBlobGET)
 	before, logged := r.Stats().Requests, len(r.Requests())
-	readBlobs(t, p2.mnt, ref, fx.Small)
 	if rootfs != "" {
 		if got := readFile(t, rootfs); !bytes.Equal(got, want) {
 			t.Errorf("%s (second mount): got %d bytes, want the fixture's %d", rootfs, len(got), len(want))
 		}
+		// The persisted indexes answer: an index pass would have read
+		// every block of every layer, one file needs part of one layer.
+		var all int64
+		for _, l := range fx.Small.Layers {
+			all += (l.Size + cacheBlock - 1) / cacheBlock
+		}
+		st, ok := readMountStats(t, p2.mnt)
+		t.Logf("second mount: one rootfs file read %d of the image's %d blocks from disk", st.Cache.Disk.Hits, all)
+		if ok && st.Cache.Disk.Hits >= all {
+			t.Errorf(".regfs/stats after reading one rootfs file: got %d disk block hits, want fewer than the %d blocks of all layers (persisted indexes, no index pass)", st.Cache.Disk.Hits, all)
+		}
 	}
+	readBlobs(t, p2.mnt, ref, fx.Small)
 	if got := r.Stats().Requests - before; got != 0 {
 		t.Errorf("second mount, reading cached blobs (and rootfs file %q): got %d registry requests, want 0:\n%+v",
 			rootfs, got, r.Requests()[logged:])
