@@ -34,6 +34,7 @@ type config struct {
 	quick     bool
 	keep      bool
 	out       string
+	trace     bool
 }
 
 func main() {
@@ -50,6 +51,7 @@ func main() {
 	flag.BoolVar(&cfg.quick, "quick", false, "small images and one repetition: under a minute")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the working directory (regfs logs) at the end")
 	flag.StringVar(&cfg.out, "o", "", "also write the table to this file")
+	flag.BoolVar(&cfg.trace, "trace", false, "log the registry requests each first-read row made (stderr)")
 	flag.Parse()
 	if cfg.quick {
 		set := map[string]bool{}
@@ -134,12 +136,18 @@ func run(cfg config) (err error) {
 			return fmt.Errorf("%s not found: the baselines need it", tool)
 		}
 	}
+	// A regfs that does not build still gets a table: every row that needs
+	// a mount says why it is n/a.
+	var buildErr error
 	if cfg.regfsBin == "" {
 		cfg.regfsBin = filepath.Join(cfg.work, "regfs")
 		logf("building regfs")
 		if out, err := exec.Command("go", "build", "-o", cfg.regfsBin, "./cmd/regfs").CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/regfs: %v\n%s", err, out)
+			buildErr = fmt.Errorf("regfs does not build: %s", firstError(string(out)))
+			logf("%v\n%s", buildErr, out)
 		}
+	} else if _, err := os.Stat(cfg.regfsBin); err != nil {
+		buildErr = fmt.Errorf("no regfs binary: %w", err)
 	}
 
 	b := &bench{cfg: cfg}
@@ -160,7 +168,7 @@ func run(cfg config) (err error) {
 	if cfg.blockSize != "" {
 		extra = append(extra, "--block-size", cfg.blockSize)
 	}
-	b.mr = &mounter{bin: cfg.regfsBin, host: b.reg.Host, work: cfg.work, args: extra}
+	b.mr = &mounter{bin: cfg.regfsBin, host: b.reg.Host, work: cfg.work, args: extra, broken: buildErr}
 	defer b.mr.unmountAll()
 
 	// A signal ends the run, but never leaves a mount or a regfs behind.
@@ -545,4 +553,15 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q: want bytes, optionally with K, M, G or T", s)
 	}
 	return n * mult, nil
+}
+
+// firstError is the first line of go build's output that is not a
+// "# package" heading.
+func firstError(out string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			return line
+		}
+	}
+	return firstLine(out)
 }

@@ -34,6 +34,7 @@ type mount struct {
 type mounter struct {
 	bin, host, work string
 	args            []string // extra flags for every mount (--cache-size …)
+	broken          error    // why no mount can be made (regfs did not build)
 
 	mu     sync.Mutex
 	n      int
@@ -44,6 +45,9 @@ type mounter struct {
 // mount starts regfs on a new mountpoint with cacheDir ("" for none) and
 // returns once the mount answers.
 func (mr *mounter) mount(ctx context.Context, phase, cacheDir string) (*mount, error) {
+	if mr.broken != nil {
+		return nil, mr.broken
+	}
 	mr.mu.Lock()
 	mr.n++
 	n := mr.n
@@ -107,32 +111,37 @@ func (mr *mounter) mount(ctx context.Context, phase, cacheDir string) (*mount, e
 	return m, nil
 }
 
-// unmount ends m: fusermount3 -u, then SIGTERM, then a lazy umount and
-// SIGKILL. It records the process's peak RSS first. Safe to call twice.
+// unmount ends m: fusermount3 -u; if the mount is busy (a reader that gave
+// up is still blocked in it), a lazy umount and SIGTERM; SIGKILL last. It
+// records the process's peak RSS first. Safe to call twice.
 func (mr *mounter) unmount(m *mount) error {
 	var err error
 	m.once.Do(func() {
 		m.peakRSS = readHWM(m.cmd.Process.Pid)
+		grace := 10 * time.Second
 		if isMounted(m.dir) {
 			if out, e := exec.Command("fusermount3", "-u", m.dir).CombinedOutput(); e != nil {
 				err = fmt.Errorf("fusermount3 -u %s: %v: %s", m.dir, e, bytes.TrimSpace(out))
+				_ = exec.Command("umount", "-l", m.dir).Run()
+				_ = m.cmd.Process.Signal(syscall.SIGTERM)
+				grace = 3 * time.Second
 			}
 		}
 		select {
 		case <-m.done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(grace):
 			_ = m.cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-m.done:
-			case <-time.After(5 * time.Second):
+			case <-time.After(3 * time.Second):
 				_ = exec.Command("umount", "-l", m.dir).Run()
 				_ = m.cmd.Process.Kill()
 				<-m.done
 			}
 			err = errors.Join(err, fmt.Errorf("regfs on %s did not exit after unmount", m.dir))
 		}
-		if m.waitErr != nil {
-			err = errors.Join(err, fmt.Errorf("regfs on %s exited: %v: %s", m.dir, m.waitErr, m.logTail()))
+		if m.waitErr != nil && err == nil {
+			err = fmt.Errorf("regfs on %s exited: %v: %s", m.dir, m.waitErr, m.logTail())
 		}
 		if isMounted(m.dir) {
 			_ = exec.Command("umount", "-l", m.dir).Run()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -119,6 +120,20 @@ func (b *bench) rootfsRows(ctx context.Context) {
 		lsLocalT = append(lsLocalT, d)
 	}
 	wantLs, _ := os.ReadFile(lsLocalOut)
+	// The eStargz image's own tree also holds eStargz's TOC and landmark
+	// entries: its listing is checked against its own local copy.
+	wantByTag := map[string][]byte{tagGzip: wantLs}
+	localSz := filepath.Join(b.cfg.work, "local-rootfs-estargz")
+	szOut := filepath.Join(b.cfg.work, "ls-local-estargz.txt")
+	if err := extractLocal(b.set.estargz, localSz); err != nil {
+		allRows(fmt.Errorf("local copy of the eStargz image: %w", err))
+		return
+	}
+	if _, err := timeShell(ctx, lsScript(localSz, szOut)); err != nil {
+		allRows(err)
+		return
+	}
+	wantByTag[tagEStargz], _ = os.ReadFile(szOut)
 
 	// ls -R through the mount; the output must equal the local copy's.
 	lsMount := func(m *mount, tag string) (time.Duration, int64, error) {
@@ -129,8 +144,8 @@ func (b *bench) rootfsRows(ctx context.Context) {
 		if err != nil {
 			return d, 0, err
 		}
-		if got, _ := os.ReadFile(out); !bytes.Equal(got, wantLs) {
-			return d, 0, fmt.Errorf("ls -R of %s rootfs differs from the local copy (%d vs %d bytes of listing)", tag, len(got), len(wantLs))
+		if got, _ := os.ReadFile(out); !bytes.Equal(got, wantByTag[tag]) {
+			return d, 0, fmt.Errorf("ls -R of %s rootfs differs from a local extraction of the same image (%d vs %d bytes of listing)", tag, len(got), len(wantByTag[tag]))
 		}
 		return d, after.BytesServed - before.BytesServed, nil
 	}
@@ -140,8 +155,12 @@ func (b *bench) rootfsRows(ctx context.Context) {
 	catTarget := func(m *mount, tag string) (time.Duration, int64, error) {
 		var out bytes.Buffer
 		before := counters(b.reg)
+		seen := len(b.reg.Requests())
 		d, err := timeCmd(ctx, &out, "cat", imagePath(m, tag, "rootfs", target.path))
 		after := counters(b.reg)
+		if b.cfg.trace {
+			b.traceRequests(m.phase, seen)
+		}
 		if err == nil && !bytes.Equal(out.Bytes(), want) {
 			err = fmt.Errorf("WRONG BYTES: %s read %d bytes, differing from the image's %d", target.path, out.Len(), len(want))
 		}
@@ -332,4 +351,27 @@ func pct(f float64) string {
 		return fmt.Sprintf("%.2f %%", f*100)
 	}
 	return fmt.Sprintf("%.3f %%", f*100)
+}
+
+// traceRequests logs the registry requests after the first seen, grouped:
+// one line per run of consecutive requests to the same path.
+func (b *bench) traceRequests(phase string, seen int) {
+	reqs := b.reg.Requests()
+	if seen > len(reqs) {
+		seen = len(reqs)
+	}
+	logf("trace %s: %d requests", phase, len(reqs)-seen)
+	for i := seen; i < len(reqs); {
+		j, total := i, int64(0)
+		for j < len(reqs) && reqs[j].Path == reqs[i].Path && reqs[j].Method == reqs[i].Method {
+			total += reqs[j].Bytes
+			j++
+		}
+		p := reqs[i].Path
+		if k := strings.LastIndexByte(p, '/'); k >= 0 && len(p)-k > 20 {
+			p = p[:k+20] + "…"
+		}
+		logf("  %dx %s %s, %s, first range %q", j-i, reqs[i].Method, p, fmtBytes(total), reqs[i].Range)
+		i = j
+	}
 }
