@@ -89,7 +89,7 @@ type cacheListing struct {
 // cacheFile is one index or other derived file.
 type cacheFile struct {
 	Name      string    `json:"name"`
-	Kind      string    `json:"kind"` // tar-index, estargz-toc, or cache-file (stored in the disk tier)
+	Kind      string    `json:"kind"` // tar-index, estargz-toc, or cache-file (any other file)
 	DataBytes int64     `json:"data_bytes"`
 	DiskBytes int64     `json:"disk_bytes"`
 	LastUsed  time.Time `json:"last_used"`
@@ -105,7 +105,11 @@ func readCache(ctx context.Context, dir string) (*cacheListing, error) {
 	}
 	l := &cacheListing{Dir: dir, Bytes: u.Bytes, Blobs: u.Blobs, Files: []cacheFile{}}
 	for _, f := range u.Files {
-		l.Files = append(l.Files, cacheFile{Name: f.Name, Kind: "cache-file", DataBytes: f.DataBytes, DiskBytes: f.DiskBytes, LastUsed: f.LastUsed})
+		kind := indexKind(f.Name) // PutFile names are "<blob key>.<kind>"
+		if kind == "" {
+			kind = "cache-file"
+		}
+		l.Files = append(l.Files, cacheFile{Name: f.Name, Kind: kind, DataBytes: f.DataBytes, DiskBytes: f.DiskBytes, LastUsed: f.LastUsed})
 	}
 	idx, err := indexFiles(indexesDir)
 	if err != nil {
@@ -485,8 +489,22 @@ func mountsUsing(ctx context.Context, table, dir string) (users []mountEntry, un
 		return nil, nil, err
 	}
 	want := canonicalPath(dir)
-	for _, m := range mounts {
-		cd, err := mountCacheDir(ctx, m.Mountpoint)
+	// Asked all at once, so several hung mounts cost one timeout, not one each.
+	type answer struct {
+		dir string
+		err error
+	}
+	answers := make([]chan answer, len(mounts))
+	for i, m := range mounts {
+		answers[i] = make(chan answer, 1)
+		go func() {
+			d, err := mountCacheDir(ctx, m.Mountpoint)
+			answers[i] <- answer{d, err}
+		}()
+	}
+	for i, m := range mounts {
+		a := <-answers[i]
+		cd, err := a.dir, a.err
 		switch {
 		case err != nil:
 			unknown = append(unknown, unknownMount{m, err})

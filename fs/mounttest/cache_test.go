@@ -356,6 +356,28 @@ func TestCacheDiskBound(t *testing.T) {
 	}
 }
 
+// Issue 5: indexes (tar index, gzip checkpoints, eStargz TOCs) live in the
+// cache directory and count against --disk-cache-size, like blocks.
+func TestCacheDiskBoundCountsIndexes(t *testing.T) {
+	r, fx := cacheRegistry(t)
+	dir := t.TempDir()
+	const bound = 64 << 10
+	p := startCacheMount(t, r.Host, dir, "--disk-cache-size", strconv.Itoa(bound))
+	if _, err := os.Stat(filepath.Join(p.mnt, "test/small:latest/rootfs")); err != nil {
+		t.Skipf("no rootfs/: %v", err)
+	}
+	for _, ref := range []string{"test/small:latest", "test/compress:zstd", "test/compress:none", "test/compress:estargz", "test/deep/nested/repo:v1"} {
+		if _, err := os.ReadDir(filepath.Join(p.mnt, ref, "rootfs")); err != nil {
+			t.Errorf("ls %s/rootfs: %v", ref, err)
+		}
+		readBlobs(t, p.mnt, ref, fx.Images[ref])
+	}
+	stopCacheMount(t, p)
+	if du := cacheDuOf(t, dir); du.Bytes > bound || du.IndexBytes == 0 {
+		t.Errorf("regfs cache du after building indexes and reading blobs: got %+v, want 0 < index bytes, bytes <= %d", du, bound)
+	}
+}
+
 // blockFiles are the disk cache's block files of blob digest hex, by
 // block index (found by name: <block size>_<index>.blk under a directory
 // named for the blob).
