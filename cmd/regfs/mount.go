@@ -76,7 +76,7 @@ Unmount with "fusermount3 -u MOUNTPOINT", or stop regfs with Ctrl-C/SIGTERM.`,
 	fl.BoolVar(&f.Daemon, "daemon", false, "run in the background; return once the mount answers")
 	fl.BoolVar(&f.DebugFUSE, "debug-fuse", false, "log every FUSE request")
 	fl.MarkHidden("debug-fuse")
-	addLogFlags(cmd, &f.partsFlags)
+	addLogFlags(cmd, &f.partsFlags, "info")
 	return cmd
 }
 

@@ -61,10 +61,10 @@ func addPartsFlags(cmd *cobra.Command, f *partsFlags) {
 }
 
 // addLogFlags registers the logging flags; separate from addPartsFlags so
-// they come last in --help.
-func addLogFlags(cmd *cobra.Command, f *partsFlags) {
+// they come last in --help. level is the default --log-level.
+func addLogFlags(cmd *cobra.Command, f *partsFlags, level string) {
 	fl := cmd.Flags()
-	fl.StringVar(&f.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fl.StringVar(&f.LogLevel, "log-level", level, "log level: debug, info, warn or error")
 	fl.StringVar(&f.LogFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.LogFile, "log-file", "", "write logs to this file instead of stderr")
 }

@@ -1,0 +1,471 @@
+package main
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"os"
+	"os/signal"
+	"path"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/regfs/regfs/layercache"
+	"github.com/regfs/regfs/layerindex"
+	"github.com/regfs/regfs/registry"
+)
+
+// prefetchFlags are the flags of `regfs prefetch`.
+type prefetchFlags struct {
+	partsFlags
+	Quiet bool
+}
+
+// prefetchFileReaders bounds the files of a PATH prefetch read at once.
+const prefetchFileReaders = 4
+
+// prefetchIndexers bounds the index passes of a whole-image prefetch run
+// at once: the one of the layer being pulled, and one still decompressing
+// the layer before.
+const prefetchIndexers = 2
+
+func newPrefetchCommand() *cobra.Command {
+	var f prefetchFlags
+	cmd := &cobra.Command{
+		Use:   "prefetch [flags] REF [PATH...]",
+		Short: "Pull an image, or some of its files, into the disk cache",
+		Long: `Pull every layer blob of the image REF into the disk cache (--cache-dir) and
+build each layer's index (tar entries, gzip checkpoints), so that a later
+"regfs mount" with the same --cache-dir and --block-size reads the image's
+blob, layer.tar and rootfs/ files without fetching layer bytes again.
+
+REF is [host[:port]/]repository[:tag][@digest]; without a host it is on
+Docker Hub, without a tag or digest it is :latest. For a multi-platform
+image, --platform picks the manifest.
+
+With PATHs (paths in the image's merged rootfs, as rootfs/ shows it), only
+what reading the files at and under those paths needs is fetched: the
+layers' indexes (for a plain gzip layer that is one pass over the whole
+blob; an eStargz layer needs only its table of contents) and those files'
+bytes. Symlinks in a PATH are followed; symlinks inside a directory are not.
+
+Progress goes to stderr: a bar on a terminal, one line per layer otherwise.
+Any failure (unknown image, refused credentials, a connection that stays
+down after retries) ends the command with a non-zero status.`,
+		Example: `  # Everything, so that a mount of it works offline-fast
+  regfs prefetch ghcr.io/org/app:1.4
+  regfs mount ghcr.io /mnt/ghcr
+
+  # Just a few files, from a local registry, into a chosen cache
+  regfs prefetch --cache-dir /var/cache/regfs localhost:5000/tools:latest /usr/bin/jq /etc/ssl
+
+  # An arm64 image of a multi-platform tag, quietly
+  regfs prefetch -q --platform linux/arm64/v8 docker.io/library/alpine:3.19`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runPrefetch(cmd.Context(), f, args[0], args[1:], cmd.ErrOrStderr())
+		},
+	}
+	addPartsFlags(cmd, &f.partsFlags)
+	cmd.Flags().BoolVarP(&f.Quiet, "quiet", "q", false, "print nothing but errors")
+	addLogFlags(cmd, &f.partsFlags, "warn")
+	return cmd
+}
+
+// prefetchLayer is one layer of the image and its blob handle.
+type prefetchLayer struct {
+	num, of int // 1-based position, base first, and the layer count
+	layer   registry.Layer
+	blob    registry.Blob
+}
+
+func (pl prefetchLayer) name() string {
+	id := pl.blob.Key()
+	if d := pl.layer.Digest; d != "" {
+		id = d.String()
+	}
+	if i := strings.IndexByte(id, ':'); i >= 0 && len(id) > i+13 {
+		id = id[:i+13] // sha256:0123456789ab
+	}
+	return fmt.Sprintf("layer %d/%d %s", pl.num, pl.of, id)
+}
+
+func (pl prefetchLayer) indexOptions() layerindex.LayerOptions {
+	return layerindex.LayerOptions{TOCDigest: pl.layer.Annotations[layerindex.EStargzTOCAnnotation]}
+}
+
+func runPrefetch(ctx context.Context, f prefetchFlags, refArg string, paths []string, stderr io.Writer) (err error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if f.CacheDir == "" {
+		return errors.New("prefetch fills the disk cache: --cache-dir must name a directory")
+	}
+	ref, err := registry.ParseReference(refArg, registry.DockerHub)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	defer func() {
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			err = fmt.Errorf("prefetch %s: interrupted", ref)
+		}
+	}()
+
+	p, err := newParts(ctx, f.partsFlags, ref.Registry)
+	if err != nil {
+		return err
+	}
+	defer p.Close() // waits for the disk writes of everything fetched
+	prog := newProgress(stderr, progressModeFor(stderr, f.Quiet))
+	defer prog.Close()
+	if prog.mode == progressBar && f.LogFile == "" {
+		p.log.SetOutput(prog)
+	}
+
+	started := time.Now()
+	img, err := p.client.Resolve(ctx, ref.Repository, ref.Identifier(), p.platform)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return fmt.Errorf("no image %s: %w", ref, err)
+	case errors.Is(err, registry.ErrUnauthorized):
+		return fmt.Errorf("%s: the registry refused access (credentials come from ~/.docker/config.json): %w", ref, err)
+	case err != nil:
+		return err // it names the reference
+	}
+	if img.Manifest == nil && img.Index != nil {
+		var have []string
+		for _, pm := range img.Platforms {
+			have = append(have, pm.Platform.String())
+		}
+		return fmt.Errorf("prefetch %s: the index has no manifest for --platform %s (it has %s)", ref, p.platform, strings.Join(have, ", "))
+	}
+	layers := make([]prefetchLayer, len(img.Layers))
+	var total int64
+	for i, l := range img.Layers {
+		b, err := p.client.OpenBlob(ctx, img.Repository, l)
+		if err != nil {
+			return fmt.Errorf("prefetch %s: layer %d: %w", ref, i+1, err)
+		}
+		layers[i] = prefetchLayer{num: i + 1, of: len(img.Layers), layer: l, blob: b}
+		total += b.Size()
+	}
+
+	what := ref.String()
+	if img.Platform.OS != "" && img.Index != nil {
+		what += " (" + img.Platform.String() + ")"
+	}
+	fetched0 := p.cache.Stats().BytesFetched
+	if len(paths) == 0 {
+		if total > int64(f.DiskCacheSize) {
+			return fmt.Errorf("prefetch %s: its layers take %s, more than --disk-cache-size %s: they would not stay cached",
+				ref, humanBytes(total), humanBytes(int64(f.DiskCacheSize)))
+		}
+		err = prefetchLayers(ctx, p, layers, total, prog)
+	} else {
+		err = prefetchPaths(ctx, p, layers, paths, prog)
+	}
+	if err != nil {
+		return fmt.Errorf("prefetch %s: %w", ref, err)
+	}
+	elapsed := time.Since(started)
+	fetched := p.cache.Stats().BytesFetched - fetched0
+	prog.Printf("prefetched %s: %d layers, %s; fetched %s from the registry in %s (%s)",
+		what, len(layers), humanBytes(total), humanBytes(fetched), shortDuration(elapsed), rate(fetched, elapsed))
+	return nil
+}
+
+// prefetchLayers pulls every layer's blob into the disk cache, one layer
+// after another (each with the cache's parallel ranged fetches), and
+// builds each layer's index alongside: the index pass reads through the
+// same cache, so it joins the pull's fetches or reads what the pull wrote,
+// and no block is fetched twice.
+func prefetchLayers(ctx context.Context, p *parts, layers []prefetchLayer, total int64, prog *progress) error {
+	prog.Phase("pulling", total)
+	g, gctx := errgroup.WithContext(ctx)
+	indexers := make(chan struct{}, prefetchIndexers)
+	type pulled struct {
+		took    time.Duration
+		fetched int64
+	}
+	g.Go(func() error {
+		for _, pl := range layers {
+			done := make(chan pulled, 1)
+			g.Go(func() error {
+				select {
+				case indexers <- struct{}{}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+				defer func() { <-indexers }()
+				t1 := time.Now()
+				what, err := indexLayer(gctx, p, pl)
+				if err != nil {
+					return err
+				}
+				indexed := time.Since(t1)
+				var pr pulled
+				select {
+				case pr = <-done:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+				got := "already cached"
+				if pr.fetched > 0 {
+					got = humanBytes(pr.fetched) + " fetched"
+				}
+				prog.Printf("%s  %s  pulled in %s (%s, %s), indexed in %s (%s)", pl.name(), humanBytes(pl.blob.Size()),
+					shortDuration(pr.took), rate(pl.blob.Size(), pr.took), got, shortDuration(indexed), what)
+				return nil
+			})
+			prog.Label(pl.name())
+			t0, f0 := time.Now(), p.cache.Stats().BytesFetched
+			if err := pullBlob(gctx, p.cache, pl, prog.Add); err != nil {
+				return err
+			}
+			done <- pulled{time.Since(t0), p.cache.Stats().BytesFetched - f0}
+		}
+		prog.Label("indexing")
+		return nil
+	})
+	return g.Wait()
+}
+
+// pullBlob reads a layer's blob from start to end through the cache, which
+// stores every block in its disk tier, and checks the bytes against the
+// layer's digest on the way.
+func pullBlob(ctx context.Context, cache *layercache.Cache, pl prefetchLayer, add func(int64)) error {
+	r := cache.OpenWith(pl.blob, layercache.OpenOptions{Sequential: true, SkipMemory: true})
+	defer r.Close()
+	var check io.Writer = io.Discard
+	var verified func() bool
+	if d := pl.layer.Digest; d != "" && d.Validate() == nil {
+		v := d.Verifier()
+		check, verified = v, v.Verified
+	}
+	buf := make([]byte, cache.BlockSize())
+	size := pl.blob.Size()
+	for off := int64(0); off < size; {
+		want := buf[:min(int64(len(buf)), size-off)]
+		n, err := r.ReadAt(ctx, want, off)
+		if err != nil && !(errors.Is(err, io.EOF) && n == len(want)) {
+			return fmt.Errorf("%s: read at %d of %d: %w", pl.name(), off, size, err)
+		}
+		check.Write(want[:n])
+		add(int64(n))
+		off += int64(n)
+	}
+	if verified != nil && !verified() {
+		return fmt.Errorf("%s: %w: the blob's bytes do not hash to %s", pl.name(), registry.ErrDigestMismatch, pl.layer.Digest)
+	}
+	return nil
+}
+
+// indexLayer builds and persists a layer's index from its cached blob:
+// the full pass (tar size, restart points, entries) a mount's layer.tar
+// and rootfs/ need, and for eStargz its table of contents too. A layer
+// that is not a tar is not an error: its blob and layer.tar still serve.
+func indexLayer(ctx context.Context, p *parts, pl prefetchLayer) (string, error) {
+	ix := p.index.Layer(pl.blob.Key(), p.cache.OpenWith(pl.blob, layercache.OpenOptions{Sequential: true, SkipMemory: true}), pl.indexOptions())
+	tarSize, err := ix.TarSize(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", pl.name(), err)
+	}
+	format, err := ix.Format(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", pl.name(), err)
+	}
+	x, err := ix.Index(ctx)
+	switch {
+	case errors.Is(err, layerindex.ErrBadTar):
+		p.log.WithError(err).Warnf("%s: not a tar: rootfs/ of this image will not show it", pl.name())
+		return fmt.Sprintf("%s, %s uncompressed, not a tar", format, humanBytes(tarSize)), nil
+	case err != nil:
+		return "", fmt.Errorf("%s: %w", pl.name(), err)
+	}
+	return fmt.Sprintf("%s, %s uncompressed, %d entries", format, humanBytes(tarSize), x.Len()), nil
+}
+
+// selectedFile is a regular file's data entry in one layer.
+type selectedFile struct {
+	layer int
+	entry *layerindex.Entry
+}
+
+// prefetchPaths reads the layers' indexes, then every regular file at or
+// under paths in the merged rootfs, through the cache.
+func prefetchPaths(ctx context.Context, p *parts, layers []prefetchLayer, paths []string, prog *progress) error {
+	fetched := func() int64 { return p.cache.Stats().BytesFetched }
+	prog.PhaseFunc(fmt.Sprintf("indexing %d layers", len(layers)), 0, fetched)
+	ixs := make([]*layerindex.Layer, len(layers))
+	xs := make([]*layerindex.Index, len(layers))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, pl := range layers {
+		// The reader the mount would use: the index's reads and the
+		// files' reads are random access.
+		ixs[i] = p.index.Layer(pl.blob.Key(), p.cache.Open(pl.blob), pl.indexOptions())
+		g.Go(func() error {
+			x, err := ixs[i].Index(gctx)
+			if err != nil {
+				return fmt.Errorf("%s: %w", pl.name(), err)
+			}
+			xs[i] = x
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	files, size, err := selectFiles(layerindex.Merge(xs), paths)
+	if err != nil {
+		return err
+	}
+	prog.Printf("%d layer indexes ready; %d files, %s, under %s", len(layers), len(files), humanBytes(size), strings.Join(paths, " "))
+	prog.Phase(fmt.Sprintf("%d files", len(files)), size)
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(prefetchFileReaders)
+	for _, sf := range files {
+		g.Go(func() error {
+			r, err := ixs[sf.layer].OpenFile(gctx, sf.entry)
+			if err != nil {
+				return fmt.Errorf("%s: %w", layers[sf.layer].name(), err)
+			}
+			if err := readAll(gctx, r, prog.Add); err != nil {
+				return fmt.Errorf("%s: /%s: %w", layers[sf.layer].name(), sf.entry.Name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// readAll reads r from start to end, discarding the bytes.
+func readAll(ctx context.Context, r layerindex.ReaderAt, add func(int64)) error {
+	buf := make([]byte, 1<<20)
+	size := r.Size()
+	for off := int64(0); off < size; {
+		want := buf[:min(int64(len(buf)), size-off)]
+		n, err := r.ReadAt(ctx, want, off)
+		if err != nil && !(errors.Is(err, io.EOF) && n == len(want)) {
+			return fmt.Errorf("read at %d of %d: %w", off, size, err)
+		}
+		add(int64(n))
+		off += int64(n)
+	}
+	return nil
+}
+
+// selectFiles lists the regular files (hardlinks resolved to the entry
+// holding the data, each once) at or under paths in m, and their total size.
+func selectFiles(m *layerindex.Merged, paths []string) ([]selectedFile, int64, error) {
+	type key struct {
+		layer int
+		name  string
+	}
+	seen := map[key]bool{}
+	var files []selectedFile
+	var size int64
+	var walk func(e layerindex.MergedEntry) error
+	walk = func(e layerindex.MergedEntry) error {
+		switch e.Type {
+		case tar.TypeDir:
+			for _, c := range m.Children(e.Name) {
+				if err := walk(c); err != nil {
+					return err
+				}
+			}
+		case tar.TypeReg, tar.TypeLink:
+			t, err := m.Resolve(e)
+			if err != nil {
+				return err
+			}
+			k := key{t.Layer, t.Name}
+			if t.Type != tar.TypeReg || t.Size == 0 || seen[k] {
+				return nil
+			}
+			seen[k] = true
+			files = append(files, selectedFile{layer: t.Layer, entry: t.Entry})
+			size += t.Size
+		}
+		return nil
+	}
+	for _, p := range paths {
+		e, err := lookupFollow(m, p)
+		if err != nil {
+			return nil, 0, fmt.Errorf("path %q in the image: %w", p, err)
+		}
+		if err := walk(e); err != nil {
+			return nil, 0, fmt.Errorf("path %q in the image: %w", p, err)
+		}
+	}
+	return files, size, nil
+}
+
+// maxSymlinkHops is where following symlinks gives up, as Linux does.
+const maxSymlinkHops = 40
+
+// lookupFollow finds name in m, resolving symlinks on the way (an absolute
+// target from the rootfs's root, a relative one from the link's directory)
+// and ".." as the kernel would inside a chroot.
+func lookupFollow(m *layerindex.Merged, name string) (layerindex.MergedEntry, error) {
+	rest := splitRootfsPath(name)
+	dir := "" // resolved so far; "" is the root
+	hops := 0
+	for len(rest) > 0 {
+		el := rest[0]
+		rest = rest[1:]
+		if el == ".." {
+			dir = path.Dir(dir)
+			if dir == "." {
+				dir = ""
+			}
+			continue
+		}
+		cur := el
+		if dir != "" {
+			cur = dir + "/" + el
+		}
+		e, ok := m.Lookup(cur)
+		if !ok {
+			return layerindex.MergedEntry{}, fmt.Errorf("/%s: %w", cur, iofs.ErrNotExist)
+		}
+		switch {
+		case e.Type == tar.TypeSymlink:
+			if hops++; hops > maxSymlinkHops {
+				return layerindex.MergedEntry{}, fmt.Errorf("/%s: %w", cur, syscall.ELOOP)
+			}
+			if strings.HasPrefix(e.Linkname, "/") {
+				dir = ""
+			}
+			rest = append(splitRootfsPath(e.Linkname), rest...)
+		case len(rest) > 0 && e.Type != tar.TypeDir:
+			return layerindex.MergedEntry{}, fmt.Errorf("/%s: %w", cur, syscall.ENOTDIR)
+		default:
+			dir = cur
+		}
+	}
+	e, ok := m.Lookup(dir)
+	if !ok {
+		return layerindex.MergedEntry{}, fmt.Errorf("/%s: %w", dir, iofs.ErrNotExist)
+	}
+	return e, nil
+}
+
+// splitRootfsPath splits a path into its elements, without "" and ".".
+func splitRootfsPath(p string) []string {
+	var out []string
+	for _, el := range strings.Split(p, "/") {
+		if el != "" && el != "." {
+			out = append(out, el)
+		}
+	}
+	return out
+}

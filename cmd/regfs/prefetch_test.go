@@ -1,0 +1,304 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/regfs/regfs/layerindex"
+	"github.com/regfs/regfs/registry/registrytest"
+)
+
+// memBlob is an in-memory blob for layerindex.
+type memBlob []byte
+
+func (b memBlob) Size() int64 { return int64(len(b)) }
+
+func (b memBlob) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
+	if off >= int64(len(b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// smallRootfs is test/small's merged tree, from uncompressed tars in memory.
+func smallRootfs(t *testing.T) *layerindex.Merged {
+	t.Helper()
+	m, err := layerindex.NewManager(layerindex.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var xs []*layerindex.Index
+	for i, entries := range registrytest.SmallLayerEntries() {
+		var buf bytes.Buffer
+		if err := registrytest.WriteTar(&buf, entries); err != nil {
+			t.Fatal(err)
+		}
+		x, err := m.Layer(fmt.Sprint("layer", i), memBlob(buf.Bytes()), layerindex.LayerOptions{}).Index(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		xs = append(xs, x)
+	}
+	return layerindex.Merge(xs)
+}
+
+func TestLookupFollow(t *testing.T) {
+	m := smallRootfs(t)
+	for _, tc := range []struct {
+		path    string
+		want    string // entry name found
+		wantErr error
+	}{
+		{"/", "", nil},
+		{".", "", nil},
+		{"/etc/passwd", "etc/passwd", nil},
+		{"etc//./passwd", "etc/passwd", nil},
+		{"/usr/bin/tool", "bin/tool", nil},                // absolute symlink
+		{"/usr/lib/libfoo.so", "usr/lib/libfoo.so.1", nil}, // relative symlink
+		{"/usr/lib/../../etc/hostname", "etc/hostname", nil},
+		{"/../../etc/hostname", "etc/hostname", nil}, // ".." stops at the root
+		{"/usr/lib/dangling", "", iofs.ErrNotExist},
+		{"/etc/old.conf", "", iofs.ErrNotExist}, // whited out by layer 2
+		{"/etc/hostname/x", "", syscall.ENOTDIR},
+		{"/nothing", "", iofs.ErrNotExist},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			e, err := lookupFollow(m, tc.path)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("lookupFollow(%q): got %v, want %v", tc.path, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || e.Name != tc.want {
+				t.Fatalf("lookupFollow(%q): got %q, %v; want %q", tc.path, e.Name, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLookupFollowLoop(t *testing.T) {
+	m, err := layerindex.NewManager(layerindex.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := registrytest.WriteTar(&buf, []registrytest.Entry{
+		registrytest.Symlink("a", "b"), registrytest.Symlink("b", "/a"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	x, err := m.Layer("loop", memBlob(buf.Bytes()), layerindex.LayerOptions{}).Index(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lookupFollow(layerindex.Merge([]*layerindex.Index{x}), "/a"); !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("lookupFollow of a symlink loop: got %v, want ELOOP", err)
+	}
+}
+
+func TestSelectFiles(t *testing.T) {
+	m := smallRootfs(t)
+	names := func(fs []selectedFile) []string {
+		var out []string
+		for _, f := range fs {
+			out = append(out, fmt.Sprintf("%d:%s", f.layer, f.entry.Name))
+		}
+		sort.Strings(out)
+		return out
+	}
+	for _, tc := range []struct {
+		paths []string
+		want  []string // layer:name of the data entries
+	}{
+		{[]string{"/etc/hostname"}, []string{"1:etc/hostname"}},
+		// The hardlink and its target are one file; the empty file is skipped.
+		{[]string{"/bin/tool-hard", "/bin/sutool", "/empty"}, []string{"0:bin/sutool"}},
+		// A directory: only what shows through (the opaque dir hides layer 0's).
+		{[]string{"/var/cache"}, []string{"1:var/cache/new"}},
+		// A symlink inside a directory is not followed; a hardlink is resolved.
+		{[]string{"app"}, []string{"1:app/main.sh", "2:app/config.json"}},
+		{[]string{"/usr/bin"}, nil},
+	} {
+		t.Run(strings.Join(tc.paths, ","), func(t *testing.T) {
+			files, size, err := selectFiles(m, tc.paths)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := names(files); strings.Join(got, " ") != strings.Join(tc.want, " ") {
+				t.Errorf("selectFiles(%v): got %v, want %v", tc.paths, got, tc.want)
+			}
+			var want int64
+			for _, f := range files {
+				want += f.entry.Size
+			}
+			if size != want {
+				t.Errorf("selectFiles(%v) size: got %d, want %d", tc.paths, size, want)
+			}
+		})
+	}
+	if _, _, err := selectFiles(m, []string{"/etc", "/nothing"}); err == nil || !strings.Contains(err.Error(), `"/nothing"`) {
+		t.Errorf("selectFiles with a missing path: got %v, want an error naming it", err)
+	}
+}
+
+// fakeClock is a progress clock the test moves by hand.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time { return c.t }
+
+func TestProgressBar(t *testing.T) {
+	clock := &fakeClock{time.Unix(1000, 0)}
+	for _, tc := range []struct {
+		name        string
+		width       int
+		total, done int64
+		after       time.Duration
+		want        string
+	}{
+		{"half way", 120, 100 << 20, 50 << 20, 5 * time.Second,
+			"layer 1/2 [====================>                   ] 50.0 MiB / 100.0 MiB  10.0 MiB/s  ETA 5s"},
+		{"done", 120, 10 << 20, 10 << 20, 2 * time.Second,
+			"layer 1/2 [========================================] 10.0 MiB / 10.0 MiB  5.0 MiB/s  done"},
+		{"nothing yet", 120, 10 << 20, 0, 0,
+			"layer 1/2 [>                                       ] 0 B / 10.0 MiB  0 B/s  ETA --"},
+		{"unknown total", 120, 0, 3 << 20, 3 * time.Second, "layer 1/2 3.0 MiB  1.0 MiB/s  ETA --"},
+		{"80 columns", 80, 100 << 20, 25 << 20, 100 * time.Second,
+			"layer 1/2 [=====>                ] 25.0 MiB / 100.0 MiB  256.0 KiB/s  ETA 5m00s"},
+		{"no room for the bar", 60, 100 << 20, 25 << 20, time.Second,
+			"layer 1/2 25.0 MiB / 100.0 MiB  25.0 MiB/s  ETA 3s"},
+		{"no room for the label", 46, 100 << 20, 25 << 20, time.Second,
+			"laye 25.0 MiB / 100.0 MiB  25.0 MiB/s  ETA 3s"},
+		{"no room at all", 20, 100 << 20, 25 << 20, time.Second,
+			"25.0 MiB / 100.0 Mi"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &progress{w: io.Discard, mode: progressLines, width: tc.width, now: clock.now}
+			p.Phase("layer 1/2", tc.total)
+			p.Add(tc.done)
+			clock.t = clock.t.Add(tc.after)
+			if got := p.barLocked(clock.now()); got != tc.want {
+				t.Errorf("bar:\ngot  %q\nwant %q", got, tc.want)
+			}
+			if got := len(p.barLocked(clock.now())); got > tc.width-1 {
+				t.Errorf("bar is %d wide, want at most %d", got, tc.width-1)
+			}
+		})
+	}
+}
+
+// The rate follows recent history, not the average since the start.
+func TestProgressRateWindow(t *testing.T) {
+	clock := &fakeClock{time.Unix(1000, 0)}
+	p := &progress{w: io.Discard, mode: progressLines, width: 80, now: clock.now}
+	p.Phase("x", 1<<30)
+	for i := 0; i < 100; i++ { // 10 s at 10 MiB/s, sampled every 100 ms
+		p.Add(1 << 20)
+		clock.t = clock.t.Add(100 * time.Millisecond)
+		p.sampleLocked(clock.now())
+	}
+	for i := 0; i < 100; i++ { // then 10 s at 1 MiB/s
+		p.Add(100 << 10)
+		clock.t = clock.t.Add(100 * time.Millisecond)
+		p.sampleLocked(clock.now())
+	}
+	if got := p.rateLocked(clock.now()) / (1 << 20); got < 0.9 || got > 1.1 {
+		t.Errorf("rate after slowing down: got %.2f MiB/s, want about 1", got)
+	}
+}
+
+func TestProgressModes(t *testing.T) {
+	for _, tc := range []struct {
+		mode progressMode
+		want string
+	}{
+		{progressQuiet, ""},
+		{progressLines, "layer 1 done\nall done\n"},
+	} {
+		var out bytes.Buffer
+		p := newProgress(&out, tc.mode)
+		p.Phase("pulling", 10)
+		p.Add(10)
+		p.Printf("layer %d done", 1)
+		p.Printf("all done")
+		p.Close()
+		if out.String() != tc.want {
+			t.Errorf("mode %d: got %q, want %q", tc.mode, out.String(), tc.want)
+		}
+	}
+	if got := progressModeFor(&bytes.Buffer{}, false); got != progressLines {
+		t.Errorf("mode for a buffer: got %d, want lines", got)
+	}
+	if got := progressModeFor(&bytes.Buffer{}, true); got != progressQuiet {
+		t.Errorf("mode with --quiet: got %d, want quiet", got)
+	}
+}
+
+// In bar mode a printed line replaces the bar, which is then redrawn.
+func TestProgressBarPrintf(t *testing.T) {
+	var out bytes.Buffer
+	clock := &fakeClock{time.Unix(1000, 0)}
+	p := &progress{w: &out, mode: progressBar, width: 80, now: clock.now, stop: make(chan struct{}), stopped: make(chan struct{})}
+	close(p.stopped) // no ticker: draws happen on Printf only
+	p.Phase("pulling", 4)
+	p.Add(2)
+	p.Printf("a line")
+	p.Printf("another")
+	p.Close()
+	want := "a line\n\r" + p.barLocked(clock.now()) + "\x1b[K" + "\r\x1b[K" + "another\n\r" + p.barLocked(clock.now()) + "\x1b[K" + "\r\x1b[K"
+	if out.String() != want {
+		t.Errorf("bar output:\ngot  %q\nwant %q", out.String(), want)
+	}
+}
+
+func TestShortDuration(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{850 * time.Millisecond, "850ms"},
+		{42 * time.Second, "42s"},
+		{185 * time.Second, "3m05s"},
+		{62 * time.Minute, "1h02m"},
+	} {
+		if got := shortDuration(tc.d); got != tc.want {
+			t.Errorf("shortDuration(%v): got %q, want %q", tc.d, got, tc.want)
+		}
+	}
+}
+
+// Errors found before any network use, through the command line.
+func TestPrefetchCommandErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"prefetch"}, "requires at least 1 arg"},
+		{[]string{"prefetch", "--cache-dir", "", "127.0.0.1:1/a:b"}, "--cache-dir"},
+		{[]string{"prefetch", "--cache-dir", t.TempDir(), "127.0.0.1:1/A:b"}, "must be lower case"},
+		{[]string{"prefetch", "--cache-dir", t.TempDir(), "127.0.0.1:1/a:b", "--platform", "linux"}, "--platform"},
+		{[]string{"prefetch", "--cache-dir", t.TempDir(), "127.0.0.1:1/a:b", "--log-level", "loud"}, "--log-level"},
+	} {
+		root := newRootCommand()
+		root.SetOut(io.Discard)
+		root.SetErr(io.Discard)
+		root.SetArgs(tc.args)
+		err := root.ExecuteContext(context.Background())
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("regfs %v: got %v, want an error mentioning %q", tc.args, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,320 @@
+package mounttest
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regfs/regfs/registry/registrytest"
+)
+
+// prefetch runs `regfs prefetch ARGS...` and returns its stderr.
+func prefetch(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, regfsBin, append([]string{"prefetch"}, args...)...)
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	return stderr.String(), err
+}
+
+// layerBlobRequests counts the requests reg logged for img's layer blobs.
+func layerBlobRequests(r *registrytest.Registry, img *registrytest.Image) int {
+	return r.CountRequests(func(q registrytest.Request) bool {
+		for _, l := range img.Layers {
+			if strings.HasSuffix(q.Path, "/blobs/"+l.Digest.String()) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// blobBytes is what reg has served of blob bodies so far.
+func blobBytes(r *registrytest.Registry) int64 { return r.Stats().BlobBytesServed }
+
+func imageBlobSize(img *registrytest.Image) int64 {
+	var n int64
+	for _, l := range img.Layers {
+		n += l.Size
+	}
+	return n
+}
+
+// readImageThroughMount reads, through the mount, every layer's blob and
+// layer.tar (checking them against the digest and diff_id) and every
+// regular file of rootfs/; it returns the number of rootfs files read.
+func readImageThroughMount(t *testing.T, mnt, ref string, img *registrytest.Image) int {
+	t.Helper()
+	dir := filepath.Join(mnt, ref)
+	for i, id := range chainIDs(img.DiffIDs) {
+		if got := sha256File(t, filepath.Join(dir, "layers", id, "blob")); got != img.Layers[i].Digest {
+			t.Errorf("%s layer %d blob: got %s, want %s", ref, i+1, got, img.Layers[i].Digest)
+		}
+		if got := sha256File(t, filepath.Join(dir, "layers", id, "layer.tar")); got != img.DiffIDs[i] {
+			t.Errorf("%s layer %d layer.tar: got %s, want %s", ref, i+1, got, img.DiffIDs[i])
+		}
+	}
+	files := 0
+	err := filepath.WalkDir(filepath.Join(dir, "rootfs"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		files++
+		_, err = os.ReadFile(p)
+		return err
+	})
+	if err != nil {
+		t.Errorf("%s: walk rootfs: %v", ref, err)
+	}
+	return files
+}
+
+func TestPrefetchThenMountFetchesNoLayerBytes(t *testing.T) {
+	needFUSE(t)
+	for _, tc := range []struct {
+		ref string
+		img *registrytest.Image
+	}{
+		{"test/small:latest", fixtures.Small},
+		{"test/compress:zstd", fixtures.Zstd},
+		{"test/compress:none", fixtures.Plain},
+		{"test/compress:estargz", fixtures.EStargz},
+		{"test/large:latest", fixtures.Large},
+	} {
+		t.Run(tc.ref, func(t *testing.T) {
+			cacheDir := t.TempDir()
+			before, bytes0 := layerBlobRequests(reg, tc.img), blobBytes(reg)
+			stderr, err := prefetch(t, "--cache-dir", cacheDir, reg.Host+"/"+tc.ref)
+			if err != nil {
+				t.Fatalf("regfs prefetch: %v; stderr:\n%s", err, stderr)
+			}
+			if !strings.Contains(stderr, "prefetched "+reg.Host+"/"+tc.ref) {
+				t.Errorf("stderr: got %q, want a closing line naming %s", stderr, tc.ref)
+			}
+			// Every layer blob once: no byte fetched twice.
+			if got, want := blobBytes(reg)-bytes0, imageBlobSize(tc.img); got < want || got > want+int64(len(tc.img.Config)) {
+				t.Errorf("blob bytes served for the prefetch: got %d, want %d (+ the config's %d)", got, want, len(tc.img.Config))
+			}
+			if layerBlobRequests(reg, tc.img) == before {
+				t.Fatalf("prefetch made no layer blob request")
+			}
+
+			p := startRegfs(t, "--cache-dir", cacheDir)
+			before = layerBlobRequests(reg, tc.img)
+			files := readImageThroughMount(t, p.mnt, tc.ref, tc.img)
+			if files == 0 {
+				t.Errorf("rootfs of %s: no regular file read", tc.ref)
+			}
+			if got := layerBlobRequests(reg, tc.img) - before; got != 0 {
+				t.Errorf("layer blob requests while reading %d blobs, their layer.tar and %d rootfs files after a prefetch: got %d, want 0",
+					len(tc.img.Layers), files, got)
+			}
+		})
+	}
+}
+
+// pushEStargzImage pushes one eStargz layer of LargeEntries(seed, size) as
+// repo:latest and returns it.
+func pushEStargzImage(t *testing.T, repo string, size int64) *registrytest.Image {
+	t.Helper()
+	l, err := registrytest.BuildLayer(registrytest.LayerSpec{Entries: registrytest.LargeEntries(7, size), Compression: registrytest.EStargz})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := registrytest.BuildImage(registrytest.ImageSpec{Layers: []*registrytest.Layer{l}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := registrytest.NewPusher(reg).PushImage(context.Background(), repo, img, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func TestPrefetchPathsFetchesLess(t *testing.T) {
+	needFUSE(t)
+	img := pushEStargzImage(t, "test/prefetch-paths", 8<<20)
+	var small registrytest.Entry
+	for _, e := range img.Layers[0].Entries {
+		if e.Type == tar.TypeReg && e.Size() > 1<<10 && e.Size() < 32<<10 {
+			small = e
+			break
+		}
+	}
+	if small.Name == "" {
+		t.Fatal("no small file in the layer")
+	}
+	ref := reg.Host + "/test/prefetch-paths:latest"
+	for _, tc := range []struct {
+		name     string
+		paths    []string
+		maxShare float64 // of the image's blob bytes
+	}{
+		{"one small file", []string{"/" + small.Name}, 0.1},
+		{"a symlink to a big file", []string{"data/latest"}, 0.5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bytes0 := blobBytes(reg)
+			stderr, err := prefetch(t, append([]string{"--cache-dir", t.TempDir(), "--block-size", "64K", ref}, tc.paths...)...)
+			if err != nil {
+				t.Fatalf("regfs prefetch: %v; stderr:\n%s", err, stderr)
+			}
+			got, image := blobBytes(reg)-bytes0, imageBlobSize(img)
+			t.Logf("prefetch %v: %d blob bytes of %d (%.1f %%)", tc.paths, got, image, 100*float64(got)/float64(image))
+			if got == 0 || float64(got) > tc.maxShare*float64(image) {
+				t.Errorf("blob bytes fetched for %v: got %d, want more than 0 and at most %.0f %% of the image's %d", tc.paths, got, 100*tc.maxShare, image)
+			}
+		})
+	}
+}
+
+// A PATH prefetch of a gzip image pulls what the index needs (all of it)
+// and the file; a mount then reads the file, through a symlink, offline.
+func TestPrefetchPathsThenMount(t *testing.T) {
+	needFUSE(t)
+	cacheDir := t.TempDir()
+	if stderr, err := prefetch(t, "--cache-dir", cacheDir, reg.Host+"/test/small:latest", "/usr/bin/tool"); err != nil {
+		t.Fatalf("regfs prefetch: %v; stderr:\n%s", err, stderr)
+	}
+	p := startRegfs(t, "--cache-dir", cacheDir)
+	before := layerBlobRequests(reg, fixtures.Small)
+	// usr/bin/tool → /bin/tool, which in the mount would name the host's.
+	if got, want := string(readFile(t, filepath.Join(p.mnt, "test/small:latest/rootfs/bin/tool"))), "#!/bin/sh\necho tool v3\n"; got != want {
+		t.Errorf("rootfs/bin/tool: got %q, want %q", got, want)
+	}
+	if got := layerBlobRequests(reg, fixtures.Small) - before; got != 0 {
+		t.Errorf("layer blob requests reading a prefetched file: got %d, want 0", got)
+	}
+}
+
+func TestPrefetchErrors(t *testing.T) {
+	needFUSE(t)
+	authReg := registrytest.StartRegistry(t, registrytest.WithHtpasswd("alice", "secret"), registrytest.WithInMemoryStorage())
+	registrytest.PushFixtures(t, authReg, registrytest.WithoutLarge())
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // in the message
+	}{
+		{"unknown tag", []string{reg.Host + "/test/small:no-such-tag"}, []string{"no image " + reg.Host + "/test/small:no-such-tag", "404"}},
+		{"unknown repository", []string{reg.Host + "/test/nothing:latest"}, []string{"no image " + reg.Host + "/test/nothing:latest", "404"}},
+		{"bad reference", []string{reg.Host + "/Test/Upper:latest"}, []string{"invalid reference", "lower case"}},
+		{"missing path", []string{reg.Host + "/test/small:latest", "/etc/nothing-here"}, []string{`"/etc/nothing-here"`, "file does not exist"}},
+		{"path through a file", []string{reg.Host + "/test/small:latest", "/etc/hostname/x"}, []string{`"/etc/hostname/x"`, "not a directory"}},
+		{"no platform", []string{"--platform", "windows/amd64", reg.Host + "/test/multi:latest"}, []string{"windows/amd64", "linux/arm64/v8"}},
+		{"no cache dir", []string{"--cache-dir", "", reg.Host + "/test/small:latest"}, []string{"--cache-dir"}},
+		{"bad block size", []string{"--block-size", "0", reg.Host + "/test/small:latest"}, []string{"--block-size"}},
+		{"disk cache too small", []string{"--disk-cache-size", "1K", reg.Host + "/test/small:latest"}, []string{"--disk-cache-size"}},
+		{"auth refused", []string{authReg.Host + "/test/small:latest"}, []string{"test/small:latest", "refused access", "401"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := tc.args
+			if tc.name != "no cache dir" {
+				args = append([]string{"--cache-dir", t.TempDir()}, args...)
+			}
+			stderr, err := prefetch(t, args...)
+			if err == nil {
+				t.Fatalf("regfs prefetch %v: got exit 0, want a failure; stderr:\n%s", tc.args, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("regfs prefetch %v: got stderr %q, want it to mention %q", tc.args, stderr, w)
+				}
+			}
+		})
+	}
+}
+
+func TestPrefetchResumesDroppedConnections(t *testing.T) {
+	needFUSE(t)
+	proxy := registrytest.StartFaultProxy(t, reg.URL)
+	cut := proxy.CutBody(300<<10, 3, registrytest.BlobGETs)
+	cacheDir := t.TempDir()
+	ref := "test/large:latest"
+	stderr, err := prefetch(t, "--cache-dir", cacheDir, proxy.Host+"/"+ref)
+	if err != nil {
+		t.Fatalf("regfs prefetch through a proxy dropping connections: %v; stderr:\n%s", err, stderr)
+	}
+	if cut.Hits() != 3 {
+		t.Errorf("connections cut mid-blob: got %d, want 3", cut.Hits())
+	}
+	// What was cached is right, and complete.
+	p := startRegfs(t, "--cache-dir", cacheDir)
+	before := layerBlobRequests(reg, fixtures.Large)
+	readImageThroughMount(t, p.mnt, ref, fixtures.Large)
+	if got := layerBlobRequests(reg, fixtures.Large) - before; got != 0 {
+		t.Errorf("layer blob requests after a resumed prefetch: got %d, want 0", got)
+	}
+
+	t.Run("down for good", func(t *testing.T) {
+		proxy.FailStatus(http.StatusServiceUnavailable, "", 0, registrytest.PathContains(fixtures.Small.Layers[0].Digest.String()))
+		stderr, err := prefetch(t, "--cache-dir", t.TempDir(), proxy.Host+"/test/small:latest")
+		if err == nil {
+			t.Fatalf("regfs prefetch with every blob GET failing: got exit 0; stderr:\n%s", stderr)
+		}
+		if !strings.Contains(stderr, "503") || !strings.Contains(stderr, "layer 1/3") {
+			t.Errorf("stderr: got %q, want the 503 and the layer", stderr)
+		}
+	})
+}
+
+// BenchmarkPrefetchLarge compares `regfs prefetch` of test/large (pull
+// into a fresh disk cache, check the digest, build and persist the index)
+// with one plain GET of its blob, in the same run.
+func BenchmarkPrefetchLarge(b *testing.B) {
+	if skipWhy != "" {
+		b.Skip(skipWhy)
+	}
+	l := fixtures.Large.Layers[0]
+	blobURL := reg.URL + "/v2/test/large/blobs/" + l.Digest.String()
+	var get, pf time.Duration
+	var fetched int64
+	var once sync.Once
+	for b.Loop() {
+		t0 := time.Now()
+		resp, err := http.Get(blobURL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != l.Size || digest.NewDigest(digest.SHA256, h) != l.Digest {
+			b.Fatalf("GET blob: %d bytes, %v", n, err)
+		}
+		get += time.Since(t0)
+
+		dir := b.TempDir()
+		bytes0 := blobBytes(reg)
+		t0 = time.Now()
+		stderr, err := prefetch(b, "--cache-dir", dir, reg.Host+"/test/large:latest")
+		if err != nil {
+			b.Fatalf("prefetch: %v\n%s", err, stderr)
+		}
+		pf += time.Since(t0)
+		fetched += blobBytes(reg) - bytes0
+		once.Do(func() { b.Logf("prefetch stderr:\n%s", stderr) })
+		os.RemoveAll(dir)
+	}
+	mb := float64(l.Size) / (1 << 20)
+	b.ReportMetric(mb/(get.Seconds()/float64(b.N)), "get-MiB/s")
+	b.ReportMetric(mb/(pf.Seconds()/float64(b.N)), "prefetch-MiB/s")
+	b.ReportMetric(get.Seconds()/pf.Seconds(), "prefetch/get")
+	b.ReportMetric(float64(fetched)/float64(b.N)/float64(l.Size), "fetched/blob")
+}
