@@ -43,7 +43,7 @@ is downloaded until it is read, and then only the byte ranges read.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newMountCommand(), newCacheCommand(), newVersionCommand())
+	root.AddCommand(newMountCommand(), newPrefetchCommand(), newCacheCommand(), newVersionCommand())
 	return root
 }
 
