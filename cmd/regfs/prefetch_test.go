@@ -66,7 +66,7 @@ func TestLookupFollow(t *testing.T) {
 		{".", "", nil},
 		{"/etc/passwd", "etc/passwd", nil},
 		{"etc//./passwd", "etc/passwd", nil},
-		{"/usr/bin/tool", "bin/tool", nil},                // absolute symlink
+		{"/usr/bin/tool", "bin/tool", nil},                 // absolute symlink
 		{"/usr/lib/libfoo.so", "usr/lib/libfoo.so.1", nil}, // relative symlink
 		{"/usr/lib/../../etc/hostname", "etc/hostname", nil},
 		{"/../../etc/hostname", "etc/hostname", nil}, // ".." stops at the root
