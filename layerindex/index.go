@@ -102,6 +102,9 @@ func (l *Layer) buildIndex(ctx context.Context) (*layerIndex, error) {
 		defer zs.close()
 		zs.onFrame = func(fr zstdFrame) { idx.Frames = append(idx.Frames, fr) }
 		src = zs
+		if l.m.spans != nil {
+			src = &spanTee{r: zs, l: l, idx: idx, limit: l.m.opts.SpanCacheBytes / 2}
+		}
 	default:
 		return nil, fmt.Errorf("unknown format %v", f)
 	}

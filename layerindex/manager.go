@@ -10,7 +10,7 @@ import (
 )
 
 // Options configure a Manager. The zero value works: no persistence, 1 MiB
-// reads, 2 MiB checkpoint spacing, 64 loaded indexes.
+// reads, 2 MiB checkpoint spacing, 64 loaded indexes, 64 MiB of decoded spans.
 type Options struct {
 	// Dir holds persisted indexes, one file per blob key; "" keeps them in
 	// memory only. Created if missing.
@@ -30,6 +30,11 @@ type Options struct {
 	// BuildTimeout bounds one index pass, which runs detached from the
 	// callers that wait for it. Default 30 minutes.
 	BuildTimeout time.Duration
+	// SpanCacheBytes bounds the decoded spans kept, across all layers, for
+	// blobs that can't restart near a read (a zstd blob in one big frame).
+	// The index pass of such a blob keeps its first SpanCacheBytes/2.
+	// Default 64 MiB; negative keeps none.
+	SpanCacheBytes int64
 }
 
 const (
@@ -37,6 +42,7 @@ const (
 	defaultMaxIndexes   = 64
 	defaultBuildTimeout = 30 * time.Minute
 	defaultMaxEntries   = 1_000_000
+	defaultSpanCache    = 64 << 20
 	maxCachedChunks     = 16 // eStargz chunks are up to 4 MiB by default
 )
 
@@ -48,6 +54,7 @@ type Manager struct {
 	layers  map[string]*Layer
 	indexes *lru.Cache[string, *layerIndex]
 	chunks  *lru.Cache[chunkKey, []byte] // verified eStargz chunks
+	spans   *lru.Cache[spanKey, span]    // decoded spans; nil when disabled
 }
 
 // NewManager returns a Manager; it does no I/O until a layer is used.
@@ -75,7 +82,16 @@ func NewManager(opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunk cache: %w", err)
 	}
-	return &Manager{opts: opts, layers: map[string]*Layer{}, indexes: c, chunks: chunks}, nil
+	m := &Manager{opts: opts, layers: map[string]*Layer{}, indexes: c, chunks: chunks}
+	if opts.SpanCacheBytes == 0 {
+		m.opts.SpanCacheBytes = defaultSpanCache
+	}
+	if n := m.opts.SpanCacheBytes / spanSize; n > 0 {
+		if m.spans, err = lru.New[spanKey, span](int(n)); err != nil {
+			return nil, fmt.Errorf("span cache: %w", err)
+		}
+	}
+	return m, nil
 }
 
 // LayerOptions describe one blob beyond its bytes.

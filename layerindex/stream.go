@@ -130,6 +130,9 @@ type cursor struct {
 	win    []byte // decoded bytes [winOff, winOff+len(win))
 	winOff int64
 	eof    bool // the stream ended at winOff+len(win)
+	// streaming cursors (a TarReader) read the span cache but add nothing
+	// to it: a pass over all of layer.tar would push out every span.
+	streaming bool
 }
 
 func (c *cursor) end() int64 { return c.winOff + int64(len(c.win)) }
@@ -150,10 +153,18 @@ func (c *cursor) readAt(ctx context.Context, p []byte, off int64, idx *layerInde
 	for n < len(p) {
 		o := off + int64(n)
 		if o >= c.winOff && o < c.end() {
-			n += copy(p[n:], c.win[o-c.winOff:])
+			k := copy(p[n:], c.win[o-c.winOff:])
+			c.keepSpans(ctx, o, o+int64(k), idx)
+			n += k
 			continue
 		}
-		if c.eof && o >= c.end() {
+		if c.eof && o >= c.end() || idx != nil && o >= idx.TarSize {
+			return n, io.EOF
+		}
+		if m, err := c.l.cachedSpan(p[n:], o); err == nil {
+			n += m
+			continue
+		} else if errors.Is(err, io.EOF) {
 			return n, io.EOF
 		}
 		if c.s == nil || o < c.winOff || c.l.restartPoint(o, idx) > c.end() {
@@ -313,7 +324,7 @@ type TarReader struct {
 
 // NewTarReader opens a reader of the tar stream; it does no I/O.
 func (l *Layer) NewTarReader() *TarReader {
-	return &TarReader{l: l, c: &cursor{l: l}}
+	return &TarReader{l: l, c: &cursor{l: l, streaming: true}}
 }
 
 // ReadAt reads the tar stream at off, with TarReadAt's contract. Safe for
