@@ -178,8 +178,8 @@ func runPrefetch(ctx context.Context, f prefetchFlags, refArg string, paths []st
 	}
 	elapsed := time.Since(started)
 	fetched := p.cache.Stats().BytesFetched - fetched0
-	prog.Printf("prefetched %s: %d layers, %s; fetched %s from the registry in %s (%s)",
-		what, len(layers), humanBytes(total), humanBytes(fetched), shortDuration(elapsed), rate(fetched, elapsed))
+	prog.Printf("prefetched %s: %s, %s; fetched %s from the registry in %s (%s)",
+		what, plural(len(layers), "layer"), humanBytes(total), humanBytes(fetched), shortDuration(elapsed), rate(fetched, elapsed))
 	return nil
 }
 
@@ -328,8 +328,8 @@ func prefetchPaths(ctx context.Context, p *parts, layers []prefetchLayer, paths 
 	if err != nil {
 		return err
 	}
-	prog.Printf("%d layer indexes ready; %d files, %s, under %s", len(layers), len(files), humanBytes(size), strings.Join(paths, " "))
-	prog.Phase(fmt.Sprintf("%d files", len(files)), size)
+	prog.Printf("%s indexed; %s, %s, under %s", plural(len(layers), "layer"), plural(len(files), "file"), humanBytes(size), strings.Join(paths, " "))
+	prog.Phase(plural(len(files), "file"), size)
 	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(prefetchFileReaders)
 	for _, sf := range files {

@@ -270,6 +270,7 @@ func TestShortDuration(t *testing.T) {
 		want string
 	}{
 		{850 * time.Millisecond, "850ms"},
+		{1300 * time.Millisecond, "1.3s"},
 		{42 * time.Second, "42s"},
 		{185 * time.Second, "3m05s"},
 		{62 * time.Minute, "1h02m"},

@@ -234,7 +234,7 @@ func (p *progress) barLocked(now time.Time) string {
 	case p.total > 0 && p.done >= p.total:
 		eta = "done"
 	case p.total > 0 && rate > 0:
-		eta = "ETA " + shortDuration(time.Duration(float64(p.total-p.done)/rate*float64(time.Second)))
+		eta = "ETA " + etaString(time.Duration(float64(p.total-p.done)/rate*float64(time.Second)))
 	}
 	tail := fmt.Sprintf(" %s  %s/s  %s", amount, humanBytes(int64(rate)), eta)
 	room := p.width - 1 // the last column would wrap on some terminals
@@ -257,11 +257,13 @@ func (p *progress) barLocked(now time.Time) string {
 	return line
 }
 
-// shortDuration is 850ms, 42s, 3m05s or 1h02m.
+// shortDuration is 850ms, 4.2s, 42s, 3m05s or 1h02m.
 func shortDuration(d time.Duration) string {
 	switch {
 	case d < time.Second:
 		return d.Round(time.Millisecond).String()
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.1fs", d.Seconds())
 	case d < time.Minute:
 		return fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second))
 	case d < time.Hour:
@@ -270,6 +272,25 @@ func shortDuration(d time.Duration) string {
 	}
 	d = d.Round(time.Minute)
 	return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
+}
+
+// etaString is a time left in whole seconds (less jitter than shortDuration).
+func etaString(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return "<1s"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second))
+	}
+	return shortDuration(d)
+}
+
+// plural is "1 layer", "2 layers".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // rate is n bytes over d as "12.3 MiB/s".

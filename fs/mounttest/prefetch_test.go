@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -13,10 +14,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"github.com/regfs/regfs/registry/registrytest"
 )
@@ -317,4 +320,74 @@ func BenchmarkPrefetchLarge(b *testing.B) {
 	b.ReportMetric(mb/(pf.Seconds()/float64(b.N)), "prefetch-MiB/s")
 	b.ReportMetric(get.Seconds()/pf.Seconds(), "prefetch/get")
 	b.ReportMetric(float64(fetched)/float64(b.N)/float64(l.Size), "fetched/blob")
+}
+
+// openPTY returns a pseudo-terminal pair, 100 columns wide.
+func openPTY() (master, tty *os.File, err error) {
+	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	fail := func(err error) (*os.File, *os.File, error) {
+		master.Close()
+		return nil, nil, err
+	}
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		return fail(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		return fail(err)
+	}
+	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return fail(err)
+	}
+	if err := unix.IoctlSetWinsize(int(tty.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 24, Col: 100}); err != nil {
+		tty.Close()
+		return fail(err)
+	}
+	return master, tty, nil
+}
+
+// On a terminal, prefetch draws a bar (bytes, rate, ETA) in place.
+func TestPrefetchProgressBarOnTerminal(t *testing.T) {
+	needFUSE(t)
+	master, tty, err := openPTY()
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	defer master.Close()
+	// Slow the pull down so the bar is drawn a few times.
+	proxy := registrytest.StartFaultProxy(t, reg.URL)
+	proxy.StallBody(1<<20, time.Second, 1, registrytest.PathContains(fixtures.Large.Layers[0].Digest.String()))
+	cmd := exec.Command(regfsBin, "prefetch", "--cache-dir", t.TempDir(), proxy.Host+"/test/large:latest")
+	cmd.Stderr = tty
+	var out bytes.Buffer
+	copied := make(chan struct{})
+	go func() {
+		io.Copy(&out, master) // ends with EIO once the child and tty are closed
+		close(copied)
+	}()
+	err = cmd.Run()
+	tty.Close()
+	select {
+	case <-copied:
+	case <-time.After(10 * time.Second):
+		t.Fatal("terminal output did not end")
+	}
+	if err != nil {
+		t.Fatalf("regfs prefetch on a terminal: %v; output:\n%q", err, out.String())
+	}
+	got := out.String()
+	for _, want := range []string{"\r", "layer 1/1 sha256:", " [", "] ", " / 16.", "MiB/s", "ETA", "\x1b[K", "prefetched "} {
+		if !strings.Contains(got, want) {
+			t.Errorf("terminal output: got %q, want it to contain %q", got, want)
+		}
+	}
+	for _, line := range strings.Split(strings.ReplaceAll(got, "\r", "\n"), "\n") {
+		if line = strings.ReplaceAll(line, "\x1b[K", ""); strings.Contains(line, " [") && len(line) >= 100 {
+			t.Errorf("bar is %d wide, want less than the terminal's 100: %q", len(line), line)
+		}
+	}
 }
