@@ -332,8 +332,11 @@ func (c *Cache) memFill(b *blob, first int64, out [][]byte, peek bool) (bool, er
 
 // flight is one fetch of a run of contiguous blocks [first, first+n) of one
 // blob: disk first, then one ranged Source read per sub-run still missing.
+// Each block is published the moment it has arrived whole, so a reader
+// waits for its own block, not for the whole run (a streamed run of 8 MiB
+// would otherwise hold back its first block until the last byte came).
 // Its blocks are registered in Cache.inflight from creation until the disk
-// writes are done, so every reader of those blocks waits on it.
+// writes are done, so every reader of those blocks finds it.
 type flight struct {
 	b         *blob
 	first     int64
@@ -345,10 +348,16 @@ type flight struct {
 	owner     *Reader         // gets the blocks when !keep
 	readahead bool
 
-	done      chan struct{}
-	blocks    [][]byte // set before done is closed, when err == nil
+	// Guarded by Cache.mu.
+	blocks    [][]byte      // block j once it arrived whole, else nil
+	progress  chan struct{} // closed and replaced when a block arrives or the flight ends
+	finished  bool          // the flight ended; err says how
 	err       error
 	abandoned bool // failed because its parent was cancelled: waiters retry
+	released  int  // blocks [0, released) were handed on and dropped: waiters retry
+
+	// A stream (stream.go) claims its blocks one by one as it goes.
+	stream *streamState
 }
 
 // newFlightLocked registers a flight for blocks [a, b] and accounts its
@@ -363,13 +372,36 @@ func (c *Cache) newFlightLocked(bl *blob, a, b int64, g *getOpts, parent context
 		sem:       g.sem,
 		owner:     g.owner,
 		readahead: readahead,
-		done:      make(chan struct{}),
+		blocks:    make([][]byte, b-a+1),
+		progress:  make(chan struct{}),
 	}
 	for i := a; i <= b; i++ {
 		c.inflight[blockKey{bl.id, i}] = f
 	}
 	c.wg.Add(1)
 	return f
+}
+
+// publishLocked makes block j of f, arrived whole, visible to waiters and
+// to the memory LRU (or to the SkipMemory reader that owns the flight).
+func (c *Cache) publishLocked(f *flight, j int, d []byte) {
+	f.blocks[j] = d
+	i := f.first + int64(j)
+	if f.keep {
+		c.memAdd(blockKey{f.b.id, i}, d)
+	} else if f.owner != nil {
+		// Under c.mu: a flight stashes a block with its owner before it
+		// leaves c.inflight, so a block is always found in one of the two.
+		f.owner.stashOne(i, d)
+	}
+	close(f.progress)
+	f.progress = make(chan struct{})
+}
+
+func (c *Cache) publish(f *flight, j int, d []byte) {
+	c.mu.Lock()
+	c.publishLocked(f, j, d)
+	c.mu.Unlock()
 }
 
 // getOpts says how one caller obtains blocks.
@@ -379,10 +411,11 @@ type getOpts struct {
 	sem   chan struct{} // fetch slots of the calling Reader
 	owner *Reader       // receives blocks of flights it starts when !keep
 	// After the first pass has started the caller's own fetches, readahead
-	// of blocks [raFrom, raTo] by ra, so the caller's fetches get slots first.
+	// of blocks [raFrom, raTo] in runs of raPiece blocks by ra, so the
+	// caller's fetches get slots first.
 	ra           *Reader
 	raFrom, raTo int64
-	raWindow     int
+	raPiece      int64
 }
 
 type waitRef struct {
@@ -401,7 +434,7 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 	}
 	if all {
 		if g.ra != nil {
-			g.ra.readahead(g.raFrom, g.raTo, g.raWindow)
+			g.ra.readahead(g.raFrom, g.raTo, g.raPiece)
 		}
 		return nil
 	}
@@ -445,10 +478,14 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 			k := blockKey{b.id, i}
 			d, ok := c.memGet(k, g.peek)
 			if !ok && g.owner != nil {
-				// Checked under c.mu: a flight stashes its blocks with its
-				// owner before it leaves c.inflight, so a block is always
-				// found in one of the two.
 				d = g.owner.privateGet(i)
+				ok = d != nil
+			}
+			f := c.inflight[k]
+			if !ok && f != nil {
+				// Arrived already, but kept out of memory (a SkipMemory
+				// reader's flight) or evicted at once by a small bound.
+				d = f.blocks[i-f.first]
 				ok = d != nil
 			}
 			if ok {
@@ -462,7 +499,7 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 				continue
 			}
 			c.st.memMisses.Add(1)
-			if f := c.inflight[k]; f != nil {
+			if f != nil {
 				if g.keep {
 					f.keep = true
 				}
@@ -485,7 +522,7 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 		}
 		if !startedRA && g.ra != nil {
 			startedRA = true
-			g.ra.readahead(g.raFrom, g.raTo, g.raWindow)
+			g.ra.readahead(g.raFrom, g.raTo, g.raPiece)
 		}
 		if mismatch != nil {
 			return mismatch
@@ -493,82 +530,103 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 		if len(waits) == 0 {
 			return nil
 		}
-		var prev *flight
-		for _, w := range waits {
-			if w.f == prev {
-				continue
-			}
-			prev = w.f
-			select {
-			case <-w.f.done:
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-c.ctx.Done():
-				return ErrClosed
-			}
-		}
-		retry := false
-		for _, w := range waits {
-			switch {
-			case w.f.err == nil:
-				out[w.i-first] = w.f.blocks[w.i-w.f.first]
-			case w.f.abandoned:
-				retry = true // its reader went away; fetch again for ourselves
-			default:
-				return w.f.err
-			}
-		}
-		if !retry {
-			return nil
+		retry, err := c.wait(ctx, waits, first, out)
+		if err != nil || !retry {
+			return err
 		}
 	}
 }
 
+// wait fills out from the flights in waits as their blocks arrive. It
+// reports retry when a flight was abandoned by its reader before bringing
+// a block: the caller fetches that block again for itself.
+func (c *Cache) wait(ctx context.Context, waits []waitRef, first int64, out [][]byte) (retry bool, err error) {
+	for _, w := range waits {
+		for {
+			c.mu.Lock()
+			f := w.f
+			d := f.blocks[w.i-f.first]
+			finished, ferr, abandoned, progress, released := f.finished, f.err, f.abandoned, f.progress, f.released
+			c.mu.Unlock()
+			if d != nil {
+				out[w.i-first] = d
+				break
+			}
+			if int(w.i-f.first) < released {
+				// A stream dropped it after publishing it (to memory,
+				// disk or its owner) before we woke: look again.
+				retry = true
+				break
+			}
+			if finished {
+				if abandoned {
+					retry = true // its reader went away; fetch again for ourselves
+					break
+				}
+				if ferr == nil {
+					// Cannot happen: a flight that ends well published every block.
+					ferr = fmt.Errorf("layercache: %s block %d: fetch ended without it", f.b.key, w.i)
+				}
+				return false, ferr
+			}
+			select {
+			case <-progress:
+			case <-ctx.Done():
+				return false, ctx.Err()
+			case <-c.ctx.Done():
+				return false, ErrClosed
+			}
+		}
+	}
+	return retry, nil
+}
+
 // runFlight does the work of f and publishes the result.
 func (c *Cache) runFlight(f *flight) {
+	if f.stream != nil {
+		c.runStream(f)
+		return
+	}
 	defer c.wg.Done()
 	ctx, cancel := context.WithTimeout(f.parent, c.opts.FetchTimeout)
 	defer cancel()
-	blocks := make([][]byte, f.n)
 	fromSource := make([]bool, f.n)
-	err := c.fill(ctx, f, blocks, fromSource)
-	if err == nil && f.owner != nil {
-		c.mu.Lock()
-		keep := f.keep
-		c.mu.Unlock()
-		if !keep {
-			f.owner.stash(f.first, blocks)
-		}
-	}
+	err := c.fill(ctx, f, fromSource)
 
 	c.mu.Lock()
-	if err == nil {
-		f.blocks = blocks
-		if f.keep {
-			for j, d := range blocks {
+	if err != nil {
+		f.err = err
+		f.abandoned = f.parent.Err() != nil
+	}
+	if f.keep {
+		// A keeping reader may have joined after some blocks went to the
+		// owner only.
+		for j, d := range f.blocks {
+			if d != nil {
 				c.memAdd(blockKey{f.b.id, f.first + int64(j)}, d)
 			}
 		}
-	} else {
-		f.err = err
-		f.abandoned = f.parent.Err() != nil
-		c.forgetLocked(f) // errors are never cached
 	}
-	close(f.done)
-	c.mu.Unlock()
+	f.finished = true
+	close(f.progress)
 	if err != nil {
-		return
+		c.forgetLocked(f) // what did not arrive is fetched again by the next reader
 	}
+	c.mu.Unlock()
 	if c.disk != nil {
-		for j, d := range blocks {
-			if fromSource[j] {
-				c.disk.writeBlock(f.b.key, c.bs, f.first+int64(j), d)
+		// Only blocks that arrived whole were published; they are good
+		// even if a later block of the run failed.
+		for j, src := range fromSource {
+			if src && f.blocks[j] != nil {
+				c.disk.writeBlock(f.b.key, c.bs, f.first+int64(j), f.blocks[j])
 			}
 		}
 	}
-	c.mu.Lock()
-	c.forgetLocked(f)
-	c.mu.Unlock()
+	if err == nil {
+		c.mu.Lock()
+		c.forgetLocked(f)
+		c.mu.Unlock()
+	}
 }
 
 func (c *Cache) forgetLocked(f *flight) {
@@ -581,25 +639,32 @@ func (c *Cache) forgetLocked(f *flight) {
 }
 
 // fill reads f's blocks from disk where whole, and fetches the rest with one
-// ranged read per contiguous sub-run.
-func (c *Cache) fill(ctx context.Context, f *flight, blocks [][]byte, fromSource []bool) error {
+// ranged read per contiguous sub-run, publishing each block as it arrives.
+func (c *Cache) fill(ctx context.Context, f *flight, fromSource []bool) error {
 	if f.holdsSlot {
 		defer func() { <-f.sem }()
 	}
+	missing := make([]bool, f.n)
+	for j := range missing {
+		missing[j] = true
+	}
 	if c.disk != nil {
-		for j := range blocks {
+		for j := range missing {
 			i := f.first + int64(j)
-			blocks[j] = c.disk.readBlock(f.b.key, c.bs, i, c.blockLen(f.b, i))
+			if d := c.disk.readBlock(f.b.key, c.bs, i, c.blockLen(f.b, i)); d != nil {
+				missing[j] = false
+				c.publish(f, j, d)
+			}
 		}
 	}
 	acquired := f.holdsSlot
 	for j := 0; j < f.n; {
-		if blocks[j] != nil {
+		if !missing[j] {
 			j++
 			continue
 		}
 		end := j
-		for end+1 < f.n && blocks[end+1] == nil {
+		for end+1 < f.n && missing[end+1] {
 			end++
 		}
 		if !acquired && f.sem != nil {
@@ -611,11 +676,11 @@ func (c *Cache) fill(ctx context.Context, f *flight, blocks [][]byte, fromSource
 				return fmt.Errorf("layercache: fetch %s blocks %d-%d: %w", f.b.key, f.first+int64(j), f.first+int64(end), ctx.Err())
 			}
 		}
-		if err := c.fetch(ctx, f, j, end, blocks); err != nil {
-			return err
-		}
 		for k := j; k <= end; k++ {
 			fromSource[k] = true
+		}
+		if err := c.fetch(ctx, f, j, end); err != nil {
+			return err
 		}
 		j = end + 1
 	}
@@ -623,13 +688,13 @@ func (c *Cache) fill(ctx context.Context, f *flight, blocks [][]byte, fromSource
 }
 
 // fetch reads blocks [j, end] of f (relative indexes) with one ranged read.
-func (c *Cache) fetch(ctx context.Context, f *flight, j, end int, blocks [][]byte) error {
+func (c *Cache) fetch(ctx context.Context, f *flight, j, end int) error {
 	b := f.b
 	a, z := f.first+int64(j), f.first+int64(end)
 	off := a * c.bs
 	n := z*c.bs + c.blockLen(b, z) - off
 	if ss, ok := b.src.(StreamSource); ok && j < end {
-		return c.fetchStream(ctx, f, ss, j, end, off, n, blocks)
+		return c.fetchStream(ctx, f, ss, j, end, off, n)
 	}
 	buf := make([]byte, n)
 	c.st.sourceRequests.Add(1)
@@ -654,23 +719,28 @@ func (c *Cache) fetch(ctx context.Context, f *flight, j, end int, blocks [][]byt
 		return fmt.Errorf("layercache: fetch %s bytes %d-%d (blocks %d-%d): %w", b.key, off, off+n, a, z, err)
 	}
 	if j == end {
-		blocks[j] = buf
+		c.publish(f, j, buf)
 		return nil
 	}
 	// One allocation per block, so the memory LRU frees blocks one by one
 	// and its byte count is the memory it really holds.
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for k := j; k <= end; k++ {
 		lo := int64(k-j) * c.bs
 		blk := make([]byte, c.blockLen(b, f.first+int64(k)))
 		copy(blk, buf[lo:])
-		blocks[k] = blk
+		c.publishLocked(f, k, blk)
 	}
 	return nil
 }
 
 // fetchStream reads blocks [j, end] of f with one Open of their span,
-// straight into per-block buffers.
-func (c *Cache) fetchStream(ctx context.Context, f *flight, ss StreamSource, j, end int, off, n int64, blocks [][]byte) error {
+// straight into per-block buffers, publishing each block as it arrives
+// except the last, which waits for the end of the stream (a stream running
+// long is a broken Source). A stream of the whole blob is published only
+// after its end, where a verifying Source reports a digest mismatch.
+func (c *Cache) fetchStream(ctx context.Context, f *flight, ss StreamSource, j, end int, off, n int64) error {
 	b := f.b
 	a, z := f.first+int64(j), f.first+int64(end)
 	c.st.sourceRequests.Add(1)
@@ -688,6 +758,8 @@ func (c *Cache) fetchStream(ctx context.Context, f *flight, ss StreamSource, j, 
 		return fail(err)
 	}
 	defer rc.Close()
+	whole := off == 0 && n == b.size
+	var held [][]byte // blocks held until the end is checked
 	var got int64
 	for k := j; k <= end; k++ {
 		blk := make([]byte, c.blockLen(b, f.first+int64(k)))
@@ -700,7 +772,11 @@ func (c *Cache) fetchStream(ctx context.Context, f *flight, ss StreamSource, j, 
 		if err != nil {
 			return fail(err)
 		}
-		blocks[k] = blk
+		if whole || k == end {
+			held = append(held, blk)
+		} else {
+			c.publish(f, k, blk)
+		}
 	}
 	// Read to the end: a stream over a whole blob reports a digest mismatch
 	// there (registry.Blob does), and a longer stream is a broken Source.
@@ -711,5 +787,10 @@ func (c *Cache) fetchStream(ctx context.Context, f *flight, ss StreamSource, j, 
 	case err != io.EOF:
 		return fail(err)
 	}
+	c.mu.Lock()
+	for k, blk := range held {
+		c.publishLocked(f, end-len(held)+1+k, blk)
+	}
+	c.mu.Unlock()
 	return nil
 }

@@ -169,6 +169,17 @@ func fileRel(name string) string {
 	return filepath.Join(filesDirName, escapeName(name))
 }
 
+// hasBlock reports whether the index knows block index of key: a stream
+// stops there and lets the block be read from disk. Blocks another process
+// wrote since the last scan are not known; they are fetched again.
+func (d *diskTier) hasBlock(key string, bs, index int64) bool {
+	rel := blockRel(key, bs, index)
+	d.mu.Lock()
+	ok := d.lru.Contains(rel)
+	d.mu.Unlock()
+	return ok
+}
+
 // readBlock returns block index of key if a whole, verified copy is on
 // disk, else nil.
 func (d *diskTier) readBlock(key string, bs, index, length int64) []byte {

@@ -80,8 +80,10 @@ func TestDiskConcurrentCaches(t *testing.T) {
 	dir := t.TempDir()
 	src := newFakeSource(keyN(22), 30*bs+5, 22)
 	var wg sync.WaitGroup
+	var caches []*Cache
 	for i := 0; i < 2; i++ {
 		c := newTestCache(t, Options{BlockSize: bs, DiskDir: dir, MemoryBytes: 4 * bs})
+		caches = append(caches, c)
 		for j := 0; j < 3; j++ {
 			wg.Add(1)
 			go func() {
@@ -91,6 +93,9 @@ func TestDiskConcurrentCaches(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	for _, c := range caches {
+		waitIdle(t, c) // readahead may still be writing blocks
+	}
 	u, err := DiskUsage(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,11 @@ type OpenOptions struct {
 	SkipMemory bool
 }
 
+// minSequentialRun is how many contiguous bytes (or one block, if smaller)
+// a run of reads covers before it counts as sequential and reads ahead:
+// two FUSE requests of a read(2) from the start of a file reach it.
+const minSequentialRun = 128 << 10
+
 // Reader reads one blob through the cache. It satisfies ReaderAt and is safe
 // for concurrent use. Close it when done: that stops its readahead.
 type Reader struct {
@@ -39,8 +44,14 @@ type Reader struct {
 
 	// The sequential-read detector is lock-free: concurrent readers of one
 	// Reader may race on it, which only blurs the heuristic.
-	lastBlock atomic.Int64 // last block of the previous read, -1 at start
-	window    atomic.Int64 // current readahead window in blocks
+	runStart atomic.Int64 // start offset of the current sequential run
+	runEnd   atomic.Int64 // end offset of the current sequential run, -1 at start
+	window   atomic.Int64 // current readahead window in blocks
+	raNext   atomic.Int64 // first block of the run not yet read ahead (or found present)
+	// lastBlock is the last block of the latest read: where a stream's
+	// window starts, and what SkipMemory pruning keeps.
+	lastBlock atomic.Int64
+	streamF   atomic.Pointer[flight] // this reader's running stream, if any
 
 	privMu  sync.Mutex       // a leaf lock: nothing else is taken while it is held
 	private map[int64][]byte // SkipMemory: the blocks this reader is on
@@ -64,6 +75,7 @@ func (c *Cache) OpenWith(src Source, o OpenOptions) *Reader {
 		cancel: cancel,
 		sem:    make(chan struct{}, c.opts.MaxParallel),
 	}
+	r.runEnd.Store(-1)
 	r.lastBlock.Store(-1)
 	if r.skip {
 		r.private = make(map[int64][]byte)
@@ -127,7 +139,11 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if r.skip {
 		g.owner = r
 	}
-	r.track(first, last, out, &g)
+	r.track(off, off+int64(len(p)), first, last, out, &g)
+	r.lastBlock.Store(last)
+	if f := r.streamF.Load(); f != nil {
+		f.stream.wake()
+	}
 	if err := r.c.getBlocks(ctx, r.b, first, out, &g); err != nil {
 		return 0, err
 	}
@@ -146,10 +162,21 @@ func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	return copied, nil
 }
 
-// track updates the sequential-read detector with a read of blocks
-// [first, last], fills out from the private blocks of a SkipMemory reader,
-// and sets g's readahead span when the read moved on sequentially.
-func (r *Reader) track(first, last int64, out [][]byte, g *getOpts) {
+// track updates the sequential-read detector with a read of [off, end)
+// (blocks [first, last]), fills out from the private blocks of a SkipMemory
+// reader, and sets g's readahead span when the read continues a sequential
+// run.
+//
+// A read is sequential when it starts near where the run so far ends:
+// within a tolerance, because the kernel sends a sequential read(2) through
+// FUSE as several concurrent requests that may arrive out of order. The
+// window starts at 4 blocks on the first continuation and doubles with
+// every read that extends the run, up to Options.Readahead; a jump resets
+// it to 0, so random reads fetch only their own blocks. Readahead is
+// topped up on every read, not only when the reader crosses into a new
+// block: the next piece is launched as soon as a whole piece fits in the
+// window ahead of the reader.
+func (r *Reader) track(off, end, first, last int64, out [][]byte, g *getOpts) {
 	if r.skip {
 		r.privMu.Lock()
 		for j := range out {
@@ -161,44 +188,76 @@ func (r *Reader) track(first, last int64, out [][]byte, g *getOpts) {
 	if limit <= 0 {
 		return
 	}
-	lb := r.lastBlock.Load()
-	if last <= lb && first >= lb-1 {
-		// Within what was just read: concurrent reads arriving out of order.
-		return
-	}
+	bs := r.c.bs
+	prev := r.runEnd.Load()
 	w := r.window.Load()
+	tol := max(2*bs, 4*(end-off))
 	switch {
-	case r.seq:
-		w = limit
-	case first >= lb-1 && first <= lb+1:
-		// Moved on to the next block: grow the window.
-		w = min(max(2*w, 2), limit)
+	case prev >= 0 && off >= prev-tol && off <= prev+tol:
+		// Behind the run's end: a request overtaken by a later one, or a
+		// re-read; the window stays. Beyond it: the run goes on, and grows
+		// the window once it is long enough to tell from a few nearby
+		// small reads.
+		if end > prev {
+			r.runEnd.Store(end)
+			switch {
+			case r.seq:
+				w = limit
+			case end-r.runStart.Load() < min(bs, minSequentialRun):
+			case w == 0:
+				w = min(4, limit)
+			default:
+				w = min(2*w, limit)
+			}
+		}
 	default:
-		// A jump: random access does not read ahead.
+		// The first read, or a jump: random access does not read ahead
+		// (unless the reader declared itself sequential).
+		r.runStart.Store(off)
+		r.runEnd.Store(end)
+		r.raNext.Store(0)
+		if f := r.streamF.Swap(nil); f != nil {
+			f.stream.cancel() // its blocks would be wasted now
+		}
 		w = 0
+		if r.seq {
+			w = limit
+		}
 	}
 	r.window.Store(w)
-	r.lastBlock.Store(last)
 	if r.skip {
 		r.privMu.Lock()
 		r.prunePrivateLocked(first)
 		r.privMu.Unlock()
 	}
-	if w == 0 || last+1 >= r.b.nblocks {
+	if w == 0 {
 		return
 	}
-	g.ra, g.raFrom, g.raTo, g.raWindow = r, last+1, min(last+w, r.b.nblocks-1), int(w)
+	from := max(r.raNext.Load(), last+1)
+	to := min(last+w, r.b.nblocks-1)
+	piece := max(1, min(w/2, int64(r.c.opts.MaxFetchBlocks)))
+	if from > to || (to-from+1 < piece && to < r.b.nblocks-1) {
+		// Nothing left to read ahead, or wait until a whole piece fits:
+		// fewer, larger requests.
+		return
+	}
+	g.ra, g.raFrom, g.raTo, g.raPiece = r, from, to, piece
 }
 
 // readahead starts fetches for the missing blocks of [from, to], in pieces
-// of about window/MaxParallel blocks, only while this Reader has free fetch
-// slots: readahead never makes a reader's own misses wait for a slot long.
-func (r *Reader) readahead(from, to int64, window int) {
+// of at most piece blocks, only while this Reader has free fetch slots:
+// readahead never makes a reader's own misses wait for a slot long. It
+// advances the reader's readahead frontier past what it launched or found
+// present; what it could not launch is tried again at the next read.
+func (r *Reader) readahead(from, to, piece int64) {
 	if from > to || r.closed.Load() {
 		return
 	}
+	_, streams := r.b.src.(StreamSource)
+	if streams && r.streamF.Load() != nil {
+		return // the running stream goes on as the reader moves on
+	}
 	c := r.c
-	piece := int64(max(1, min((window+c.opts.MaxParallel-1)/c.opts.MaxParallel, c.opts.MaxFetchBlocks)))
 	g := getOpts{keep: !r.skip, sem: r.sem}
 	if r.skip {
 		g.owner = r
@@ -208,6 +267,7 @@ func (r *Reader) readahead(from, to int64, window int) {
 	if !c.closed {
 		runStart := int64(-1)
 		full := false
+		next := from // first block neither launched nor found present
 		launch := func(end int64) {
 			if runStart < 0 || full {
 				return
@@ -217,6 +277,7 @@ func (r *Reader) readahead(from, to int64, window int) {
 				f := c.newFlightLocked(r.b, runStart, end, &g, r.ctx, true)
 				f.holdsSlot = true
 				toStart = append(toStart, f)
+				next = end + 1
 			default:
 				full = true
 			}
@@ -226,7 +287,23 @@ func (r *Reader) readahead(from, to int64, window int) {
 			k := blockKey{r.b.id, i}
 			if r.privateHas(i) || c.memContains(k) || c.inflight[k] != nil {
 				launch(i - 1)
+				if !full {
+					next = i + 1
+				}
 				continue
+			}
+			if streams && i > 0 && (c.disk == nil || !c.disk.hasBlock(r.b.key, c.bs, i)) {
+				// Missing everywhere: one stream from here on rather
+				// than a request per piece. (Never from block 0: a
+				// stream of the whole blob is checked only at its end.)
+				launch(i - 1)
+				if !full {
+					if f := r.startStreamLocked(i, &g); f != nil {
+						toStart = append(toStart, f)
+						next = to + 1
+					}
+				}
+				break
 			}
 			if runStart < 0 {
 				runStart = i
@@ -236,6 +313,9 @@ func (r *Reader) readahead(from, to int64, window int) {
 			}
 		}
 		launch(to)
+		if next > r.raNext.Load() {
+			r.raNext.Store(next)
+		}
 	}
 	c.mu.Unlock()
 	for _, f := range toStart {
@@ -255,13 +335,31 @@ func (r *Reader) stash(first int64, blocks [][]byte) {
 			r.private[first+int64(j)] = d
 		}
 	}
+	r.boundPrivateLocked()
+}
+
+// stashOne keeps block i privately for a SkipMemory reader.
+func (r *Reader) stashOne(i int64, d []byte) {
+	r.privMu.Lock()
+	defer r.privMu.Unlock()
+	if r.private == nil {
+		return
+	}
+	r.private[i] = d
+	r.boundPrivateLocked()
+}
+
+// boundPrivateLocked keeps at most the readahead window and one fetch run
+// (plus the blocks being read) of private blocks.
+func (r *Reader) boundPrivateLocked() {
 	limit := max(r.c.opts.Readahead, 0) + r.c.opts.MaxFetchBlocks + 2
 	for len(r.private) > limit {
 		// Drop the block furthest from where the reader is.
 		var far int64 = -1
 		var farDist int64 = -1
+		at := r.lastBlock.Load()
 		for i := range r.private {
-			d := i - r.lastBlock.Load()
+			d := i - at
 			if d < 0 {
 				d = -d * 4 // behind the reader: least likely to be read again
 			}

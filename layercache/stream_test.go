@@ -77,29 +77,38 @@ func (f *failingReader) Read(p []byte) (int, error) {
 
 func (f *failingReader) Close() error { return nil }
 
+// A failed stream caches only the blocks that arrived whole before the
+// failure (they were already served), never the block it broke in, and
+// none at all of a whole-blob stream, which a verifying Source fails only
+// at its end.
 func TestStreamSourceErrorsAreNotCached(t *testing.T) {
 	const bs = 1024
 	tests := []struct {
-		name   string
-		mangle func(r io.Reader) (io.ReadCloser, error)
-		wantIs error
+		name       string
+		mangle     func(r io.Reader) (io.ReadCloser, error)
+		off, n     int64 // the read: blocks 1-4 (ranged), or 0-5 (the whole blob)
+		wantIs     error
+		wantCached int64
 	}{
-		{"open fails", func(io.Reader) (io.ReadCloser, error) { return nil, errBoom }, errBoom},
+		{"open fails", func(io.Reader) (io.ReadCloser, error) { return nil, errBoom }, bs, 4 * bs, errBoom, 0},
 		{"stream ends early", func(r io.Reader) (io.ReadCloser, error) {
 			return io.NopCloser(io.LimitReader(r, 2*bs+7)), nil
-		}, ErrShortRead},
+		}, bs, 4 * bs, ErrShortRead, 2},
 		{"stream fails midway", func(r io.Reader) (io.ReadCloser, error) {
 			return &failingReader{r: r, after: bs + 1, err: errBoom}, nil
-		}, errBoom},
+		}, bs, 4 * bs, errBoom, 1},
 		{"stream empty", func(r io.Reader) (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(nil)), nil
-		}, ErrShortRead},
-		{"error at the end (digest mismatch)", func(r io.Reader) (io.ReadCloser, error) {
+		}, bs, 4 * bs, ErrShortRead, 0},
+		{"error at the end of a span", func(r io.Reader) (io.ReadCloser, error) {
 			return io.NopCloser(io.MultiReader(r, &failingReader{err: errBoom})), nil
-		}, errBoom},
+		}, bs, 4 * bs, errBoom, 3},
+		{"error at the end of the whole blob (digest mismatch)", func(r io.Reader) (io.ReadCloser, error) {
+			return io.NopCloser(io.MultiReader(r, &failingReader{err: errBoom})), nil
+		}, 0, 6 * bs, errBoom, 0},
 		{"stream too long", func(r io.Reader) (io.ReadCloser, error) {
 			return io.NopCloser(io.MultiReader(r, bytes.NewReader([]byte("x")))), nil
-		}, nil},
+		}, bs, 4 * bs, nil, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,15 +116,15 @@ func TestStreamSourceErrorsAreNotCached(t *testing.T) {
 			c := newTestCache(t, Options{BlockSize: bs, Readahead: -1})
 			r := c.Open(src)
 			defer r.Close()
-			_, err := r.ReadAt(context.Background(), make([]byte, 4*bs), bs)
+			_, err := r.ReadAt(context.Background(), make([]byte, tt.n), tt.off)
 			if err == nil || (tt.wantIs != nil && !errors.Is(err, tt.wantIs)) || errors.Is(err, io.EOF) {
 				t.Fatalf("ReadAt: got err %v want errors.Is %v (and not io.EOF)", err, tt.wantIs)
 			}
 			waitIdle(t, c)
-			if st := c.Stats(); st.Memory.Blocks != 0 || st.SourceErrors != 1 {
-				t.Errorf("after the failure: got %d cached blocks, %d source errors; want 0 and 1", st.Memory.Blocks, st.SourceErrors)
+			if st := c.Stats(); st.Memory.Blocks != tt.wantCached || st.SourceErrors != 1 {
+				t.Errorf("after the failure: got %d cached blocks, %d source errors; want %d and 1", st.Memory.Blocks, st.SourceErrors, tt.wantCached)
 			}
-			checkRead(t, r, src.data, bs, 4*bs)
+			checkRead(t, r, src.data, tt.off, int(tt.n))
 			if got := src.calls.Load(); got != 2 {
 				t.Errorf("source calls: got %d want 2", got)
 			}
