@@ -20,8 +20,38 @@ type Status struct {
 	// no secrets.
 	Config any
 	// Stats is called on every open of .regfs/stats; its result is shown as
-	// indented JSON.
+	// indented JSON, with the layer index builds added under
+	// "index_builds" (per blob key: state, done, total) when the tree has
+	// an index Manager. A result that is not a JSON object is shown under
+	// "stats".
 	Stats func() any
+}
+
+// statsJSON is .regfs/stats: the caller's stats and the index builds.
+func (t *tree) statsJSON() []byte {
+	var v any
+	if t.status.Stats != nil {
+		v = t.status.Stats()
+	}
+	if t.index == nil {
+		return jsonBytes(v)
+	}
+	obj := map[string]json.RawMessage{}
+	if v != nil {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return jsonBytes(map[string]string{"error": err.Error()})
+		}
+		if json.Unmarshal(raw, &obj) != nil || obj == nil {
+			obj = map[string]json.RawMessage{"stats": raw}
+		}
+	}
+	builds, err := json.Marshal(t.index.Progress())
+	if err != nil {
+		return jsonBytes(map[string]string{"error": err.Error()})
+	}
+	obj["index_builds"] = builds
+	return jsonBytes(obj)
 }
 
 func (t *tree) statusChild() child {
@@ -75,8 +105,8 @@ func (n *statusDir) children() []child {
 		file("version", func() []byte { return []byte(s.Version + "\n") }),
 		file("config", func() []byte { return jsonBytes(s.Config) }),
 	}
-	if s.Stats != nil {
-		cs = append(cs, file("stats", func() []byte { return jsonBytes(s.Stats()) }))
+	if s.Stats != nil || t.index != nil {
+		cs = append(cs, file("stats", t.statsJSON))
 	}
 	return cs
 }

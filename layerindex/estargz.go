@@ -85,6 +85,7 @@ func (l *Layer) stargz(ctx context.Context) (*stargzLayer, error) {
 		return nil, fmt.Errorf("layer %s: eStargz: %w", l.key, err)
 	}
 	l.sgState.checked, l.sgState.sg = true, sg
+	l.sgOpen.Store(true)
 	return sg, nil
 }
 

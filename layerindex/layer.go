@@ -27,6 +27,7 @@ type Layer struct {
 
 	sgState     stargzState
 	noDiskIndex atomic.Bool // no persisted index was found
+	sgOpen      atomic.Bool // the eStargz TOC is read: the layer's index needs no pass
 
 	done  atomic.Int64 // blob bytes read by the running (or last) pass
 	state atomic.Value // string: "idle", "building", "ready", "failed: ..."
@@ -60,19 +61,24 @@ func (l *Layer) Format(ctx context.Context) (Format, error) {
 	return l.format, nil
 }
 
-// Progress is the state of a layer's index pass, for status files.
+// Progress is the state of a layer's index, for status files.
 type Progress struct {
-	State string // "idle", "building", "ready" or "failed: <error>"
-	Done  int64  // stored blob bytes read by the pass
-	Total int64  // blob size
+	// State is "idle" (no index asked for yet), "building", "ready" (built,
+	// loaded from disk, or an eStargz TOC read) or "failed: <error>".
+	State string `json:"state"`
+	// Done is how far into the stored blob the index pass has got: the
+	// bytes it read, or for an uncompressed tar, whose pass reads only the
+	// headers, the offset of the last header read.
+	Done  int64 `json:"done"`
+	Total int64 `json:"total"` // blob size
 }
 
-// Progress reports the index pass; cheap, never does I/O.
+// Progress reports the index pass; cheap, never does I/O or waits on it.
 func (l *Layer) Progress() Progress {
 	s, _ := l.state.Load().(string)
 	if s == "" {
 		s = "idle"
-		if _, ok := l.m.indexes.Peek(l.key); ok {
+		if _, ok := l.m.indexes.Peek(l.key); ok || l.sgOpen.Load() {
 			s = "ready"
 		}
 	}

@@ -3,6 +3,7 @@ package layerindex
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -124,4 +125,17 @@ const EStargzTOCAnnotation = "containerd.io/snapshot/stargz/toc.digest"
 // it, keeping its values, and bounds it on its own.
 func (m *Manager) jobContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), m.opts.BuildTimeout)
+}
+
+// Progress returns the index progress of every layer the Manager has
+// handed out, by key. Cheap: no I/O, no waiting on a pass.
+func (m *Manager) Progress() map[string]Progress {
+	m.mu.Lock()
+	layers := maps.Clone(m.layers)
+	m.mu.Unlock()
+	out := make(map[string]Progress, len(layers))
+	for k, l := range layers {
+		out[k] = l.Progress()
+	}
+	return out
 }

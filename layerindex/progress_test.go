@@ -1,0 +1,93 @@
+package layerindex
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// gatedBlob holds reads in [from, to) until open is closed, or fails them
+// with fail if set.
+type gatedBlob struct {
+	*memBlob
+	from, to int64
+	open     chan struct{}
+	fail     error
+}
+
+func (b *gatedBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off >= b.from && off < b.to {
+		if b.fail != nil {
+			return 0, b.fail
+		}
+		select {
+		case <-b.open:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return b.memBlob.ReadAt(ctx, p, off)
+}
+
+// The Manager lists every layer's index progress, also while a pass runs.
+func TestManagerProgress(t *testing.T) {
+	ctx := context.Background()
+	tarData, _ := randomTree(t, 41, 40, 100<<10)
+	gz := gzipOf(t, tarData, 6)
+	const readSize = 64 << 10
+	m := newTestManager(t, Options{ReadSize: readSize})
+
+	// The pass reads the eStargz footer, then the blob from the start.
+	gated := &gatedBlob{memBlob: newMemBlob(gz), from: 2 * readSize, to: int64(len(gz)) - 1024, open: make(chan struct{})}
+	building := m.Layer("building", gated, LayerOptions{})
+	m.Layer("idle", newMemBlob(gz), LayerOptions{})
+	failing := &gatedBlob{memBlob: newMemBlob(gz), from: readSize, to: int64(len(gz)) - 1024, fail: errors.New("registry says no")}
+	failed := m.Layer("failed", failing, LayerOptions{})
+	sgBlob, _ := buildStargz(t, tarData, 64<<10)
+	sg := m.Layer("estargz", newMemBlob(sgBlob), LayerOptions{})
+
+	building.Prefetch(ctx)
+	if _, err := failed.Index(ctx); err == nil {
+		t.Fatal("Index of a failing blob: got no error")
+	}
+	if _, err := sg.Index(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the pass has read what the gate lets through.
+	deadline := time.Now().Add(10 * time.Second)
+	for building.Progress().Done < 2*readSize && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	got := m.Progress()
+	total := int64(len(gz))
+	for _, tc := range []struct {
+		key, state string
+		done       int64
+	}{
+		{"building", "building", 2 * readSize},
+		{"idle", "idle", 0},
+		{"failed", "failed: ", readSize},
+		{"estargz", "ready", 0},
+	} {
+		p, ok := got[tc.key]
+		if !ok {
+			t.Errorf("Progress: %s missing", tc.key)
+			continue
+		}
+		if want := m.layers[tc.key].blob.Size(); !strings.HasPrefix(p.State, tc.state) || p.Done != tc.done || p.Total != want {
+			t.Errorf("Progress[%s]: got %+v, want state %q done %d total %d", tc.key, p, tc.state, tc.done, want)
+		}
+	}
+	if p := got["failed"]; !strings.Contains(p.State, "registry says no") {
+		t.Errorf("Progress[failed]: got state %q, want the cause", p.State)
+	}
+	close(gated.open)
+	if _, err := building.Index(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p := m.Progress()["building"]; p.State != "ready" || p.Done != total || p.Total != total {
+		t.Errorf("Progress[building] after the pass: got %+v, want ready %d/%d", p, total, total)
+	}
+}
