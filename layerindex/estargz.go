@@ -78,7 +78,9 @@ func (l *Layer) stargz(ctx context.Context) (*stargzLayer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("layer %s: eStargz: %w", l.key, err)
 		}
-		l.m.saveStargzTail(l.key, tocOff, tail)
+		if err := l.m.saveStargzTail(l.key, tocOff, tail); err != nil {
+			l.m.opts.Logger.WithError(err).WithField("layer", l.key).Warn("eStargz TOC not saved: it is read again on next use")
+		}
 	}
 	sg, err := l.openStargz(tocOff, tail)
 	if err != nil {

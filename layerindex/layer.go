@@ -167,7 +167,9 @@ func (l *Layer) loadOrBuild(ctx context.Context) (*layerIndex, error) {
 	if err != nil {
 		return nil, fmt.Errorf("index layer %s: %w", l.key, err)
 	}
-	if err := l.m.saveIndex(l.key, idx); err == nil {
+	if err := l.m.saveIndex(l.key, idx); err != nil {
+		l.m.opts.Logger.WithError(err).WithField("layer", l.key).Warn("index not saved: it is rebuilt on next use")
+	} else {
 		l.noDiskIndex.Store(false)
 	}
 	return idx, nil

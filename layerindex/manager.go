@@ -8,10 +8,12 @@ import (
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/sirupsen/logrus"
 )
 
 // Options configure a Manager. The zero value works: no persistence, 1 MiB
-// reads, 2 MiB checkpoint spacing, 64 loaded indexes, 64 MiB of decoded spans.
+// reads, 2 MiB checkpoint spacing, 64 loaded indexes, 64 MiB of decoded
+// spans, logs to logrus's standard logger.
 type Options struct {
 	// Dir holds persisted indexes, one file per blob key; "" keeps them in
 	// memory only. Created if missing.
@@ -36,6 +38,10 @@ type Options struct {
 	// The index pass of such a blob keeps its first SpanCacheBytes/2.
 	// Default 64 MiB; negative keeps none.
 	SpanCacheBytes int64
+	// Logger gets one line per failure that is not returned to a caller
+	// (an index or TOC that could not be saved: it is rebuilt next time).
+	// Default logrus.StandardLogger().
+	Logger logrus.FieldLogger
 }
 
 const (
@@ -74,6 +80,9 @@ func NewManager(opts Options) (*Manager, error) {
 	}
 	if opts.BuildTimeout <= 0 {
 		opts.BuildTimeout = defaultBuildTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = logrus.StandardLogger()
 	}
 	c, err := lru.New[string, *layerIndex](opts.MaxIndexes)
 	if err != nil {

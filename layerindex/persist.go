@@ -156,7 +156,7 @@ func (m *Manager) loadIndex(key string) (*layerIndex, error) {
 }
 
 // saveIndex persists idx; failing to is not fatal (the index is rebuilt
-// next time), so the error is only returned for tests and logs.
+// next time): the caller logs the error.
 func (m *Manager) saveIndex(key string, idx *layerIndex) error {
 	if m.opts.Dir == "" {
 		return nil
@@ -202,5 +202,8 @@ func (m *Manager) saveStargzTail(key string, tocOff int64, tail []byte) error {
 	if err != nil {
 		return fmt.Errorf("encode TOC of %s: %w", key, err)
 	}
-	return writeAtomic(m.path(key, ".toc"), data)
+	if err := writeAtomic(m.path(key, ".toc"), data); err != nil {
+		return fmt.Errorf("save TOC of %s: %w", key, err)
+	}
+	return nil
 }
