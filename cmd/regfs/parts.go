@@ -136,7 +136,7 @@ func newParts(ctx context.Context, f partsFlags, host string) (*parts, error) {
 	if err != nil {
 		return nil, err
 	}
-	index, err := layerindex.NewManager(layerindex.Options{Dir: indexDir, ReadSize: int64(f.BlockSize)})
+	index, err := layerindex.NewManager(layerindex.Options{Dir: indexDir, ReadSize: int64(f.BlockSize), Logger: log})
 	if err != nil {
 		cache.Close()
 		return nil, err
