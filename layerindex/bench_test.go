@@ -222,3 +222,30 @@ func BenchmarkZstdSingleFrameRead(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTarIndexPass indexes the 64 MiB uncompressed tar: by jumping
+// from header to header (what Layer.Index does) and, for comparison, by
+// streaming the whole blob through archive/tar. Reports blob bytes read.
+func BenchmarkTarIndexPass(b *testing.B) {
+	tarData, _ := benchBlob(b)
+	for _, mode := range []string{"headers", "stream"} {
+		b.Run(mode, func(b *testing.B) {
+			ctx := context.Background()
+			blob := newMemBlob(tarData)
+			passes := 0
+			for b.Loop() {
+				if mode == "headers" {
+					m, _ := NewManager(Options{})
+					if _, err := m.Layer("k", blob, LayerOptions{}).Index(ctx); err != nil {
+						b.Fatal(err)
+					}
+				} else if _, err := readTarIndex(&countingReader{r: newBlobReader(ctx, blob, 0, defaultReadSize)}, defaultMaxEntries); err != nil {
+					b.Fatal(err)
+				}
+				passes++
+			}
+			_, got := blob.counts()
+			b.ReportMetric(float64(got)/float64(passes), "blobB/pass")
+		})
+	}
+}

@@ -265,8 +265,19 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // readTarIndex reads tar headers from r, noting where each entry's data
 // starts. It stops at the end-of-archive marker or the first error.
 func readTarIndex(r *countingReader, maxEntries int) (*Index, error) {
+	return walkTar(tar.NewReader(r), func() int64 { return r.n }, maxEntries)
+}
+
+// readTarIndexAt reads the tar headers of a seekable blob, skipping the
+// data between them.
+func readTarIndexAt(s *seekBlob, maxEntries int) (*Index, error) {
+	return walkTar(tar.NewReader(s), func() int64 { return s.pos }, maxEntries)
+}
+
+// walkTar indexes the entries of tr; pos tells where the stream is (right
+// after Next: where the entry's data starts).
+func walkTar(tr *tar.Reader, pos func() int64, maxEntries int) (*Index, error) {
 	b := newIndexBuilder(maxEntries)
-	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -275,7 +286,7 @@ func readTarIndex(r *countingReader, maxEntries int) (*Index, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tar: %w", err)
 		}
-		if err := b.add(hdr, r.n); err != nil {
+		if err := b.add(hdr, pos()); err != nil {
 			return nil, fmt.Errorf("tar entry %q: %w", hdr.Name, err)
 		}
 	}

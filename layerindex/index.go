@@ -64,7 +64,8 @@ func (l *Layer) progressBlobReader(ctx context.Context, off int64) *blobReader {
 }
 
 // buildIndex makes one pass over the blob: decode it all (checking every
-// gzip CRC), note restart points, and read the tar headers on the way.
+// gzip CRC), note restart points, and read the tar headers on the way. An
+// uncompressed tar needs no decoding: only its headers are read.
 func (l *Layer) buildIndex(ctx context.Context) (*layerIndex, error) {
 	f, err := l.Format(ctx)
 	if err != nil {
@@ -83,7 +84,7 @@ func (l *Layer) buildIndex(ctx context.Context) (*layerIndex, error) {
 	var src io.Reader
 	switch f {
 	case FormatTar:
-		src = l.progressBlobReader(ctx, 0)
+		return l.buildTarIndex(ctx, idx)
 	case FormatGzip:
 		inf := newInflater(l.progressBlobReader(ctx, 0))
 		spacing, last := l.m.opts.Spacing, int64(0)

@@ -1,0 +1,99 @@
+package layerindex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// An uncompressed tar's index needs only its headers: archive/tar skips a
+// file's data with Seek when its reader can seek, then reads the data's last
+// byte (to notice a truncated archive) and the padding. Over a seekBlob that
+// costs one small ranged read per entry: the data is never fetched.
+
+// tarWalkWindow is what a seekBlob read fetches: enough for the data's last
+// byte, the padding and the next header together, and for several headers
+// of small files at once.
+const tarWalkWindow = 4 << 10
+
+// seekBlob is an io.ReadSeeker over a blob for archive/tar: a read fetches
+// a small window at the position, a seek only moves it.
+type seekBlob struct {
+	ctx    context.Context
+	blob   ReaderAt
+	size   int64
+	pos    int64
+	buf    []byte
+	bufOff int64
+	err    error       // the first error of the blob itself, not of the tar
+	onMove func(int64) // told the position after each read
+}
+
+func (s *seekBlob) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if s.pos >= s.size {
+		return 0, io.EOF
+	}
+	if s.pos < s.bufOff || s.pos >= s.bufOff+int64(len(s.buf)) {
+		n := min(max(int64(tarWalkWindow), int64(len(p))), s.size-s.pos)
+		if int64(cap(s.buf)) < n {
+			s.buf = make([]byte, n)
+		}
+		s.buf = s.buf[:n]
+		got, err := s.blob.ReadAt(s.ctx, s.buf, s.pos)
+		if int64(got) < n {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			s.buf = s.buf[:0]
+			err = fmt.Errorf("read blob at %d: %w", s.pos, err)
+			if s.err == nil {
+				s.err = err
+			}
+			return 0, err
+		}
+		s.bufOff = s.pos
+	}
+	n := copy(p, s.buf[s.pos-s.bufOff:])
+	s.pos += int64(n)
+	if s.onMove != nil {
+		s.onMove(s.pos)
+	}
+	return n, nil
+}
+
+func (s *seekBlob) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		off += s.pos
+	case io.SeekEnd:
+		off += s.size
+	default:
+		return s.pos, fmt.Errorf("seek: whence %d", whence)
+	}
+	if off < 0 {
+		return s.pos, fmt.Errorf("seek to %d: negative position", off)
+	}
+	s.pos = off
+	return off, nil
+}
+
+// buildTarIndex indexes an uncompressed tar blob from its headers alone.
+func (l *Layer) buildTarIndex(ctx context.Context, idx *layerIndex) (*layerIndex, error) {
+	sb := &seekBlob{ctx: ctx, blob: l.blob, size: l.blob.Size(), onMove: func(pos int64) { l.done.Store(pos) }}
+	tarIdx, tarErr := readTarIndexAt(sb, l.m.opts.MaxEntries)
+	if sb.err != nil {
+		return nil, sb.err // the blob, not the tar, is broken
+	}
+	l.done.Store(sb.size)
+	idx.TarSize = sb.size
+	idx.Tar = tarIdx
+	if tarErr != nil {
+		idx.TarErr, idx.tarErr = tarErr.Error(), tarErr
+	}
+	return idx, nil
+}
