@@ -32,8 +32,8 @@ type prefetchFlags struct {
 const prefetchFileReaders = 4
 
 // prefetchIndexers bounds the index passes of a whole-image prefetch run
-// at once: the one of the layer being pulled, and one still decompressing
-// the layer before.
+// at once; they read what was just pulled from the disk cache, so they are
+// CPU work done while the next layer downloads.
 const prefetchIndexers = 2
 
 func newPrefetchCommand() *cobra.Command {
@@ -184,21 +184,24 @@ func runPrefetch(ctx context.Context, f prefetchFlags, refArg string, paths []st
 }
 
 // prefetchLayers pulls every layer's blob into the disk cache, one layer
-// after another (each with the cache's parallel ranged fetches), and
-// builds each layer's index alongside: the index pass reads through the
-// same cache, so it joins the pull's fetches or reads what the pull wrote,
-// and no block is fetched twice.
+// after another (each with the cache's own streaming or parallel ranged
+// fetches), and builds each layer's index from the cache once its pull is
+// done, while the next layer downloads. The index pass waits for the pull:
+// run alongside, its own reads (the format at the start, the eStargz
+// footer at the end, its readahead) start fetches of blocks the pull is
+// about to fetch, and some bytes come twice.
 func prefetchLayers(ctx context.Context, p *parts, layers []prefetchLayer, total int64, prog *progress) error {
 	prog.Phase("pulling", total)
 	g, gctx := errgroup.WithContext(ctx)
 	indexers := make(chan struct{}, prefetchIndexers)
-	type pulled struct {
-		took    time.Duration
-		fetched int64
-	}
 	g.Go(func() error {
 		for _, pl := range layers {
-			done := make(chan pulled, 1)
+			prog.Label(pl.name())
+			t0, f0 := time.Now(), p.cache.Stats().BytesFetched
+			if err := pullBlob(gctx, p.cache, pl, prog.Add); err != nil {
+				return err
+			}
+			pulled, fetched := time.Since(t0), p.cache.Stats().BytesFetched-f0
 			g.Go(func() error {
 				select {
 				case indexers <- struct{}{}:
@@ -211,27 +214,14 @@ func prefetchLayers(ctx context.Context, p *parts, layers []prefetchLayer, total
 				if err != nil {
 					return err
 				}
-				indexed := time.Since(t1)
-				var pr pulled
-				select {
-				case pr = <-done:
-				case <-gctx.Done():
-					return gctx.Err()
-				}
 				got := "already cached"
-				if pr.fetched > 0 {
-					got = humanBytes(pr.fetched) + " fetched"
+				if fetched > 0 {
+					got = humanBytes(fetched) + " fetched"
 				}
 				prog.Printf("%s  %s  pulled in %s (%s, %s), indexed in %s (%s)", pl.name(), humanBytes(pl.blob.Size()),
-					shortDuration(pr.took), rate(pl.blob.Size(), pr.took), got, shortDuration(indexed), what)
+					shortDuration(pulled), rate(pl.blob.Size(), pulled), got, shortDuration(time.Since(t1)), what)
 				return nil
 			})
-			prog.Label(pl.name())
-			t0, f0 := time.Now(), p.cache.Stats().BytesFetched
-			if err := pullBlob(gctx, p.cache, pl, prog.Add); err != nil {
-				return err
-			}
-			done <- pulled{time.Since(t0), p.cache.Stats().BytesFetched - f0}
 		}
 		prog.Label("indexing")
 		return nil
@@ -309,9 +299,11 @@ func prefetchPaths(ctx context.Context, p *parts, layers []prefetchLayer, paths 
 	xs := make([]*layerindex.Index, len(layers))
 	g, gctx := errgroup.WithContext(ctx)
 	for i, pl := range layers {
-		// The reader the mount would use: the index's reads and the
-		// files' reads are random access.
-		ixs[i] = p.index.Layer(pl.blob.Key(), p.cache.Open(pl.blob), pl.indexOptions())
+		// Ranged fetches only: the cache would otherwise read ahead of a
+		// sequential run with one open-ended stream, and a server writes
+		// such a stream ahead into the connection's buffers (megabytes)
+		// whatever part of it is read. Fewer bytes matter more here.
+		ixs[i] = p.index.Layer(pl.blob.Key(), p.cache.Open(rangedSource{pl.blob}), pl.indexOptions())
 		g.Go(func() error {
 			x, err := ixs[i].Index(gctx)
 			if err != nil {
@@ -346,6 +338,10 @@ func prefetchPaths(ctx context.Context, p *parts, layers []prefetchLayer, paths 
 	}
 	return g.Wait()
 }
+
+// rangedSource is a blob without its streaming side (layercache.StreamSource):
+// the cache then fetches exactly the block runs it needs.
+type rangedSource struct{ layercache.Source }
 
 // readAll reads r from start to end, discarding the bytes.
 func readAll(ctx context.Context, r layerindex.ReaderAt, add func(int64)) error {

@@ -269,6 +269,7 @@ func TestShortDuration(t *testing.T) {
 		d    time.Duration
 		want string
 	}{
+		{300 * time.Microsecond, "<1ms"},
 		{850 * time.Millisecond, "850ms"},
 		{1300 * time.Millisecond, "1.3s"},
 		{42 * time.Second, "42s"},

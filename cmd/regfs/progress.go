@@ -257,9 +257,11 @@ func (p *progress) barLocked(now time.Time) string {
 	return line
 }
 
-// shortDuration is 850ms, 4.2s, 42s, 3m05s or 1h02m.
+// shortDuration is <1ms, 850ms, 4.2s, 42s, 3m05s or 1h02m.
 func shortDuration(d time.Duration) string {
 	switch {
+	case d < time.Millisecond:
+		return "<1ms"
 	case d < time.Second:
 		return d.Round(time.Millisecond).String()
 	case d < 10*time.Second:

@@ -48,6 +48,19 @@ func layerBlobRequests(r *registrytest.Registry, img *registrytest.Image) int {
 	})
 }
 
+// layerBlobBytes is what reg has served of img's layer blobs so far.
+func layerBlobBytes(r *registrytest.Registry, img *registrytest.Image) int64 {
+	var n int64
+	for _, q := range r.Requests() {
+		for _, l := range img.Layers {
+			if strings.HasSuffix(q.Path, "/blobs/"+l.Digest.String()) {
+				n += q.Bytes
+			}
+		}
+	}
+	return n
+}
+
 // blobBytes is what reg has served of blob bodies so far.
 func blobBytes(r *registrytest.Registry) int64 { return r.Stats().BlobBytesServed }
 
@@ -389,5 +402,48 @@ func TestPrefetchProgressBarOnTerminal(t *testing.T) {
 		if line = strings.ReplaceAll(line, "\x1b[K", ""); strings.Contains(line, " [") && len(line) >= 100 {
 			t.Errorf("bar is %d wide, want less than the terminal's 100: %q", len(line), line)
 		}
+	}
+}
+
+// A second prefetch into the same cache fetches no layer bytes, over the
+// v1 API too (its blobs are keyed by image ID, not digest).
+func TestPrefetchAgainFetchesNothing(t *testing.T) {
+	needFUSE(t)
+	srv := registrytest.StartV1Server(t)
+	imgs, err := srv.AddImage("test/oldimg", "latest",
+		registrytest.V1LayerSpec{Tar: gzipBytes(t, tarBytes(t, registrytest.Dir("etc"), registrytest.File("etc/os-release", "NAME=v1\n")))},
+		registrytest.V1LayerSpec{Tar: tarBytes(t, registrytest.File("hello", "hello from v1\n"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v1Size int64
+	for _, im := range imgs {
+		v1Size += int64(len(im.Layer))
+	}
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		served func() int64 // layer bytes served so far
+		want   int64        // by the first prefetch
+	}{
+		{"v2", []string{reg.Host + "/test/small:latest"}, func() int64 { return layerBlobBytes(reg, fixtures.Small) }, imageBlobSize(fixtures.Small)},
+		{"v1", []string{"--api", "v1", srv.Host + "/test/oldimg:latest"}, srv.LayerBytesServed, v1Size},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"--cache-dir", t.TempDir()}, tc.args...)
+			for i, want := range []int64{tc.want, 0} {
+				before := tc.served()
+				stderr, err := prefetch(t, args...)
+				if err != nil {
+					t.Fatalf("prefetch %d: %v; stderr:\n%s", i+1, err, stderr)
+				}
+				if got := tc.served() - before; got != want {
+					t.Errorf("prefetch %d: got %d layer bytes served, want %d; stderr:\n%s", i+1, got, want, stderr)
+				}
+				if i == 1 && !strings.Contains(stderr, "already cached") {
+					t.Errorf("second prefetch: got stderr %q, want layers reported already cached", stderr)
+				}
+			}
+		})
 	}
 }
