@@ -136,7 +136,7 @@ func BenchmarkCheckpointRead(b *testing.B) {
 			if _, err := l.Index(ctx); err != nil {
 				b.Fatal(err)
 			}
-			idx := l.loadedIndex()
+			idx := l.loadedIndex(ctx)
 			rng := rand.New(rand.NewSource(1))
 			p := make([]byte, 4096)
 			blob.reset()

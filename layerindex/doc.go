@@ -6,11 +6,16 @@
 // by layercache, in large aligned spans so the cache and the registry see few
 // requests. Compression is detected by magic bytes: gzip, zstd or none.
 // eStargz blobs are read through their TOC, one chunk at a time, each chunk
-// checked against its TOC digest. Plain gzip blobs get a checkpoint index
-// (zran): at spaced points the compressed bit offset, the uncompressed offset
-// and the last 32 KiB of output, so a later read inflates from the nearest
-// checkpoint instead of the start of the blob. Indexes are built once per blob
-// key (single-flight), kept in a bounded LRU and persisted on disk.
+// checked against its TOC digest; the TOC JSON is parsed here, so a hardlink
+// into a lower layer is accepted as in any layer tar. Plain gzip blobs get a
+// checkpoint index (zran): at spaced points the compressed bit offset, the
+// uncompressed offset and the last 32 KiB of output, so a later read inflates
+// from the nearest checkpoint instead of the start of the blob. zstd blobs
+// restart at frame starts; where a frame is long (one-frame blobs), decoded
+// spans that reads touched are kept in a bounded LRU. Uncompressed tars are
+// indexed from their headers alone. Indexes are built once per blob key
+// (single-flight), kept in a bounded LRU and persisted (Options.Store,
+// normally layercache's disk tier, or files under Options.Dir).
 //
 // It must never speak HTTP, cache compressed blocks (layercache does), or
 // return a byte it could not decode and check: a truncated or corrupt blob is

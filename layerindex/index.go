@@ -173,7 +173,7 @@ func (l *Layer) OpenFile(ctx context.Context, e *Entry) (ReaderAt, error) {
 	if t.Offset < 0 {
 		return nil, fmt.Errorf("layer %s: open %q: %w", l.key, e.Name, errNotAddressable)
 	}
-	idx := l.loadedIndex()
+	idx := l.loadedIndex(ctx)
 	return &fileReader{l: l, idx: idx, off: t.Offset, size: t.Size}, nil
 }
 

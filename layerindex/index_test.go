@@ -67,7 +67,7 @@ func TestIndexEveryFormat(t *testing.T) {
 				t.Errorf("Children(d1): got %d entries, want 18", got)
 			}
 			if tc.fmt == FormatGzip {
-				idx := l.loadedIndex()
+				idx := l.loadedIndex(ctx)
 				if len(idx.Checkpoints) < len(tarData)/(128<<10)/2 {
 					t.Errorf("got %d checkpoints for %d bytes at spacing 128 KiB", len(idx.Checkpoints), len(tarData))
 				}
@@ -177,7 +177,7 @@ func TestPersistedIndexNeedsNoBlobReads(t *testing.T) {
 	if calls, _ := blob.counts(); calls == 0 {
 		t.Errorf("damaged index file was trusted: 0 blob reads, want a rebuild")
 	}
-	if _, err := m3.loadIndex("sha256:gzip"); err != nil {
+	if _, err := m3.loadIndex(ctx, "sha256:gzip"); err != nil {
 		t.Errorf("rebuilt index not saved again: %v", err)
 	}
 }

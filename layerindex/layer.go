@@ -2,6 +2,7 @@ package layerindex
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -46,7 +47,7 @@ func (l *Layer) Key() string { return l.key }
 // Format returns how the blob is stored, read from its first bytes.
 func (l *Layer) Format(ctx context.Context) (Format, error) {
 	l.formatOnce.Do(func() {
-		if idx := l.loadedIndex(); idx != nil {
+		if idx := l.loadedIndex(ctx); idx != nil {
 			l.format = idx.Format // persisted: no blob read
 			return
 		}
@@ -143,31 +144,33 @@ func (l *Layer) index(ctx context.Context) (*layerIndex, error) {
 
 // loadedIndex returns the index if it is in memory or persisted, without
 // reading the blob or waiting for a pass.
-func (l *Layer) loadedIndex() *layerIndex {
+func (l *Layer) loadedIndex(ctx context.Context) *layerIndex {
 	if idx, ok := l.m.indexes.Get(l.key); ok {
 		return idx
 	}
-	if l.m.opts.Dir == "" || l.noDiskIndex.Load() {
+	if l.m.store == nil || l.noDiskIndex.Load() {
 		return nil
 	}
-	idx, err := l.m.loadIndex(l.key)
-	if err != nil || idx == nil {
+	idx, err := l.m.loadIndex(ctx, l.key)
+	if idx == nil && (err == nil || errors.Is(err, errBadIndexFile)) {
 		l.noDiskIndex.Store(true) // until a pass saves one
-		return nil
+	}
+	if idx == nil {
+		return nil // a failed read (a cancelled ctx) is tried again next time
 	}
 	l.m.indexes.Add(l.key, idx)
 	return idx
 }
 
 func (l *Layer) loadOrBuild(ctx context.Context) (*layerIndex, error) {
-	if idx := l.loadedIndex(); idx != nil {
+	if idx := l.loadedIndex(ctx); idx != nil {
 		return idx, nil
 	}
 	idx, err := l.buildIndex(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("index layer %s: %w", l.key, err)
 	}
-	if err := l.m.saveIndex(l.key, idx); err != nil {
+	if err := l.m.saveIndex(ctx, l.key, idx); err != nil {
 		l.m.opts.Logger.WithError(err).WithField("layer", l.key).Warn("index not saved: it is rebuilt on next use")
 	} else {
 		l.noDiskIndex.Store(false)

@@ -15,8 +15,11 @@ import (
 // reads, 2 MiB checkpoint spacing, 64 loaded indexes, 64 MiB of decoded
 // spans, logs to logrus's standard logger.
 type Options struct {
-	// Dir holds persisted indexes, one file per blob key; "" keeps them in
-	// memory only. Created if missing.
+	// Store keeps persisted indexes (normally the layercache.Cache, whose
+	// disk tier counts them against its bound). Nil: files under Dir.
+	Store FileStore
+	// Dir holds persisted indexes, one file per blob key, when Store is
+	// nil; "" (and no Store) keeps them in memory only. Created if missing.
 	Dir string
 	// ReadSize is the span read from a blob at a time on sequential passes,
 	// and the alignment of those reads. Default 1 MiB.
@@ -57,6 +60,7 @@ const (
 // a bounded LRU in memory, then files under Options.Dir.
 type Manager struct {
 	opts    Options
+	store   FileStore // persisted indexes; nil: none
 	mu      sync.Mutex
 	layers  map[string]*Layer
 	indexes *lru.Cache[string, *layerIndex]
@@ -92,7 +96,10 @@ func NewManager(opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunk cache: %w", err)
 	}
-	m := &Manager{opts: opts, layers: map[string]*Layer{}, indexes: c, chunks: chunks}
+	m := &Manager{opts: opts, layers: map[string]*Layer{}, indexes: c, chunks: chunks, store: opts.Store}
+	if m.store == nil && opts.Dir != "" {
+		m.store = dirStore{opts.Dir}
+	}
 	if opts.SpanCacheBytes == 0 {
 		m.opts.SpanCacheBytes = defaultSpanCache
 	}

@@ -2,6 +2,7 @@ package layerindex
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/gob"
@@ -9,19 +10,21 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 )
 
-// On disk, under Options.Dir, per blob key:
+// Persisted, in Options.Store (or files under Options.Dir), per blob key:
 //
 //	<name>.idx  the index pass's result (tar entries, checkpoints, frames)
 //	<name>.toc  an eStargz blob's tail (TOC and footer)
 //
 // each as: 8-byte magic, uint32 version, uint64 payload length, uint32
 // CRC-32C of the payload, payload (gob). A file that fails any check is
-// ignored and rebuilt. Files are written to a temp file and renamed.
+// ignored and rebuilt. Files under Dir are written to a temp file and
+// renamed.
 const (
 	persistVersion = 1
 	idxMagic       = "RGFSIDX\x00"
@@ -66,8 +69,25 @@ func fileName(key string) string {
 	return safe + "-" + hex.EncodeToString(sum[:8])
 }
 
-func (m *Manager) path(key, ext string) string {
-	return filepath.Join(m.opts.Dir, fileName(key)+ext)
+// FileStore keeps persisted indexes by name. layercache.Cache is one: its
+// disk tier, counted against its bound and evicted with the blocks.
+type FileStore interface {
+	// PutFile stores data under name, atomically.
+	PutFile(ctx context.Context, name string, data []byte) error
+	// GetFile returns what PutFile stored; the error wraps fs.ErrNotExist
+	// when there is nothing (or nothing valid) under name.
+	GetFile(ctx context.Context, name string) ([]byte, error)
+}
+
+// dirStore is Options.Dir as a FileStore: one file per name.
+type dirStore struct{ dir string }
+
+func (d dirStore) PutFile(_ context.Context, name string, data []byte) error {
+	return writeAtomic(filepath.Join(d.dir, name), data)
+}
+
+func (d dirStore) GetFile(_ context.Context, name string) ([]byte, error) {
+	return os.ReadFile(filepath.Join(d.dir, name))
 }
 
 func encodeFile(magic string, v any) ([]byte, error) {
@@ -129,12 +149,12 @@ func writeAtomic(path string, data []byte) error {
 }
 
 // loadIndex reads a persisted index; (nil, nil) when there is none.
-func (m *Manager) loadIndex(key string) (*layerIndex, error) {
-	if m.opts.Dir == "" {
+func (m *Manager) loadIndex(ctx context.Context, key string) (*layerIndex, error) {
+	if m.store == nil {
 		return nil, nil
 	}
-	data, err := os.ReadFile(m.path(key, ".idx"))
-	if errors.Is(err, os.ErrNotExist) {
+	data, err := m.store.GetFile(ctx, fileName(key)+".idx")
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
@@ -157,8 +177,8 @@ func (m *Manager) loadIndex(key string) (*layerIndex, error) {
 
 // saveIndex persists idx; failing to is not fatal (the index is rebuilt
 // next time): the caller logs the error.
-func (m *Manager) saveIndex(key string, idx *layerIndex) error {
-	if m.opts.Dir == "" {
+func (m *Manager) saveIndex(ctx context.Context, key string, idx *layerIndex) error {
+	if m.store == nil {
 		return nil
 	}
 	p := persistedIndex{Key: key, Format: idx.Format, TarSize: idx.TarSize, Checkpoints: idx.Checkpoints,
@@ -170,17 +190,19 @@ func (m *Manager) saveIndex(key string, idx *layerIndex) error {
 	if err != nil {
 		return fmt.Errorf("encode index of %s: %w", key, err)
 	}
-	if err := writeAtomic(m.path(key, ".idx"), data); err != nil {
+	if err := m.store.PutFile(ctx, fileName(key)+".idx", data); err != nil {
 		return fmt.Errorf("save index of %s: %w", key, err)
 	}
 	return nil
 }
 
-func (m *Manager) loadStargzTail(key string) (int64, []byte, error) {
-	if m.opts.Dir == "" {
-		return 0, nil, os.ErrNotExist
+// loadStargzTail reads a persisted eStargz tail; the error wraps
+// fs.ErrNotExist when there is none.
+func (m *Manager) loadStargzTail(ctx context.Context, key string) (int64, []byte, error) {
+	if m.store == nil {
+		return 0, nil, fs.ErrNotExist
 	}
-	data, err := os.ReadFile(m.path(key, ".toc"))
+	data, err := m.store.GetFile(ctx, fileName(key)+".toc")
 	if err != nil {
 		return 0, nil, err
 	}
@@ -194,15 +216,15 @@ func (m *Manager) loadStargzTail(key string) (int64, []byte, error) {
 	return p.TOCOff, p.Tail, nil
 }
 
-func (m *Manager) saveStargzTail(key string, tocOff int64, tail []byte) error {
-	if m.opts.Dir == "" {
+func (m *Manager) saveStargzTail(ctx context.Context, key string, tocOff int64, tail []byte) error {
+	if m.store == nil {
 		return nil
 	}
 	data, err := encodeFile(tocMagic, &persistedTail{Key: key, TOCOff: tocOff, Tail: tail})
 	if err != nil {
 		return fmt.Errorf("encode TOC of %s: %w", key, err)
 	}
-	if err := writeAtomic(m.path(key, ".toc"), data); err != nil {
+	if err := m.store.PutFile(ctx, fileName(key)+".toc", data); err != nil {
 		return fmt.Errorf("save TOC of %s: %w", key, err)
 	}
 	return nil

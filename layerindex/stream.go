@@ -233,7 +233,7 @@ const maxSharedCursors = 4
 // one file sequentially should hold a TarReader instead, so their cursor is
 // their own.
 func (l *Layer) TarReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	return l.tarReadAt(ctx, p, off, l.loadedIndex())
+	return l.tarReadAt(ctx, p, off, l.loadedIndex(ctx))
 }
 
 func (l *Layer) tarReadAt(ctx context.Context, p []byte, off int64, idx *layerIndex) (int, error) {
@@ -339,7 +339,7 @@ func (r *TarReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 	}
 	r.c.mu.Lock()
 	defer r.c.mu.Unlock()
-	return r.c.readAt(ctx, p, off, r.l.loadedIndex())
+	return r.c.readAt(ctx, p, off, r.l.loadedIndex(ctx))
 }
 
 // Close frees the reader's decoder and window.
