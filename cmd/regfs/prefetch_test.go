@@ -304,3 +304,40 @@ func TestPrefetchCommandErrors(t *testing.T) {
 		}
 	}
 }
+
+// The whole command in this process, so -race sees its goroutines (the
+// pulls, the index passes, the file readers and the progress output).
+func TestRunPrefetchInProcess(t *testing.T) {
+	reg := registrytest.StartRegistry(t, registrytest.WithInMemoryStorage())
+	registrytest.PushFixtures(t, reg, registrytest.WithoutLarge())
+	for _, tc := range []struct {
+		ref   string
+		paths []string
+		want  []string // lines starting so, in any order
+	}{
+		{"test/small:latest", nil, []string{"layer 1/3 sha256:", "layer 2/3 sha256:", "layer 3/3 sha256:", "prefetched " + reg.Host + "/test/small:latest: 3 layers"}},
+		{"test/compress:estargz", []string{"/etc", "/usr/share/doc/big.txt"}, []string{"3 layers indexed; 4 files", "prefetched "}},
+		{"test/multi:latest", []string{"/"}, []string{"1 layer indexed;", "prefetched " + reg.Host + "/test/multi:latest (linux/amd64)"}},
+	} {
+		t.Run(tc.ref, func(t *testing.T) {
+			f := prefetchFlags{partsFlags: partsFlags{
+				API: "v2", Platform: "linux/amd64", CacheSize: defaultCacheSize, BlockSize: 16 << 10,
+				CacheDir: t.TempDir(), DiskCacheSize: defaultDiskCacheSize, LogLevel: "warn", LogFormat: "text",
+			}}
+			var out bytes.Buffer
+			if err := runPrefetch(context.Background(), f, reg.Host+"/"+tc.ref, tc.paths, &out); err != nil {
+				t.Fatalf("prefetch %s %v: %v; output:\n%s", tc.ref, tc.paths, err, out.String())
+			}
+			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+			for _, w := range tc.want {
+				found := false
+				for _, l := range lines {
+					found = found || strings.HasPrefix(l, w)
+				}
+				if !found {
+					t.Errorf("prefetch %s %v: got output\n%s\nwant a line starting %q", tc.ref, tc.paths, out.String(), w)
+				}
+			}
+		})
+	}
+}
