@@ -125,9 +125,9 @@ func newParts(ctx context.Context, f partsFlags, host string) (*parts, error) {
 	if err != nil {
 		return nil, err
 	}
-	diskDir, indexDir := "", ""
+	diskDir := ""
 	if f.CacheDir != "" {
-		diskDir, indexDir = cacheLayout(f.CacheDir)
+		diskDir, _ = cacheLayout(f.CacheDir)
 	}
 	cache, err := layercache.New(layercache.Options{
 		BlockSize: int64(f.BlockSize), MemoryBytes: int64(f.CacheSize),
@@ -136,7 +136,7 @@ func newParts(ctx context.Context, f partsFlags, host string) (*parts, error) {
 	if err != nil {
 		return nil, err
 	}
-	index, err := layerindex.NewManager(layerindex.Options{Dir: indexDir, ReadSize: int64(f.BlockSize), Logger: log})
+	index, err := layerindex.NewManager(layerindex.Options{Store: cache, ReadSize: int64(f.BlockSize), Logger: log})
 	if err != nil {
 		cache.Close()
 		return nil, err
