@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 )
@@ -119,5 +120,53 @@ func TestEStargz(t *testing.T) {
 	r, _ := bl.OpenFile(ctx, e)
 	if n, err := r.ReadAt(ctx, make([]byte, 100), 0); err == nil {
 		t.Errorf("read of a corrupted chunk: got %d bytes and no error", n)
+	}
+}
+
+// TestEStargzPrefetchReadsOnlyTOC: getting an eStargz layer ready and
+// reading one small file fetches the footer, the TOC and that file's chunk,
+// never the rest of the blob (Prefetch once started a full index pass).
+func TestEStargzPrefetchReadsOnlyTOC(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewSource(7))
+	files := []tarFile{dir("etc/"), reg("etc/small.conf", []byte("hello=1\n")), dir("usr/")}
+	for i := 0; i < 16; i++ {
+		files = append(files, reg("usr/big"+fmtInt(i), content(rng, 64<<10)))
+	}
+	blobData, tocDigest := buildStargz(t, makeTar(t, files), 32<<10)
+	blob := newMemBlob(blobData)
+	m := newTestManager(t, Options{})
+	l := m.Layer("sha256:sg-prefetch", blob, LayerOptions{TOCDigest: tocDigest})
+	l.Prefetch(ctx)
+	l.Prefetch(ctx) // a second call while the first runs starts nothing more
+	x, err := l.Index(ctx)
+	if err != nil {
+		t.Fatalf("Index: %v", err)
+	}
+	e, ok := x.Lookup("etc/small.conf")
+	if !ok {
+		t.Fatal("etc/small.conf missing")
+	}
+	if b := readFile(ctx, t, l, e); string(b) != "hello=1\n" {
+		t.Errorf("small file: got %q, want %q", b, "hello=1\n")
+	}
+	// Let any background pass run to its end before counting.
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Progress().State == "building" && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	sg, err := l.stargz(ctx)
+	if err != nil || sg == nil {
+		t.Fatalf("stargz: got %v, %v", sg, err)
+	}
+	c := sg.chunks["etc/small.conf"][0]
+	// The 4-byte magic probe, the footer, the TOC with the footer, the chunk.
+	want := 4 + estargz.FooterSize + int64(len(sg.tail)) + (c.End - c.Offset)
+	calls, got := blob.counts()
+	if got > want || calls > 4 {
+		t.Errorf("Prefetch+Index+read of one small file: got %d bytes in %d reads, want at most %d (magic, footer, TOC, one chunk) in 4; blob is %d", got, calls, want, len(blobData))
+	}
+	if p := l.Progress(); p.State != "ready" {
+		t.Errorf("Progress after Prefetch: got %q, want ready", p.State)
 	}
 }

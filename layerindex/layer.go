@@ -21,10 +21,11 @@ type Layer struct {
 	formatErr  error
 
 	// Lock order: mu, then a cursor's mu (never the other way round).
-	mu       sync.Mutex
-	building *build    // the running index pass, nil when none
-	lastErr  error     // how the last pass ended
-	pool     []*cursor // shared cursors for TarReadAt, most recent last
+	mu          sync.Mutex
+	building    *build    // the running index pass, nil when none
+	prefetching bool      // a Prefetch is settling eStargz before any pass
+	lastErr     error     // how the last pass ended
+	pool        []*cursor // shared cursors for TarReadAt, most recent last
 
 	sgState     stargzState
 	noDiskIndex atomic.Bool // no persisted index was found
@@ -86,13 +87,33 @@ func (l *Layer) Progress() Progress {
 	return Progress{State: s, Done: l.done.Load(), Total: l.blob.Size()}
 }
 
-// Prefetch starts the index pass in the background if no index is loaded
-// or being built, and returns at once.
+// Prefetch gets the layer's index ready in the background and returns at
+// once: for an eStargz blob it reads the footer and TOC only (that is its
+// index; a pass would fetch the whole blob), otherwise it starts the index
+// pass if no index is loaded or being built.
 func (l *Layer) Prefetch(ctx context.Context) {
-	if _, ok := l.m.indexes.Get(l.key); ok {
+	if _, ok := l.m.indexes.Get(l.key); ok || l.sgOpen.Load() {
 		return
 	}
-	l.startBuild(ctx)
+	l.mu.Lock()
+	if l.building != nil || l.prefetching {
+		l.mu.Unlock()
+		return
+	}
+	l.prefetching = true
+	l.mu.Unlock()
+	jctx, cancel := l.m.jobContext(ctx)
+	go func() {
+		defer cancel()
+		// A failed check starts the pass anyway: it meets the same error
+		// and records it as the layer's state, where status files show it.
+		if sg, err := l.stargz(jctx); err != nil || sg == nil {
+			l.startBuild(jctx)
+		}
+		l.mu.Lock()
+		l.prefetching = false
+		l.mu.Unlock()
+	}()
 }
 
 func (l *Layer) startBuild(ctx context.Context) *build {
