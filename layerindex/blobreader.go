@@ -28,10 +28,16 @@ type blobReader struct {
 }
 
 func newBlobReader(ctx context.Context, blob ReaderAt, off, span int64) *blobReader {
+	return newBlobReaderInto(ctx, nil, blob, off, span)
+}
+
+// newBlobReaderInto is newBlobReader reusing buf (from a blobReader that is
+// no longer used) for its spans.
+func newBlobReaderInto(ctx context.Context, buf []byte, blob ReaderAt, off, span int64) *blobReader {
 	if span <= 0 {
 		span = defaultReadSize
 	}
-	return &blobReader{ctx: ctx, blob: blob, span: span, bufOff: off, next: off, end: blob.Size()}
+	return &blobReader{ctx: ctx, blob: blob, span: span, buf: buf[:0], bufOff: off, next: off, end: blob.Size()}
 }
 
 // offset is the blob offset of the next byte Read or ReadByte returns.

@@ -15,7 +15,10 @@
 // spans that reads touched are kept in a bounded LRU. Uncompressed tars are
 // indexed from their headers alone. Indexes are built once per blob key
 // (single-flight), kept in a bounded LRU and persisted (Options.Store,
-// normally layercache's disk tier, or files under Options.Dir).
+// normally layercache's disk tier, or files under Options.Dir). Decoders
+// of the tar stream come from one pool per Manager, bounded by
+// Options.MaxCursors with their buffers reused: many parallel readers wait
+// for a decoder rather than each holding megabytes of their own.
 //
 // It must never speak HTTP, cache compressed blocks (layercache does), or
 // return a byte it could not decode and check: a truncated or corrupt blob is

@@ -83,7 +83,16 @@ func newInflater(in *blobReader) *inflater {
 // blob, with window the output before it, at uncompressed offset uoff. in
 // must be positioned at byte cbit/8.
 func resumeInflater(in *blobReader, cbit, uoff int64, window []byte) (*inflater, error) {
-	f := &inflater{in: in, hist: make([]byte, histSize), state: stBlock}
+	return resumeInflaterInto(nil, in, cbit, uoff, window)
+}
+
+// resumeInflaterInto is resumeInflater reusing hist (from an earlier
+// inflater that is no longer used) when it is large enough.
+func resumeInflaterInto(hist []byte, in *blobReader, cbit, uoff int64, window []byte) (*inflater, error) {
+	if len(hist) < histSize {
+		hist = make([]byte, histSize)
+	}
+	f := &inflater{in: in, hist: hist[:histSize], state: stBlock}
 	f.hpos = copy(f.hist, window)
 	f.rpos, f.crcPos = f.hpos, f.hpos
 	f.outBase = uoff - int64(f.hpos)

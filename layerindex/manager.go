@@ -41,6 +41,11 @@ type Options struct {
 	// The index pass of such a blob keeps its first SpanCacheBytes/2.
 	// Default 64 MiB; negative keeps none.
 	SpanCacheBytes int64
+	// MaxCursors bounds the decoders reading layers' tar streams at once,
+	// across all layers (each holds up to about 3 MiB plus Options.ReadSize:
+	// its recent output, a span of the blob, the decoder's state); more
+	// concurrent readers wait for one. Default 16.
+	MaxCursors int
 	// Logger gets one line per failure that is not returned to a caller
 	// (an index or TOC that could not be saved: it is rebuilt next time).
 	// Default logrus.StandardLogger().
@@ -53,6 +58,7 @@ const (
 	defaultBuildTimeout = 30 * time.Minute
 	defaultMaxEntries   = 1_000_000
 	defaultSpanCache    = 64 << 20
+	defaultMaxCursors   = 16
 	maxCachedChunks     = 16 // eStargz chunks are up to 4 MiB by default
 )
 
@@ -66,6 +72,7 @@ type Manager struct {
 	indexes *lru.Cache[string, *layerIndex]
 	chunks  *lru.Cache[chunkKey, []byte] // verified eStargz chunks
 	spans   *lru.Cache[spanKey, span]    // decoded spans; nil when disabled
+	cursors *cursorPool
 }
 
 // NewManager returns a Manager; it does no I/O until a layer is used.
@@ -88,6 +95,9 @@ func NewManager(opts Options) (*Manager, error) {
 	if opts.Logger == nil {
 		opts.Logger = logrus.StandardLogger()
 	}
+	if opts.MaxCursors <= 0 {
+		opts.MaxCursors = defaultMaxCursors
+	}
 	c, err := lru.New[string, *layerIndex](opts.MaxIndexes)
 	if err != nil {
 		return nil, fmt.Errorf("index cache: %w", err)
@@ -96,7 +106,8 @@ func NewManager(opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunk cache: %w", err)
 	}
-	m := &Manager{opts: opts, layers: map[string]*Layer{}, indexes: c, chunks: chunks, store: opts.Store}
+	m := &Manager{opts: opts, layers: map[string]*Layer{}, indexes: c, chunks: chunks, store: opts.Store,
+		cursors: newCursorPool(opts.MaxCursors)}
 	if m.store == nil && opts.Dir != "" {
 		m.store = dirStore{opts.Dir}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"sync"
 
 	"github.com/klauspost/compress/gzip"
@@ -46,35 +47,63 @@ func (s *readerStream) close() {
 	}
 }
 
+// streamBufs are a cursor's decoder buffers, kept across the restarts of
+// its stream: random reads restart often, and allocating a span buffer,
+// an inflater history and a decoder each time made most of the garbage
+// (and so most of the heap) of many parallel readers.
+type streamBufs struct {
+	blob []byte        // the blobReader's span buffer
+	hist []byte        // our inflater's history
+	gz   *gzip.Reader  // klauspost's, for a gzip blob read from its start
+	zs   *zstd.Decoder // for zstd frames
+}
+
+// blobReader returns a blobReader at off that reads into b's span buffer.
+func (b *streamBufs) blobReader(ctx context.Context, l *Layer, off int64) *blobReader {
+	if span := l.m.opts.ReadSize; int64(cap(b.blob)) < span {
+		b.blob = make([]byte, span)
+	}
+	return newBlobReaderInto(ctx, b.blob, l.blob, off, l.m.opts.ReadSize)
+}
+
+func (b *streamBufs) free() {
+	if b.zs != nil {
+		b.zs.Close()
+	}
+	*b = streamBufs{}
+}
+
 // openStream returns a stream positioned at or before off: at the nearest
-// checkpoint (gzip) or frame (zstd) of idx if there is one, else at 0.
-func (l *Layer) openStream(ctx context.Context, off int64, idx *layerIndex) (stream, error) {
+// checkpoint (gzip) or frame (zstd) of idx if there is one, else at 0. It
+// decodes into bufs, which no other open stream may use.
+func (l *Layer) openStream(ctx context.Context, off int64, idx *layerIndex, bufs *streamBufs) (stream, error) {
 	f, err := l.Format(ctx)
 	if err != nil {
 		return nil, err
 	}
 	switch f {
 	case FormatTar:
-		br := newBlobReader(ctx, l.blob, off, l.m.opts.ReadSize)
+		br := bufs.blobReader(ctx, l, off)
 		return &readerStream{br: br, r: br, upos: off}, nil
 	case FormatGzip:
 		if idx != nil {
 			if cp, ok := idx.checkpointFor(off); ok {
-				br := newBlobReader(ctx, l.blob, cp.CBit/8, l.m.opts.ReadSize)
-				inf, err := resumeInflater(br, cp.CBit, cp.UOff, cp.Window)
+				br := bufs.blobReader(ctx, l, cp.CBit/8)
+				inf, err := resumeInflaterInto(bufs.hist, br, cp.CBit, cp.UOff, cp.Window)
 				if err != nil {
 					return nil, fmt.Errorf("layer %s: resume gzip at %d: %w", l.key, cp.UOff, err)
 				}
+				bufs.hist = inf.hist
 				return &readerStream{br: br, r: readerFunc(inf.read), upos: cp.UOff}, nil
 			}
 		}
-		return l.openGzipStart(ctx)
+		return l.openGzipStart(ctx, bufs)
 	case FormatZstd:
 		var fr zstdFrame
 		if idx != nil {
 			fr = idx.frameFor(off)
 		}
-		return l.openZstd(ctx, fr)
+		return l.openZstd(ctx, fr, bufs)
 	}
 	return nil, fmt.Errorf("layer %s: unknown format %v", l.key, f)
 }
@@ -94,26 +123,38 @@ func (l *Layer) restartPoint(off int64, idx *layerIndex) int64 {
 	return off
 }
 
-func (l *Layer) openGzipStart(ctx context.Context) (stream, error) {
-	br := newBlobReader(ctx, l.blob, 0, l.m.opts.ReadSize)
+func (l *Layer) openGzipStart(ctx context.Context, bufs *streamBufs) (stream, error) {
+	br := bufs.blobReader(ctx, l, 0)
 	// klauspost's inflater is about twice as fast as ours on a plain
 	// sequential pass; ours is used where checkpoints are needed.
-	zr, err := gzip.NewReader(br)
+	var err error
+	if bufs.gz == nil {
+		bufs.gz, err = gzip.NewReader(br)
+	} else {
+		err = bufs.gz.Reset(br)
+	}
 	if err != nil {
+		bufs.gz = nil
 		return nil, fmt.Errorf("layer %s: gzip header: %w", l.key, err)
 	}
-	return &readerStream{br: br, r: zr, closeFn: func() { zr.Close() }}, nil
+	return &readerStream{br: br, r: bufs.gz}, nil
 }
 
-func (l *Layer) openZstd(ctx context.Context, fr zstdFrame) (stream, error) {
-	br := newBlobReader(ctx, l.blob, fr.COff, l.m.opts.ReadSize)
-	// Concurrency 1 decodes synchronously, on the caller's goroutine, so the
-	// blobReader's ctx is the caller's.
-	zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<30))
+func (l *Layer) openZstd(ctx context.Context, fr zstdFrame, bufs *streamBufs) (stream, error) {
+	br := bufs.blobReader(ctx, l, fr.COff)
+	var err error
+	if bufs.zs == nil {
+		// Concurrency 1 decodes synchronously, on the caller's goroutine, so
+		// the blobReader's ctx is the caller's.
+		bufs.zs, err = zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<30))
+	} else {
+		err = bufs.zs.Reset(br)
+	}
 	if err != nil {
+		bufs.free()
 		return nil, fmt.Errorf("layer %s: zstd: %w", l.key, err)
 	}
-	return &readerStream{br: br, r: zr, upos: fr.UOff, closeFn: zr.Close}, nil
+	return &readerStream{br: br, r: bufs.zs, upos: fr.UOff}, nil
 }
 
 // cursorWindow is how much decoded output a cursor keeps: the second half is
@@ -133,6 +174,8 @@ type cursor struct {
 	// streaming cursors (a TarReader) read the span cache but add nothing
 	// to it: a pass over all of layer.tar would push out every span.
 	streaming bool
+	owner     *TarReader // whose cursor this is; nil: shared by TarReadAt callers
+	bufs      streamBufs
 }
 
 func (c *cursor) end() int64 { return c.winOff + int64(len(c.win)) }
@@ -182,7 +225,7 @@ func (c *cursor) readAt(ctx context.Context, p []byte, off int64, idx *layerInde
 
 func (c *cursor) reopen(ctx context.Context, off int64, idx *layerIndex) error {
 	c.closeStream()
-	s, err := c.l.openStream(ctx, off, idx)
+	s, err := c.l.openStream(ctx, off, idx, &c.bufs)
 	if err != nil {
 		return err
 	}
@@ -217,16 +260,148 @@ func (c *cursor) advance(ctx context.Context) error {
 	return nil
 }
 
+// retarget readies a cursor taken from the pool for l and owner,
+// dropping its stream and output if they were another layer's.
+func (c *cursor) retarget(l *Layer, owner *TarReader) {
+	c.mu.Lock()
+	if c.l != l {
+		c.closeStream()
+		c.l, c.win, c.winOff, c.eof = l, c.win[:0], 0, false
+	}
+	c.owner, c.streaming = owner, owner != nil
+	c.mu.Unlock()
+}
+
 func (c *cursor) close() {
 	c.mu.Lock()
 	c.closeStream()
 	c.win = nil
+	c.bufs.free()
 	c.mu.Unlock()
 }
 
-// maxSharedCursors bounds the cursors TarReadAt keeps for callers without a
-// TarReader of their own.
-const maxSharedCursors = 4
+// cursorPool bounds the decoding cursors of a Manager, across its layers,
+// and so the memory they hold (each up to a cursorWindow of output, a span
+// buffer of Options.ReadSize and a decoder's state): more readers than
+// cursors wait for one. Cursors not in use stay in the pool with their
+// buffers and their place in a stream; when a new one is needed and the
+// bound is reached, the least recently used is taken over.
+type cursorPool struct {
+	max     int
+	mu      sync.Mutex
+	live    int       // cursors in existence, in use or idle
+	idle    []*cursor // not in use, least recently used first
+	waiters int
+	freed   chan struct{} // closed when a cursor is put back and someone waits
+}
+
+func newCursorPool(max int) *cursorPool {
+	return &cursorPool{max: max, freed: make(chan struct{})}
+}
+
+// take returns a cursor for reading l at off, for owner (a TarReader) or
+// shared (nil): owner's own cursor if it is idle, else for a shared read
+// the idle one of l best placed for off, else a new one, else the least
+// recently used idle one; if every cursor is in use it waits for one.
+func (p *cursorPool) take(ctx context.Context, l *Layer, off int64, owner *TarReader) (*cursor, error) {
+	for {
+		p.mu.Lock()
+		if c := p.takeIdleLocked(l, off, owner); c != nil {
+			p.mu.Unlock()
+			return c, nil
+		}
+		if p.live < p.max {
+			p.live++
+			p.mu.Unlock()
+			return &cursor{l: l, owner: owner, streaming: owner != nil}, nil
+		}
+		if len(p.idle) > 0 {
+			c := p.idle[0]
+			p.idle = p.idle[1:]
+			p.mu.Unlock()
+			c.retarget(l, owner)
+			return c, nil
+		}
+		p.waiters++
+		wait := p.freed
+		p.mu.Unlock()
+		select {
+		case <-wait:
+			p.mu.Lock()
+			p.waiters--
+			p.mu.Unlock()
+		case <-ctx.Done():
+			p.mu.Lock()
+			p.waiters--
+			p.mu.Unlock()
+			return nil, fmt.Errorf("layer %s: wait for one of %d decoders: %w", l.key, p.max, ctx.Err())
+		}
+	}
+}
+
+func (p *cursorPool) takeIdleLocked(l *Layer, off int64, owner *TarReader) *cursor {
+	best := -1
+	for i, c := range p.idle {
+		if owner != nil {
+			if c.owner == owner {
+				best = i
+				break
+			}
+			continue
+		}
+		if c.l != l || c.owner != nil {
+			continue
+		}
+		if off >= c.winOff && off < c.end() {
+			best = i
+			break
+		}
+		if !c.eof && c.end() <= off && (best < 0 || c.end() > p.idle[best].end()) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	c := p.idle[best]
+	p.idle = append(p.idle[:best], p.idle[best+1:]...)
+	return c
+}
+
+// put returns a cursor taken from the pool.
+func (p *cursorPool) put(c *cursor) {
+	p.mu.Lock()
+	p.idle = append(p.idle, c)
+	p.wakeLocked()
+	p.mu.Unlock()
+}
+
+func (p *cursorPool) wakeLocked() {
+	if p.waiters > 0 {
+		close(p.freed)
+		p.freed = make(chan struct{})
+	}
+}
+
+// release frees owner's idle cursor, if the pool has not given it to
+// another reader meanwhile.
+func (p *cursorPool) release(owner *TarReader) {
+	p.mu.Lock()
+	var drop *cursor
+	for i, c := range p.idle {
+		if c.owner == owner {
+			drop = c
+			p.idle = append(p.idle[:i], p.idle[i+1:]...)
+			p.live--
+			p.wakeLocked()
+			break
+		}
+	}
+	p.mu.Unlock()
+	if drop != nil {
+		drop.close()
+	}
+}
 
 // TarReadAt reads the uncompressed tar stream at off. It fills p unless the
 // stream ends first, then returns the bytes read and io.EOF. Callers that read
@@ -244,11 +419,14 @@ func (l *Layer) tarReadAt(ctx context.Context, p []byte, off int64, idx *layerIn
 	if f == FormatTar {
 		return l.rawReadAt(ctx, p, off)
 	}
-	c := l.takeCursor(off)
+	c, err := l.m.cursors.take(ctx, l, off, nil)
+	if err != nil {
+		return 0, err
+	}
 	c.mu.Lock()
 	n, err := c.readAt(ctx, p, off, idx)
 	c.mu.Unlock()
-	l.putCursor(c)
+	l.m.cursors.put(c)
 	return n, err
 }
 
@@ -274,57 +452,21 @@ func (l *Layer) rawReadAt(ctx context.Context, p []byte, off int64) (int, error)
 	return n, err
 }
 
-// takeCursor removes from the pool the cursor best placed for off: one whose
-// window holds off, else the one just before off, else a new one.
-func (l *Layer) takeCursor(off int64) *cursor {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	best := -1
-	for i, c := range l.pool {
-		if off >= c.winOff && off < c.end() {
-			best = i
-			break
-		}
-		if !c.eof && c.end() <= off && (best < 0 || c.end() > l.pool[best].end()) {
-			best = i
-		}
-	}
-	if best < 0 && len(l.pool) < maxSharedCursors {
-		return &cursor{l: l}
-	}
-	if best < 0 {
-		best = 0 // the least recently used; it will restart where needed
-	}
-	c := l.pool[best]
-	l.pool = append(l.pool[:best], l.pool[best+1:]...)
-	return c
-}
-
-func (l *Layer) putCursor(c *cursor) {
-	l.mu.Lock()
-	l.pool = append(l.pool, c)
-	var drop *cursor
-	if len(l.pool) > maxSharedCursors {
-		drop = l.pool[0]
-		l.pool = l.pool[1:]
-	}
-	l.mu.Unlock()
-	if drop != nil {
-		drop.close()
-	}
-}
-
-// TarReader is one open reader of the uncompressed tar stream, with its own
-// decoding cursor, so a sequential reader (tar -tf layer.tar) streams at full
-// speed whatever else reads the layer. Close it when done.
+// TarReader is one open reader of the uncompressed tar stream that keeps
+// its place, so a sequential reader (tar -tf layer.tar) streams at full
+// speed whatever else reads the layer. Its cursor counts against the
+// Manager's bound: while the reader is idle, others may take the cursor
+// over when every cursor is taken, and the reader then restarts at the
+// nearest checkpoint. Close it when done.
 type TarReader struct {
-	l *Layer
-	c *cursor
+	l      *Layer
+	mu     sync.Mutex // serializes ReadAt and Close
+	closed bool
 }
 
 // NewTarReader opens a reader of the tar stream; it does no I/O.
 func (l *Layer) NewTarReader() *TarReader {
-	return &TarReader{l: l, c: &cursor{l: l, streaming: true}}
+	return &TarReader{l: l}
 }
 
 // ReadAt reads the tar stream at off, with TarReadAt's contract. Safe for
@@ -337,13 +479,28 @@ func (r *TarReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 	if f == FormatTar {
 		return r.l.rawReadAt(ctx, p, off)
 	}
-	r.c.mu.Lock()
-	defer r.c.mu.Unlock()
-	return r.c.readAt(ctx, p, off, r.l.loadedIndex(ctx))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, fmt.Errorf("layer %s: read of a closed tar reader: %w", r.l.key, iofs.ErrClosed)
+	}
+	pool := r.l.m.cursors
+	c, err := pool.take(ctx, r.l, off, r)
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	n, err := c.readAt(ctx, p, off, r.l.loadedIndex(ctx))
+	c.mu.Unlock()
+	pool.put(c)
+	return n, err
 }
 
 // Close frees the reader's decoder and window.
 func (r *TarReader) Close() error {
-	r.c.close()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	r.l.m.cursors.release(r)
 	return nil
 }
