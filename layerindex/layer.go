@@ -84,7 +84,13 @@ func (l *Layer) Progress() Progress {
 			s = "ready"
 		}
 	}
-	return Progress{State: s, Done: l.done.Load(), Total: l.blob.Size()}
+	p := Progress{State: s, Done: l.done.Load(), Total: l.blob.Size()}
+	if s == "ready" {
+		// A ready index may have come from disk or the TOC with no pass, or
+		// its pass may not have counted its last bytes yet: it is all done.
+		p.Done = p.Total
+	}
+	return p
 }
 
 // Prefetch gets the layer's index ready in the background and returns at
