@@ -241,10 +241,61 @@ var (
 	_ = (gofs.FileReleaser)((*blobHandle)(nil))
 )
 
+// slicer is a blobReader that can hand out its cached bytes without a copy
+// (layercache.Reader).
+type slicer interface {
+	Slices(ctx context.Context, off int64, n int) ([][]byte, func(), error)
+}
+
+// sliceResult is a READ reply straight from the cache's blocks: go-fuse
+// writes them with writev(2) (it uses the Slices method) and then calls
+// Done, which gives the blocks back to the cache (some are recycled
+// buffers, which must not be reused before the reply is written).
+type sliceResult struct {
+	vec     [][]byte
+	release func()
+}
+
+var _ fuse.ReadResult = (*sliceResult)(nil)
+
+func (r *sliceResult) Size() int {
+	n := 0
+	for _, v := range r.vec {
+		n += len(v)
+	}
+	return n
+}
+
+func (r *sliceResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	buf = buf[:0]
+	for _, v := range r.vec {
+		buf = append(buf, v...)
+	}
+	return buf, fuse.OK
+}
+
+func (r *sliceResult) Slices() ([][]byte, fuse.Status) { return r.vec, fuse.OK }
+
+func (r *sliceResult) Done() { r.release() }
+
 func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	t := h.f.ref.t
 	ctx, cancel := t.opCtx(ctx)
 	defer cancel()
+	if s, ok := h.r.(slicer); ok && off >= 0 {
+		// The cache's blocks go to writev(2) as they are: one copy less
+		// per byte than reading into dest.
+		size := h.r.Size()
+		if off >= size {
+			return fuse.ReadResultData(nil), 0
+		}
+		vec, release, err := s.Slices(ctx, off, int(min(int64(len(dest)), size-off)))
+		if err != nil && !errors.Is(err, io.EOF) {
+			release()
+			return nil, t.errno("read", &h.f.Inode, fmt.Errorf("blob at %d: %w", off, err))
+		}
+		return &sliceResult{vec: vec, release: release}, 0
+	}
 	b, err := readFull(ctx, h.r, dest, off, h.r.Size())
 	if err != nil {
 		return nil, t.errno("read", &h.f.Inode, fmt.Errorf("blob at %d: %w", off, err))

@@ -354,7 +354,9 @@ type flight struct {
 	finished  bool          // the flight ended; err says how
 	err       error
 	abandoned bool // failed because its parent was cancelled: waiters retry
-	released  int  // blocks [0, released) were handed on and dropped: waiters retry
+	// bufs[j] is block j's recycled buffer (streams of readers that keep
+	// blocks in memory); a reader taking blocks[j] takes a reference.
+	bufs []*buf
 
 	// A stream (stream.go) claims its blocks one by one as it goes.
 	stream *streamState
@@ -383,11 +385,14 @@ func (c *Cache) newFlightLocked(bl *blob, a, b int64, g *getOpts, parent context
 }
 
 // publishLocked makes block j of f, arrived whole, visible to waiters and
-// to the memory LRU (or to the SkipMemory reader that owns the flight).
+// to the memory LRU (or to the SkipMemory reader that owns the flight). A
+// recycled buffer stays with the flight: see bufpool.go.
 func (c *Cache) publishLocked(f *flight, j int, d []byte) {
 	f.blocks[j] = d
 	i := f.first + int64(j)
-	if f.keep {
+	if f.bufs != nil && f.bufs[j] != nil {
+		// Readers take it from the flight, with a reference.
+	} else if f.keep {
 		c.memAdd(blockKey{f.b.id, i}, d)
 	} else if f.owner != nil {
 		// Under c.mu: a flight stashes a block with its owner before it
@@ -416,6 +421,35 @@ type getOpts struct {
 	ra           *Reader
 	raFrom, raTo int64
 	raPiece      int64
+	// refs collects the recycled buffers the caller took: it releases them
+	// once done with the blocks, whatever getBlocks returned.
+	refs []*buf
+	// off, end is the byte range the caller reads: what it takes of a
+	// stream's block counts towards dropping the block.
+	off, end int64
+	// speculate: the read starts a run at block 0; a stream may serve it.
+	speculate bool
+}
+
+// takeLocked returns block j of f for g: with a reference if it is a
+// recycled buffer, and, from a stream, counting the bytes g will read.
+func (c *Cache) takeLocked(f *flight, j int, g *getOpts) []byte {
+	d := f.blocks[j]
+	if d == nil {
+		return nil
+	}
+	if f.bufs != nil && f.bufs[j] != nil {
+		f.bufs[j].ref()
+		g.refs = append(g.refs, f.bufs[j])
+	}
+	if f.stream != nil {
+		start := (f.first + int64(j)) * c.bs
+		lo, hi := max(g.off, start), min(g.end, start+int64(len(d)))
+		if hi > lo {
+			c.consumeLocked(f, j, lo, hi)
+		}
+	}
+	return d
 }
 
 type waitRef struct {
@@ -485,7 +519,7 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 			if !ok && f != nil {
 				// Arrived already, but kept out of memory (a SkipMemory
 				// reader's flight) or evicted at once by a small bound.
-				d = f.blocks[i-f.first]
+				d = c.takeLocked(f, int(i-f.first), g)
 				ok = d != nil
 			}
 			if ok {
@@ -504,6 +538,7 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 					f.keep = true
 				}
 				c.st.sharedWaits.Add(1)
+				c.awaitLocked(f, i)
 				waits = append(waits, waitRef{f, i})
 				closeRun(i - 1)
 				continue
@@ -530,7 +565,7 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 		if len(waits) == 0 {
 			return nil
 		}
-		retry, err := c.wait(ctx, waits, first, out)
+		retry, err := c.wait(ctx, waits, first, out, g)
 		if err != nil || !retry {
 			return err
 		}
@@ -540,21 +575,37 @@ func (c *Cache) getBlocks(ctx context.Context, b *blob, first int64, out [][]byt
 // wait fills out from the flights in waits as their blocks arrive. It
 // reports retry when a flight was abandoned by its reader before bringing
 // a block: the caller fetches that block again for itself.
-func (c *Cache) wait(ctx context.Context, waits []waitRef, first int64, out [][]byte) (retry bool, err error) {
+func (c *Cache) wait(ctx context.Context, waits []waitRef, first int64, out [][]byte, g *getOpts) (retry bool, err error) {
+	left := waits // not yet settled: a stream keeps their blocks for them
+	defer func() {
+		if len(left) > 0 {
+			c.mu.Lock()
+			for _, w := range left {
+				c.unwaitLocked(w)
+			}
+			c.mu.Unlock()
+		}
+	}()
 	for _, w := range waits {
 		for {
 			c.mu.Lock()
 			f := w.f
-			d := f.blocks[w.i-f.first]
-			finished, ferr, abandoned, progress, released := f.finished, f.err, f.abandoned, f.progress, f.released
+			d := c.takeLocked(f, int(w.i-f.first), g)
+			finished, ferr, abandoned, progress := f.finished, f.err, f.abandoned, f.progress
+			dropped := f.stream != nil && f.stream.dropped[w.i-f.first]
+			settled := d != nil || dropped || finished
+			if settled {
+				c.unwaitLocked(w)
+				left = left[1:]
+			}
 			c.mu.Unlock()
 			if d != nil {
 				out[w.i-first] = d
 				break
 			}
-			if int(w.i-f.first) < released {
-				// A stream dropped it after publishing it (to memory,
-				// disk or its owner) before we woke: look again.
+			if dropped {
+				// A stream dropped it (the reader moved far on, or it
+				// was closed) before we woke: look again.
 				retry = true
 				break
 			}
@@ -564,8 +615,10 @@ func (c *Cache) wait(ctx context.Context, waits []waitRef, first int64, out [][]
 					break
 				}
 				if ferr == nil {
-					// Cannot happen: a flight that ends well published every block.
-					ferr = fmt.Errorf("layercache: %s block %d: fetch ended without it", f.b.key, w.i)
+					// A flight that ends well published every block it
+					// claimed; look again rather than trust that.
+					retry = true
+					break
 				}
 				return false, ferr
 			}

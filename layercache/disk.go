@@ -169,15 +169,25 @@ func fileRel(name string) string {
 	return filepath.Join(filesDirName, escapeName(name))
 }
 
-// hasBlock reports whether the index knows block index of key: a stream
-// stops there and lets the block be read from disk. Blocks another process
-// wrote since the last scan are not known; they are fetched again.
-func (d *diskTier) hasBlock(key string, bs, index int64) bool {
+// knowsBlock reports whether the index knows block index of key (blocks
+// another Cache or process wrote since the last scan are not known).
+func (d *diskTier) knowsBlock(key string, bs, index int64) bool {
 	rel := blockRel(key, bs, index)
 	d.mu.Lock()
 	ok := d.lru.Contains(rel)
 	d.mu.Unlock()
 	return ok
+}
+
+// hasBlock reports whether block index of key is on disk, asking the file
+// system when the index does not know it: a stream stops there and lets the
+// block be read from disk (where it is verified).
+func (d *diskTier) hasBlock(key string, bs, index int64) bool {
+	if d.knowsBlock(key, bs, index) {
+		return true
+	}
+	_, err := os.Stat(filepath.Join(d.dir, blockRel(key, bs, index)))
+	return err == nil
 }
 
 // readBlock returns block index of key if a whole, verified copy is on

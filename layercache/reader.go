@@ -30,6 +30,10 @@ type OpenOptions struct {
 // two FUSE requests of a read(2) from the start of a file reach it.
 const minSequentialRun = 128 << 10
 
+// minSpeculativeRead is the smallest read of a blob's first block that
+// starts a stream at once (see track), or a whole block if smaller.
+const minSpeculativeRead = 64 << 10
+
 // Reader reads one blob through the cache. It satisfies ReaderAt and is safe
 // for concurrent use. Close it when done: that stops its readahead.
 type Reader struct {
@@ -48,9 +52,12 @@ type Reader struct {
 	runEnd   atomic.Int64 // end offset of the current sequential run, -1 at start
 	window   atomic.Int64 // current readahead window in blocks
 	raNext   atomic.Int64 // first block of the run not yet read ahead (or found present)
-	// lastBlock is the last block of the latest read: where a stream's
-	// window starts, and what SkipMemory pruning keeps.
+	// lastBlock is the last block of the latest read, what SkipMemory
+	// pruning keeps; front the furthest last block of the current run,
+	// where a stream's window starts.
 	lastBlock atomic.Int64
+	front     atomic.Int64
+	lastFirst atomic.Int64           // first block of the latest read
 	streamF   atomic.Pointer[flight] // this reader's running stream, if any
 
 	privMu  sync.Mutex       // a leaf lock: nothing else is taken while it is held
@@ -107,59 +114,99 @@ func (r *Reader) Close() error {
 // end. If ctx is done while waiting for a fetch, ReadAt returns ctx.Err() at
 // once and the fetch carries on for the other readers and the cache.
 func (r *Reader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	var small [4][]byte
+	var refs [4]*buf
+	vec, held, err := r.slices(ctx, small[:0], refs[:0], off, len(p))
+	copied := 0
+	for _, v := range vec {
+		copied += copy(p[copied:], v)
+	}
+	releaseAll(held)
+	return copied, err
+}
+
+// Slices is ReadAt without the copy: it returns the bytes [off, off+n) as
+// slices of the cache's blocks, in order, with io.EOF (and the slices up to
+// the end) when off+n passes the end. The slices are shared and must never
+// be written to. They stay valid until release is called, which the caller
+// must do exactly once when done with them (after an error too): some
+// blocks are recycled buffers. A FUSE server hands them to writev(2) as they
+// are and releases them once the reply is written.
+func (r *Reader) Slices(ctx context.Context, off int64, n int) (vec [][]byte, release func(), err error) {
+	vec, held, err := r.slices(ctx, nil, nil, off, n)
+	if len(held) == 0 {
+		return vec, func() {}, err
+	}
+	var once sync.Once
+	return vec, func() { once.Do(func() { releaseAll(held) }) }, err
+}
+
+// slices appends to vec the slices of [off, off+n), and to held the
+// recycled buffers they point into, which the caller releases.
+func (r *Reader) slices(ctx context.Context, vec [][]byte, held []*buf, off int64, n int) ([][]byte, []*buf, error) {
 	if r.closed.Load() {
-		return 0, ErrClosed
+		return nil, held, ErrClosed
 	}
 	size := r.b.size
 	switch {
 	case size < 0:
-		return 0, fmt.Errorf("layercache: read %s: unknown blob size %d", r.b.key, size)
+		return nil, held, fmt.Errorf("layercache: read %s: unknown blob size %d", r.b.key, size)
 	case off < 0:
-		return 0, fmt.Errorf("layercache: read %s at negative offset %d", r.b.key, off)
+		return nil, held, fmt.Errorf("layercache: read %s at negative offset %d", r.b.key, off)
+	case n < 0:
+		return nil, held, fmt.Errorf("layercache: read %s: negative length %d", r.b.key, n)
 	case off >= size:
-		return 0, io.EOF
-	case len(p) == 0:
-		return 0, nil
+		return nil, held, io.EOF
+	case n == 0:
+		return nil, held, nil
 	}
 	eof := false
-	if int64(len(p)) > size-off {
-		p, eof = p[:size-off], true
+	if int64(n) > size-off {
+		n, eof = int(size-off), true
 	}
 	bs := r.c.bs
-	first, last := off/bs, (off+int64(len(p))-1)/bs
-	n := int(last - first + 1)
+	end := off + int64(n)
+	first, last := off/bs, (end-1)/bs
+	nb := int(last - first + 1)
 	var small [4][]byte
 	var out [][]byte
-	if n <= len(small) {
-		out = small[:n]
+	if nb <= len(small) {
+		out = small[:nb]
 	} else {
-		out = make([][]byte, n)
+		out = make([][]byte, nb)
 	}
-	g := getOpts{keep: !r.skip, peek: r.skip, sem: r.sem}
+	g := getOpts{keep: !r.skip, peek: r.skip, sem: r.sem, refs: held, off: off, end: end}
 	if r.skip {
 		g.owner = r
 	}
-	r.track(off, off+int64(len(p)), first, last, out, &g)
+	r.track(off, end, first, last, out, &g)
 	r.lastBlock.Store(last)
+	r.lastFirst.Store(first)
+	if last > r.front.Load() {
+		r.front.Store(last)
+	}
 	if f := r.streamF.Load(); f != nil {
-		f.stream.wake()
+		f.moved(r.c)
+	} else if g.speculate {
+		r.speculate()
 	}
 	if err := r.c.getBlocks(ctx, r.b, first, out, &g); err != nil {
-		return 0, err
+		return nil, g.refs, err
 	}
 	if r.skip {
-		r.stash(first, out)
+		r.stash(first, out, g.refs)
 	}
-	copied := 0
 	for j, d := range out {
-		from := max(off-(first+int64(j))*bs, 0)
-		copied += copy(p[copied:], d[from:])
+		start := first + int64(j)
+		lo := max(off-start*bs, 0)
+		hi := min(end-start*bs, int64(len(d)))
+		vec = append(vec, d[lo:hi:hi])
 	}
-	r.c.addServed(blockKey{r.b.id, first}, copied)
+	r.c.addServed(blockKey{r.b.id, first}, n)
 	if eof {
-		return copied, io.EOF
+		return vec, g.refs, io.EOF
 	}
-	return copied, nil
+	return vec, g.refs, nil
 }
 
 // track updates the sequential-read detector with a read of [off, end)
@@ -191,9 +238,13 @@ func (r *Reader) track(off, end, first, last int64, out [][]byte, g *getOpts) {
 	bs := r.c.bs
 	prev := r.runEnd.Load()
 	w := r.window.Load()
-	tol := max(2*bs, 4*(end-off))
+	// The kernel's own readahead sends requests up to its window ahead of
+	// the application, in parallel: allow for as much as ours.
+	tol := max(2*bs, 4*(end-off), w*bs)
 	switch {
-	case prev >= 0 && off >= prev-tol && off <= prev+tol:
+	case prev >= 0 && off >= min(prev, r.runStart.Load())-tol && off <= prev+tol:
+		// (Anywhere in the run so far counts: a request can be overtaken
+		// by many later ones.)
 		// Behind the run's end: a request overtaken by a later one, or a
 		// re-read; the window stays. Beyond it: the run goes on, and grows
 		// the window once it is long enough to tell from a few nearby
@@ -216,6 +267,7 @@ func (r *Reader) track(off, end, first, last int64, out [][]byte, g *getOpts) {
 		r.runStart.Store(off)
 		r.runEnd.Store(end)
 		r.raNext.Store(0)
+		r.front.Store(last)
 		if f := r.streamF.Swap(nil); f != nil {
 			f.stream.cancel() // its blocks would be wasted now
 		}
@@ -223,6 +275,16 @@ func (r *Reader) track(off, end, first, last int64, out [][]byte, g *getOpts) {
 		if r.seq {
 			w = limit
 		}
+		// Most files are read from their start to the end: a large read
+		// of the first block (the kernel's first READ of a file is 64 KiB
+		// or more) opens a stream right away, so a sequential reader's
+		// next blocks come on the same connection instead of after a
+		// second round trip. If no read follows, the stream asks for
+		// nothing beyond the read (it waits for the window), but the
+		// server may have sent up to a socket buffer's worth (a few MiB
+		// on loopback) before it ends: small reads at the start (format
+		// probes, headers) do not speculate.
+		g.speculate = first == 0 && end-off >= min(minSpeculativeRead, bs)
 	}
 	r.window.Store(w)
 	if r.skip {
@@ -254,9 +316,6 @@ func (r *Reader) readahead(from, to, piece int64) {
 		return
 	}
 	_, streams := r.b.src.(StreamSource)
-	if streams && r.streamF.Load() != nil {
-		return // the running stream goes on as the reader moves on
-	}
 	c := r.c
 	g := getOpts{keep: !r.skip, sem: r.sem}
 	if r.skip {
@@ -265,6 +324,7 @@ func (r *Reader) readahead(from, to, piece int64) {
 	var toStart []*flight
 	c.mu.Lock()
 	if !c.closed {
+		active := r.streamF.Load()
 		runStart := int64(-1)
 		full := false
 		next := from // first block neither launched nor found present
@@ -292,15 +352,19 @@ func (r *Reader) readahead(from, to, piece int64) {
 				}
 				continue
 			}
-			if streams && i > 0 && (c.disk == nil || !c.disk.hasBlock(r.b.key, c.bs, i)) {
+			if active != nil && i < active.first+int64(active.n) {
+				// The running stream claims it as the reader moves on.
+				launch(i - 1)
+				break
+			}
+			if streams && active == nil && i > 0 && (c.disk == nil || !c.disk.hasBlock(r.b.key, c.bs, i)) {
 				// Missing everywhere: one stream from here on rather
-				// than a request per piece. (Never from block 0: a
-				// stream of the whole blob is checked only at its end.)
+				// than a request per piece.
 				launch(i - 1)
 				if !full {
 					if f := r.startStreamLocked(i, &g); f != nil {
 						toStart = append(toStart, f)
-						next = to + 1
+						next = i + 1
 					}
 				}
 				break
@@ -323,19 +387,55 @@ func (r *Reader) readahead(from, to, piece int64) {
 	}
 }
 
+// speculate starts a stream at block 0 for a read of it, if the blob is a
+// StreamSource and block 0 is missing everywhere.
+func (r *Reader) speculate() {
+	if _, ok := r.b.src.(StreamSource); !ok || r.c.opts.Readahead <= 0 || r.b.nblocks < 2 {
+		return
+	}
+	c := r.c
+	g := getOpts{keep: !r.skip, sem: r.sem}
+	if r.skip {
+		g.owner = r
+	}
+	var f *flight
+	c.mu.Lock()
+	k := blockKey{r.b.id, 0}
+	if !c.closed && r.streamF.Load() == nil && !r.privateHas(0) && !c.memContains(k) && c.inflight[k] == nil &&
+		(c.disk == nil || !c.disk.hasBlock(r.b.key, c.bs, 0)) {
+		f = r.startStreamLocked(0, &g)
+	}
+	c.mu.Unlock()
+	if f != nil {
+		go c.runFlight(f)
+	}
+}
+
 // stash keeps blocks privately for a SkipMemory reader.
-func (r *Reader) stash(first int64, blocks [][]byte) {
+// Recycled buffers (taken from another reader's stream, held in refs) are
+// not kept: they go back to their pool once this read is done.
+func (r *Reader) stash(first int64, blocks [][]byte, refs []*buf) {
 	r.privMu.Lock()
 	defer r.privMu.Unlock()
 	if r.private == nil {
 		return
 	}
 	for j, d := range blocks {
-		if d != nil {
+		if d != nil && !recycled(d, refs) {
 			r.private[first+int64(j)] = d
 		}
 	}
 	r.boundPrivateLocked()
+}
+
+// recycled reports whether block d is one of the buffers in refs.
+func recycled(d []byte, refs []*buf) bool {
+	for _, b := range refs {
+		if len(d) > 0 && len(b.full) > 0 && &b.full[0] == &d[0] {
+			return true
+		}
+	}
+	return false
 }
 
 // stashOne keeps block i privately for a SkipMemory reader.

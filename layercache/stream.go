@@ -17,69 +17,178 @@ import (
 // many ranged requests runs well below the speed of one plain GET; a stream
 // pays that once.
 //
-// A stream claims a block (registers it in Cache.inflight) only right
-// before reading it, and only while the block is within the window: other
-// readers never wait on a block the stream may not reach. It stops,
-// successfully, at the first block already present (memory, disk, another
-// fetch), when the reader jumps elsewhere or closes (its context), after
-// streamIdle without the reader moving on, or at the end of its span; the
-// reader's readahead starts the next one where needed. Once a block is
-// published and handed on (to the disk tier, or past the last few blocks
-// without one), the stream drops it, so a stream holds a bounded number of
-// blocks however long it runs.
+// A stream claims blocks (registers them in Cache.inflight) as far as the
+// reader's window reaches, ahead of reading them, so the kernel's
+// concurrent readahead requests for those blocks wait on the stream instead
+// of starting requests of their own; it claims more as the reader moves on.
+// It stops, successfully, before the first block already present (memory,
+// disk, another fetch), when the reader jumps elsewhere or closes (its
+// context; claimed blocks not yet read are then fetched again by whoever
+// waits for them), after streamIdle without the reader moving on, or at the
+// end of its span; the reader's readahead starts the next one where needed.
+//
+// Like every ranged read, a stream's blocks are served as they arrive. A
+// stream of the whole blob (from block 0) is also checked against the
+// blob's digest by a verifying Source (registry.Blob) at its end: its last
+// block is published only after that, so a reader of the whole blob gets an
+// error instead of a wrong end.
+//
+// A stream's blocks do not enter the memory LRU. The stream keeps each one
+// (findable in Cache.inflight) until readers have taken all of its bytes,
+// or until the reader moved two windows past it, closed, or went idle; then it
+// drops it, and a recycled buffer (bufpool.go) goes back to the pool once
+// the last reader holding it is done. After its last block the stream
+// lingers until its blocks are consumed that way.
+// So a stream holds about a window of blocks however long it runs, and a
+// sequential pass touches no new memory once the pool is warm.
 
 const (
 	// maxStreamBlocks bounds the span of one stream request.
-	maxStreamBlocks = 4096
+	maxStreamBlocks = 1024
 	// streamIdle ends a stream whose reader stopped moving on, so it does
-	// not hold a connection open for nothing.
-	streamIdle = 30 * time.Second
-	// streamKeep is how many of its latest blocks a stream without a disk
-	// tier keeps for waiters that have not woken yet.
-	streamKeep = 2
+	// not hold a connection and buffers for nothing.
+	streamIdle = 10 * time.Second
 )
 
-// streamState is the part of a flight only streams have.
+// streamState is the part of a flight only streams have. Guarded by
+// Cache.mu except the fields set at creation.
 type streamState struct {
 	reader *Reader       // whose window throttles the stream
-	kick   chan struct{} // the reader moved on (capacity 1)
+	kick   chan struct{} // the reader moved on or took bytes (capacity 1)
 	cancel context.CancelFunc
+
+	claimed   int     // blocks [0, claimed) are registered
+	ended     bool    // a present block (or the cache's end) ends the stream at claimed
+	published int     // blocks [0, published) arrived
+	consumed  []int64 // bytes of block j readers took
+	waiters   []int32 // readers waiting for block j: it is not dropped under them
+	dropped   []bool  // block j was dropped (released)
+	live      int     // published blocks not dropped yet
+}
+
+// awaitLocked notes that a reader waits for block i of f (a stream's
+// blocks are kept for their waiters); wait settles it with unwaitLocked.
+func (c *Cache) awaitLocked(f *flight, i int64) {
+	if f.stream != nil {
+		f.stream.waiters[i-f.first]++
+	}
+}
+
+// unwaitLocked settles a wait noted by awaitLocked: a block taken whole
+// and no longer waited for is dropped.
+func (c *Cache) unwaitLocked(w waitRef) {
+	st := w.f.stream
+	if st == nil {
+		return
+	}
+	j := int(w.i - w.f.first)
+	st.waiters[j]--
+	if st.waiters[j] == 0 && !st.dropped[j] && j < st.published && st.consumed[j] >= int64(len(w.f.blocks[j])) && w.i != w.f.b.nblocks-1 {
+		c.dropLocked(w.f, j)
+	}
 }
 
 // startStreamLocked registers a stream of blob blocks from i on for r and
 // returns it; the caller starts it with go c.runFlight(f) after unlocking.
-// It takes one of r's fetch slots and returns nil when none is free.
+// A reader has at most one stream, beside the MaxParallel fetches its
+// slots bound: a stream must not wait behind the small fetches it replaces.
 func (r *Reader) startStreamLocked(i int64, g *getOpts) *flight {
 	c := r.c
-	select {
-	case r.sem <- struct{}{}:
-	default:
-		return nil
+	// The span ends before the first block known to be present already:
+	// the request then asks for no byte the stream would have to skip.
+	n := 1
+	for last := min(r.b.nblocks, i+maxStreamBlocks); i+int64(n) < last && !c.knownLocked(r, i+int64(n)); n++ {
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
-	n := int(min(r.b.nblocks-i, maxStreamBlocks))
 	f := &flight{
 		b:         r.b,
 		first:     i,
 		n:         n,
 		keep:      g.keep,
 		parent:    ctx,
-		sem:       g.sem,
-		holdsSlot: true,
 		owner:     g.owner,
 		readahead: true,
 		blocks:    make([][]byte, n),
 		progress:  make(chan struct{}),
-		stream:    &streamState{reader: r, kick: make(chan struct{}, 1), cancel: cancel},
+		stream: &streamState{
+			reader:   r,
+			kick:     make(chan struct{}, 1),
+			cancel:   cancel,
+			consumed: make([]int64, n),
+			waiters:  make([]int32, n),
+			dropped:  make([]bool, n),
+		},
 	}
-	// Claimed block by block: only the first block now.
+	if g.keep {
+		// A SkipMemory owner keeps blocks in its private map, out of the
+		// buffers' reference counts: those get plain memory.
+		f.bufs = make([]*buf, n)
+	}
+	// The first block is missing (the caller checked); the rest as far as
+	// the window reaches.
 	c.inflight[blockKey{r.b.id, i}] = f
+	f.stream.claimed = 1
+	c.extendLocked(f)
 	c.wg.Add(1)
 	r.streamF.Store(f)
 	return f
 }
 
-// kick tells a throttled stream that its reader moved on.
+// extendLocked claims the blocks of stream f that its reader's window now
+// reaches, up to the first block present already, which ends the stream.
+func (c *Cache) extendLocked(f *flight) {
+	st := f.stream
+	if c.closed || f.parent.Err() != nil {
+		// Closed, or cancelled by a jump: the reader's window is
+		// somewhere else now.
+		st.ended = true
+	}
+	r := st.reader
+	limit := r.front.Load() + r.window.Load()
+	for !st.ended && st.claimed < f.n {
+		i := f.first + int64(st.claimed)
+		if i > limit {
+			return
+		}
+		if c.presentLocked(r, i) {
+			st.ended = true
+			return
+		}
+		c.inflight[blockKey{f.b.id, i}] = f
+		st.claimed++
+	}
+}
+
+// presentLocked reports whether block i of r's blob is in memory, with r,
+// being fetched, or on disk (asking the file system: another Cache may have
+// written it).
+func (c *Cache) presentLocked(r *Reader, i int64) bool {
+	k := blockKey{r.b.id, i}
+	return c.inflight[k] != nil || c.memContains(k) || r.privateHas(i) ||
+		(c.disk != nil && c.disk.hasBlock(r.b.key, c.bs, i))
+}
+
+// knownLocked is presentLocked with the disk tier's index only: no system
+// call per block.
+func (c *Cache) knownLocked(r *Reader, i int64) bool {
+	k := blockKey{r.b.id, i}
+	return c.inflight[k] != nil || c.memContains(k) || r.privateHas(i) ||
+		(c.disk != nil && c.disk.knowsBlock(r.b.key, c.bs, i))
+}
+
+// moved is called by the stream's reader after each read: it claims what
+// the window now reaches (before the reader's own lookups, so blocks the
+// stream will bring are waited for rather than fetched twice), drops blocks
+// the reader left a window behind, and wakes the stream.
+func (f *flight) moved(c *Cache) {
+	c.mu.Lock()
+	c.extendLocked(f)
+	c.dropBehindLocked(f)
+	c.mu.Unlock()
+	f.stream.wake()
+}
+
+// wake tells a waiting stream that its reader moved on or took bytes.
 func (s *streamState) wake() {
 	select {
 	case s.kick <- struct{}{}:
@@ -87,14 +196,64 @@ func (s *streamState) wake() {
 	}
 }
 
-// runStream runs the stream f and then publishes how it ended.
+// consumeLocked accounts that a reader took bytes [lo, hi) of block j of
+// stream f; a block taken whole is dropped at once.
+func (c *Cache) consumeLocked(f *flight, j int, lo, hi int64) {
+	st := f.stream
+	st.consumed[j] += hi - lo
+	if st.consumed[j] >= int64(len(f.blocks[j])) && st.waiters[j] == 0 && f.first+int64(j) != f.b.nblocks-1 {
+		// (The blob's last block stays a while: readers of a file's
+		// end often read it twice.)
+		c.dropLocked(f, j)
+		st.wake()
+	}
+}
+
+// dropBehindLocked drops the published blocks of f that the reader has
+// moved two windows past (taken only in part, or not at all): re-reads of
+// them are not worth the memory. Requests still pending from before are
+// within a window behind the latest read; the second is slack for requests
+// whose goroutine was slow to start.
+func (c *Cache) dropBehindLocked(f *flight) {
+	st := f.stream
+	r := st.reader
+	behind := r.lastFirst.Load() - 2*max(r.window.Load(), 4) - f.first
+	for j := 0; j < st.published && int64(j) < behind; j++ {
+		if st.waiters[j] == 0 {
+			c.dropLocked(f, j)
+		}
+	}
+}
+
+// dropLocked drops published block j of stream f: no reader finds it any
+// more, and its buffer goes back to the pool once the readers holding it
+// are done.
+func (c *Cache) dropLocked(f *flight, j int) {
+	st := f.stream
+	if st.dropped[j] || j >= st.published {
+		return
+	}
+	st.dropped[j] = true
+	st.live--
+	k := blockKey{f.b.id, f.first + int64(j)}
+	if c.inflight[k] == f {
+		delete(c.inflight, k)
+	}
+	f.blocks[j] = nil
+	if f.bufs != nil && f.bufs[j] != nil {
+		f.bufs[j].release()
+		f.bufs[j] = nil
+	}
+}
+
+// runStream runs the stream f: its blocks, then lingering until they are
+// consumed.
 func (c *Cache) runStream(f *flight) {
 	defer c.wg.Done()
 	st := f.stream
-	defer st.cancel()
-	defer func() { <-f.sem }()
-	stop, err := c.streamBlocks(f)
 	r := st.reader
+	defer st.cancel()
+	stop, err := c.streamBlocks(f)
 	if r.raNext.Load() > stop {
 		r.raNext.Store(stop) // read ahead again from where the stream stopped
 	}
@@ -105,33 +264,58 @@ func (c *Cache) runStream(f *flight) {
 	}
 	f.finished = true
 	close(f.progress)
-	c.forgetLocked(f)
+	// Claimed blocks that never arrived: whoever wants them fetches them.
+	for j := st.published; j < st.claimed; j++ {
+		if k := (blockKey{f.b.id, f.first + int64(j)}); c.inflight[k] == f {
+			delete(c.inflight, k)
+		}
+	}
 	c.mu.Unlock()
 	r.streamF.CompareAndSwap(f, nil)
+
+	// Linger until the published blocks are taken, the reader moves past
+	// them or goes away.
+	idle := time.NewTimer(streamIdle)
+	defer idle.Stop()
+	for {
+		c.mu.Lock()
+		c.dropBehindLocked(f)
+		live := st.live
+		c.mu.Unlock()
+		if live == 0 {
+			return
+		}
+		select {
+		case <-st.kick:
+			continue
+		case <-f.parent.Done():
+		case <-idle.C:
+		}
+		break
+	}
+	c.mu.Lock()
+	for j := 0; j < st.published; j++ {
+		c.dropLocked(f, j)
+	}
+	c.mu.Unlock()
 }
 
-// claim registers block j of stream f once it is within its reader's
-// window. It reports false when the stream should stop there: the block is
-// present already, the cache or the stream is done, or the reader stopped
-// moving on.
+// claim waits until block j of stream f is claimed. It reports false when
+// the stream should stop there: the block is present already, the cache or
+// the stream is done, or the reader stopped moving on.
 func (c *Cache) claim(ctx context.Context, f *flight, j int) bool {
-	r := f.stream.reader
-	i := f.first + int64(j)
-	k := blockKey{f.b.id, i}
 	var idle *time.Timer
 	for {
 		c.mu.Lock()
-		if c.closed || c.inflight[k] != nil || c.memContains(k) || r.privateHas(i) ||
-			(c.disk != nil && c.disk.hasBlock(f.b.key, c.bs, i)) {
-			c.mu.Unlock()
-			return false
-		}
-		if i <= r.lastBlock.Load()+r.window.Load() {
-			c.inflight[k] = f
-			c.mu.Unlock()
+		c.extendLocked(f)
+		claimed, ended := f.stream.claimed, f.stream.ended
+		c.mu.Unlock()
+		if j < claimed {
 			return true
 		}
-		c.mu.Unlock()
+		if ended {
+			return false
+		}
 		if idle == nil {
 			idle = time.NewTimer(streamIdle)
 			defer idle.Stop()
@@ -146,27 +330,13 @@ func (c *Cache) claim(ctx context.Context, f *flight, j int) bool {
 	}
 }
 
-// releaseLocked drops blocks [released, upTo) of stream f: they are in
-// memory, on disk or with the owner by now.
-func (c *Cache) releaseLocked(f *flight, upTo int) {
-	for j := f.released; j < upTo; j++ {
-		k := blockKey{f.b.id, f.first + int64(j)}
-		if c.inflight[k] == f {
-			delete(c.inflight, k)
-		}
-		f.blocks[j] = nil
-	}
-	if upTo > f.released {
-		f.released = upTo
-	}
-}
-
 // streamBlocks reads the blocks of stream f in order, claiming each first,
 // and returns the blob index of the first block it did not publish. Each
 // block must arrive within FetchTimeout of being asked for; the stream as a
 // whole has no deadline.
 func (c *Cache) streamBlocks(f *flight) (stop int64, err error) {
 	b := f.b
+	st := f.stream
 	ss := b.src.(StreamSource)
 	ctx, cancel := context.WithCancelCause(f.parent)
 	defer cancel(nil)
@@ -194,19 +364,25 @@ func (c *Cache) streamBlocks(f *flight) (stop int64, err error) {
 	}
 	defer rc.Close()
 
-	// The disk tier is written behind the stream by one goroutine, which
-	// drops each block once written; the channel bounds what waits.
-	var toDisk chan int
-	diskDone := make(chan struct{})
+	// The disk tier is written behind the stream by one goroutine holding
+	// a reference to each block until it is written; the channel bounds
+	// what waits, and the stream waits when it is full.
+	type diskJob struct {
+		j   int
+		d   []byte
+		ref *buf
+	}
+	var toDisk chan diskJob
 	if c.disk != nil {
-		toDisk = make(chan int, max(c.opts.Readahead, 1))
+		toDisk = make(chan diskJob, max(c.opts.Readahead, 1))
+		diskDone := make(chan struct{})
 		go func() {
 			defer close(diskDone)
-			for j := range toDisk {
-				c.disk.writeBlock(b.key, c.bs, f.first+int64(j), f.blocks[j])
-				c.mu.Lock()
-				c.releaseLocked(f, j+1)
-				c.mu.Unlock()
+			for job := range toDisk {
+				c.disk.writeBlock(b.key, c.bs, f.first+int64(job.j), job.d)
+				if job.ref != nil {
+					job.ref.release()
+				}
 			}
 		}()
 		defer func() {
@@ -215,47 +391,68 @@ func (c *Cache) streamBlocks(f *flight) (stop int64, err error) {
 		}()
 	}
 
+	var pool *bufPool
+	if f.bufs != nil {
+		pool = poolFor(int(c.bs))
+	}
 	var got int64
 	for ; j < f.n; j++ {
 		if j > 0 {
 			deadline.Stop()
 			if !c.claim(ctx, f, j) {
-				return f.first + int64(j), nil // stopped early; nothing claimed is left unread
+				return f.first + int64(j), nil // stopped; nothing claimed is left unread
 			}
 			deadline.Reset(c.opts.FetchTimeout)
 		}
-		blk := make([]byte, c.blockLen(b, f.first+int64(j)))
+		size := int(c.blockLen(b, f.first+int64(j)))
+		var bb *buf
+		var blk []byte
+		if pool != nil {
+			bb = pool.get(size)
+			blk = bb.data
+		} else {
+			blk = make([]byte, size)
+		}
 		m, err := io.ReadFull(rc, blk)
 		got += int64(m)
 		c.st.bytesFetched.Add(int64(m))
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return fail(fmt.Errorf("got %d of %d bytes: %w: %w", got, n, ErrShortRead, io.ErrUnexpectedEOF))
-		}
-		if err != nil {
-			return fail(err)
-		}
-		if j == f.n-1 {
+		if err == nil && j == f.n-1 {
 			// The end of the span: the stream must end here too.
 			var one [1]byte
-			switch m, err := io.ReadFull(rc, one[:]); {
+			switch m, rerr := io.ReadFull(rc, one[:]); {
 			case m > 0:
-				return fail(fmt.Errorf("stream longer than the %d bytes asked for", n))
-			case err != io.EOF:
-				return fail(err)
+				err = fmt.Errorf("stream longer than the %d bytes asked for", n)
+			case rerr != io.EOF:
+				err = rerr
 			}
 		}
-		c.mu.Lock()
-		c.publishLocked(f, j, blk)
-		if toDisk == nil {
-			c.releaseLocked(f, j+1-streamKeep)
+		if err != nil {
+			if bb != nil {
+				bb.release()
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = fmt.Errorf("got %d of %d bytes: %w: %w", got, n, ErrShortRead, io.ErrUnexpectedEOF)
+			}
+			return fail(err)
 		}
+		var job diskJob
+		c.mu.Lock()
+		if bb != nil {
+			f.bufs[j] = bb
+		}
+		c.publishLocked(f, j, blk)
+		st.published = j + 1
+		st.live++
+		if toDisk != nil {
+			job = diskJob{j: j, d: blk, ref: bb}
+			if bb != nil {
+				bb.ref()
+			}
+		}
+		c.dropBehindLocked(f)
 		c.mu.Unlock()
 		if toDisk != nil {
-			select {
-			case toDisk <- j:
-			case <-ctx.Done():
-				return fail(ctx.Err())
-			}
+			toDisk <- job // the writer always drains: a block published is written
 		}
 	}
 	return f.first + int64(f.n), nil
