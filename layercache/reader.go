@@ -264,13 +264,15 @@ func (r *Reader) track(off, end, first, last int64, out [][]byte, g *getOpts) {
 	default:
 		// The first read, or a jump: random access does not read ahead
 		// (unless the reader declared itself sequential).
+		// The stream goes first: once front moves, a stream still
+		// running would claim blocks up to the new window.
+		if f := r.streamF.Swap(nil); f != nil {
+			f.stream.cancel() // its blocks would be wasted now
+		}
 		r.runStart.Store(off)
 		r.runEnd.Store(end)
 		r.raNext.Store(0)
 		r.front.Store(last)
-		if f := r.streamF.Swap(nil); f != nil {
-			f.stream.cancel() // its blocks would be wasted now
-		}
 		w = 0
 		if r.seq {
 			w = limit

@@ -138,9 +138,11 @@ func (r *Reader) startStreamLocked(i int64, g *getOpts) *flight {
 // reaches, up to the first block present already, which ends the stream.
 func (c *Cache) extendLocked(f *flight) {
 	st := f.stream
-	if c.closed || f.parent.Err() != nil {
+	if c.closed || f.parent.Err() != nil || f.finished {
 		// Closed, or cancelled by a jump: the reader's window is
-		// somewhere else now.
+		// somewhere else now. Finished: the reader may still call moved
+		// before it forgets the stream, and a block claimed then would
+		// wait on a flight that never brings it (or report its error).
 		st.ended = true
 	}
 	r := st.reader
@@ -306,6 +308,9 @@ func (c *Cache) runStream(f *flight) {
 func (c *Cache) claim(ctx context.Context, f *flight, j int) bool {
 	var idle *time.Timer
 	for {
+		if ctx.Err() != nil {
+			return false // a jump or a close: claimed blocks go to whoever waits
+		}
 		c.mu.Lock()
 		c.extendLocked(f)
 		claimed, ended := f.stream.claimed, f.stream.ended

@@ -387,10 +387,11 @@ type Request struct {
 	// Authorization is the scheme of the Authorization header ("Basic",
 	// "Bearer"), "" if none.
 	Authorization string
-	// Status is the status written; 0 when the handler wrote nothing (a
-	// dropped connection, or an implicit empty 200).
+	// Status is the status written; 0 until the handler writes one, and
+	// when it wrote nothing (a dropped connection, or an implicit empty
+	// 200).
 	Status int
-	// Bytes is the number of response body bytes written.
+	// Bytes is the number of response body bytes written so far.
 	Bytes int64
 }
 
@@ -413,11 +414,16 @@ type Stats struct {
 // long-running server does not grow without end.
 const MaxLoggedRequests = 100000
 
-// requestCounter counts requests and response bytes of a handler.
+// requestCounter counts requests and response bytes of a handler. A request
+// enters the log as it arrives and its entry is kept current while the
+// response is written: a client may have read a whole body before the
+// handler returns, and a test that counts requests right after its read must
+// see it.
 type requestCounter struct {
 	mu  sync.Mutex
 	st  Stats
 	log []Request
+	gen int // bumped by reset: entries of requests from before are gone
 }
 
 func newRequestCounter() *requestCounter {
@@ -431,6 +437,7 @@ func (c *requestCounter) reset() {
 	defer c.mu.Unlock()
 	c.st = Stats{ByMethod: map[string]int64{}, ByPath: map[string]int64{}}
 	c.log = nil
+	c.gen++
 }
 
 func (c *requestCounter) stats() Stats {
@@ -454,47 +461,62 @@ func (c *requestCounter) requests() []Request {
 	return append([]Request(nil), c.log...)
 }
 
-// begin counts a request as it arrives, so a test sees it even while the
-// response is still being written.
-func (c *requestCounter) begin(r *http.Request) {
+// logEntry names a request's entry in the log: index and generation.
+type logEntry struct {
+	i, gen int
+}
+
+// begin counts and logs a request as it arrives, so a test sees it even
+// while the response is still being written.
+func (c *requestCounter) begin(r *http.Request) logEntry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.st.Requests++
 	c.st.ByMethod[r.Method]++
 	c.st.ByPath[r.URL.Path]++
+	if len(c.log) >= MaxLoggedRequests {
+		return logEntry{-1, c.gen}
+	}
+	scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	c.log = append(c.log, Request{
+		Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
+		Range: r.Header.Get("Range"), Authorization: scheme,
+	})
+	return logEntry{len(c.log) - 1, c.gen}
 }
 
-func (c *requestCounter) addBytes(path string, n int64) {
+// entryLocked returns the log entry e, nil if a reset dropped it.
+func (c *requestCounter) entryLocked(e logEntry) *Request {
+	if e.gen != c.gen || e.i < 0 || e.i >= len(c.log) {
+		return nil
+	}
+	return &c.log[e.i]
+}
+
+func (c *requestCounter) setStatus(e logEntry, code int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if q := c.entryLocked(e); q != nil {
+		q.Status = code
+	}
+}
+
+func (c *requestCounter) addBytes(e logEntry, path string, n int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.st.BytesServed += n
 	if strings.Contains(path, "/blobs/") {
 		c.st.BlobBytesServed += n
 	}
-}
-
-func (c *requestCounter) finish(q Request) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.log) < MaxLoggedRequests {
-		c.log = append(c.log, q)
+	if q := c.entryLocked(e); q != nil {
+		q.Bytes += n
 	}
 }
 
 func (c *requestCounter) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c.begin(r)
-		cw := &countingWriter{ResponseWriter: w, counter: c, path: r.URL.Path}
-		// Deferred: a handler may abort with panic(http.ErrAbortHandler).
-		defer func() {
-			scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-			c.finish(Request{
-				Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
-				Range: r.Header.Get("Range"), Authorization: scheme,
-				Status: cw.status, Bytes: cw.bytes,
-			})
-		}()
-		h.ServeHTTP(cw, r)
+		e := c.begin(r)
+		h.ServeHTTP(&countingWriter{ResponseWriter: w, counter: c, entry: e, path: r.URL.Path}, r)
 	})
 }
 
@@ -503,14 +525,15 @@ func (c *requestCounter) wrap(h http.Handler) http.Handler {
 type countingWriter struct {
 	http.ResponseWriter
 	counter *requestCounter
+	entry   logEntry
 	path    string
 	status  int
-	bytes   int64
 }
 
 func (w *countingWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+		w.counter.setStatus(w.entry, code)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -518,10 +541,10 @@ func (w *countingWriter) WriteHeader(code int) {
 func (w *countingWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+		w.counter.setStatus(w.entry, http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(p)
-	w.bytes += int64(n)
-	w.counter.addBytes(w.path, int64(n))
+	w.counter.addBytes(w.entry, w.path, int64(n))
 	return n, err
 }
 
