@@ -6,7 +6,8 @@ import (
 )
 
 // Source is a blob readable by range; registry.Blob satisfies it. The cache
-// calls ReadAt only with block-aligned spans (the last block may be short).
+// calls ReadAt with block-aligned spans (the last block may be short), and
+// with the exact span a Reader.ReadExact asks for.
 type Source interface {
 	// Key names the blob's content; blocks of one Key are valid forever.
 	Key() string

@@ -23,6 +23,10 @@ type OpenOptions struct {
 	// Read whole blocks, in order: a block re-read after the Reader moved on
 	// is fetched again (or read from disk).
 	SkipMemory bool
+	// WholeBlocks makes ReadExact an ordinary ReadAt: everything it touches
+	// is fetched and cached in whole blocks, as a prefetch for later use
+	// wants.
+	WholeBlocks bool
 }
 
 // minSequentialRun is how many contiguous bytes (or one block, if smaller)
@@ -41,6 +45,7 @@ type Reader struct {
 	b      *blob
 	skip   bool // SkipMemory, or the cache has no memory tier
 	seq    bool
+	whole  bool            // WholeBlocks
 	ctx    context.Context // parent of this Reader's readahead fetches
 	cancel context.CancelFunc
 	sem    chan struct{} // fetch slots: Options.MaxParallel
@@ -78,6 +83,7 @@ func (c *Cache) OpenWith(src Source, o OpenOptions) *Reader {
 		b:      c.newBlob(src),
 		skip:   o.SkipMemory || c.mem == nil,
 		seq:    o.Sequential,
+		whole:  o.WholeBlocks,
 		ctx:    ctx,
 		cancel: cancel,
 		sem:    make(chan struct{}, c.opts.MaxParallel),

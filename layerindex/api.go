@@ -13,6 +13,23 @@ type ReaderAt interface {
 	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
 }
 
+// ExactReaderAt is optionally implemented by a blob ReaderAt (the block
+// cache's Reader is one): ReadExact reads like ReadAt but, when the bytes
+// are not cached, fetches only them rather than every cache block they
+// touch. The index uses it for small reads far apart: a format probe, an
+// eStargz footer and TOC, one file's chunks.
+type ExactReaderAt interface {
+	ReadExact(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// readExact reads with blob's ReadExact if it has one, else ReadAt.
+func readExact(ctx context.Context, blob ReaderAt, p []byte, off int64) (int, error) {
+	if x, ok := blob.(ExactReaderAt); ok {
+		return x.ReadExact(ctx, p, off)
+	}
+	return blob.ReadAt(ctx, p, off)
+}
+
 // Entry is one tar entry, with its header fields and where its data lives
 // in the uncompressed tar stream.
 type Entry struct {

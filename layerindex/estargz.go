@@ -98,7 +98,7 @@ func (l *Layer) readStargzTail(ctx context.Context) (int64, []byte, error) {
 	size := l.blob.Size()
 	n := min(size, estargz.FooterSize)
 	footer := make([]byte, n)
-	if _, err := l.blob.ReadAt(ctx, footer, size-n); err != nil && !errors.Is(err, io.EOF) {
+	if _, err := readExact(ctx, l.blob, footer, size-n); err != nil && !errors.Is(err, io.EOF) {
 		return 0, nil, fmt.Errorf("read footer: %w", err)
 	}
 	tocOff := int64(-1)
@@ -119,7 +119,7 @@ func (l *Layer) readStargzTail(ctx context.Context) (int64, []byte, error) {
 		return 0, nil, fmt.Errorf("TOC of %d bytes: too large", size-tocOff)
 	}
 	tail := make([]byte, size-tocOff)
-	if _, err := l.blob.ReadAt(ctx, tail, tocOff); err != nil && !errors.Is(err, io.EOF) {
+	if _, err := readExact(ctx, l.blob, tail, tocOff); err != nil && !errors.Is(err, io.EOF) {
 		return 0, nil, fmt.Errorf("read TOC: %w", err)
 	}
 	return tocOff, tail, nil
@@ -356,14 +356,17 @@ func (f *stargzFile) ReadAt(ctx context.Context, p []byte, off int64) (int, erro
 	if off < 0 {
 		return 0, fmt.Errorf("layer %s: negative offset %d", f.sg.l.key, off)
 	}
+	if err := f.fetchAhead(ctx, off, int64(len(p))); err != nil {
+		return 0, err
+	}
 	n := 0
 	for n < len(p) {
 		o := off + int64(n)
 		if o >= f.size {
 			return n, io.EOF
 		}
-		i := sort.Search(len(f.chunks), func(i int) bool { return f.chunks[i].FileOff > o }) - 1
-		if i < 0 || o >= f.chunks[i].FileOff+f.chunks[i].Size {
+		i := f.chunkAt(o)
+		if i < 0 {
 			return n, fmt.Errorf("layer %s: %q: %w: no chunk at offset %d", f.sg.l.key, f.name, errCorrupt, o)
 		}
 		c := f.chunks[i]
@@ -374,6 +377,72 @@ func (f *stargzFile) ReadAt(ctx context.Context, p []byte, off int64) (int, erro
 		n += copy(p[n:], data[o-c.FileOff:])
 	}
 	return n, nil
+}
+
+// chunkAt returns the index of the chunk holding file offset o, or -1.
+func (f *stargzFile) chunkAt(o int64) int {
+	i := sort.Search(len(f.chunks), func(i int) bool { return f.chunks[i].FileOff > o }) - 1
+	if i < 0 || o >= f.chunks[i].FileOff+f.chunks[i].Size {
+		return -1
+	}
+	return i
+}
+
+// fetchAhead fetches the chunks a read of [off, off+n) needs, when there
+// are several not cached yet that lie one after another in the blob, with
+// one request for all of them rather than a request each (a FUSE read of
+// 128 KiB spans eight chunks of a layer built with 16 KiB chunks).
+func (f *stargzFile) fetchAhead(ctx context.Context, off, n int64) error {
+	end := min(off+n, f.size)
+	if off >= end {
+		return nil
+	}
+	first, last := f.chunkAt(off), f.chunkAt(end-1)
+	if first < 0 || last <= first {
+		return nil // one chunk (or a bad offset ReadAt reports): nothing to merge
+	}
+	m := f.sg.l.m
+	var run []stargzChunk
+	flush := func() error {
+		defer func() { run = run[:0] }()
+		if len(run) < 2 {
+			return nil
+		}
+		from, to := run[0].Offset, run[len(run)-1].End
+		comp := make([]byte, to-from)
+		if err := f.sg.readCompressed(ctx, comp, from); err != nil {
+			return err
+		}
+		for _, c := range run {
+			if _, err := f.sg.decodeChunk(comp[c.Offset-from:c.End-from], c, f.name); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, c := range f.chunks[first : last+1] {
+		if b, ok := m.chunks.Peek(chunkKey{f.sg.l.key, c.Offset, c.Inner}); ok && int64(len(b)) == c.Size {
+			if err := flush(); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(run) > 0 {
+			prev := run[len(run)-1]
+			if c.Offset == prev.Offset && c.Inner > prev.Inner {
+				continue // a later piece of the same gzip member
+			}
+			// A run stays well within the chunk cache, or its first
+			// chunks would be gone before the read copies them.
+			if c.Offset != prev.End || len(run) >= maxCachedChunks/2 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		run = append(run, c)
+	}
+	return flush()
 }
 
 type chunkKey struct {
@@ -387,9 +456,31 @@ func (sg *stargzLayer) chunk(ctx context.Context, c stargzChunk, name string) ([
 		return b, nil
 	}
 	comp := make([]byte, c.End-c.Offset)
-	if _, err := sg.l.blob.ReadAt(ctx, comp, c.Offset); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("layer %s: read chunk at %d: %w", sg.l.key, c.Offset, err)
+	if err := sg.readCompressed(ctx, comp, c.Offset); err != nil {
+		return nil, err
 	}
+	return sg.decodeChunk(comp, c, name)
+}
+
+// readCompressed reads blob bytes at off. A span smaller than a read span
+// (a small file's chunks) is fetched exactly: the cache's blocks around it
+// would mostly hold other files. A larger one goes through the cache's
+// blocks and their readahead, which a sequential read of a large file
+// wants.
+func (sg *stargzLayer) readCompressed(ctx context.Context, p []byte, off int64) error {
+	read := sg.l.blob.ReadAt
+	if int64(len(p)) < sg.l.m.opts.ReadSize {
+		read = func(ctx context.Context, p []byte, off int64) (int, error) { return readExact(ctx, sg.l.blob, p, off) }
+	}
+	if _, err := read(ctx, p, off); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("layer %s: read chunk at %d: %w", sg.l.key, off, err)
+	}
+	return nil
+}
+
+// decodeChunk inflates chunk c from comp, its gzip member's bytes, checks
+// it against its TOC digest and caches it.
+func (sg *stargzLayer) decodeChunk(comp []byte, c stargzChunk, name string) ([]byte, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(comp))
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.l.key, c.Offset, errCorrupt, err)
@@ -405,7 +496,7 @@ func (sg *stargzLayer) chunk(ctx context.Context, c stargzChunk, name string) ([
 	if got := c.Digest.Algorithm().FromBytes(data); got != c.Digest {
 		return nil, fmt.Errorf("layer %s: chunk at %d of %q: %w: digest %s, the TOC says %s", sg.l.key, c.Offset, name, errCorrupt, got, c.Digest)
 	}
-	sg.l.m.chunks.Add(k, data)
+	sg.l.m.chunks.Add(chunkKey{sg.l.key, c.Offset, c.Inner}, data)
 	return data, nil
 }
 

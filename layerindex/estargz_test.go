@@ -170,3 +170,73 @@ func TestEStargzPrefetchReadsOnlyTOC(t *testing.T) {
 		t.Errorf("Progress after Prefetch: got %q, want ready", p.State)
 	}
 }
+
+// exactBlob is a memBlob with ReadExact, as the block cache's Reader has.
+type exactBlob struct {
+	*memBlob
+	exact int // ReadExact calls
+}
+
+func (b *exactBlob) ReadExact(ctx context.Context, p []byte, off int64) (int, error) {
+	b.mu.Lock()
+	b.exact++
+	b.mu.Unlock()
+	return b.ReadAt(ctx, p, off)
+}
+
+// A read spanning several chunks not cached yet fetches them with one
+// request; small reads (probe, footer, TOC, a small file's chunks) go by
+// ReadExact, a chunk run larger than a read span by ReadAt.
+func TestEStargzChunkReads(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewSource(23))
+	body := content(rng, 200<<10)
+	blobData, tocDigest := buildStargz(t, makeTar(t, []tarFile{reg("f", body), reg("g", []byte("gg"))}), 16<<10)
+	tests := []struct {
+		name        string
+		readSize    int64
+		off, n      int64
+		wantReads   int // blob reads for the data
+		wantExact   bool
+		wantMembers int // chunks cached after the read
+	}{
+		{"eight chunks in one exact read", 1 << 20, 0, 128 << 10, 1, true, 8},
+		{"a read inside one chunk", 1 << 20, 20 << 10, 100, 1, true, 1},
+		{"a run no smaller than a read span goes through the cache", 4 << 10, 16 << 10, 64 << 10, 1, false, 4},
+		{"runs are bounded by the chunk cache", 1 << 20, 0, 200 << 10, 2, true, 13},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			blob := &exactBlob{memBlob: newMemBlob(blobData)}
+			m := newTestManager(t, Options{ReadSize: tt.readSize})
+			l := m.Layer("sha256:sg-chunks", blob, LayerOptions{TOCDigest: tocDigest})
+			x, err := l.Index(ctx)
+			if err != nil {
+				t.Fatalf("Index: %v", err)
+			}
+			e, _ := x.Lookup("f")
+			r, err := l.OpenFile(ctx, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			blob.reset()
+			blob.exact = 0
+			p := make([]byte, tt.n)
+			if n, err := r.ReadAt(ctx, p, tt.off); int64(n) != tt.n || err != nil {
+				t.Fatalf("ReadAt(%d at %d): got %d, %v", tt.n, tt.off, n, err)
+			}
+			if !bytes.Equal(p, body[tt.off:tt.off+tt.n]) {
+				t.Fatalf("ReadAt(%d at %d): bytes differ from the file", tt.n, tt.off)
+			}
+			if calls, _ := blob.counts(); calls != tt.wantReads {
+				t.Errorf("blob reads: got %d want %d (%v)", calls, tt.wantReads, blob.log)
+			}
+			if got := blob.exact > 0; got != tt.wantExact {
+				t.Errorf("read by ReadExact: got %v want %v (%v)", got, tt.wantExact, blob.log)
+			}
+			if got := m.chunks.Len(); got != tt.wantMembers {
+				t.Errorf("chunks cached: got %d want %d", got, tt.wantMembers)
+			}
+		})
+	}
+}

@@ -44,7 +44,7 @@ func detectFormat(ctx context.Context, blob ReaderAt) (Format, error) {
 	if n == 0 {
 		return FormatTar, nil
 	}
-	got, err := blob.ReadAt(ctx, head[:n], 0)
+	got, err := readExact(ctx, blob, head[:n], 0)
 	if err != nil && !(err == io.EOF && int64(got) == n) {
 		return 0, fmt.Errorf("read blob header: %w", err)
 	}

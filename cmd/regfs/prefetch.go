@@ -303,7 +303,10 @@ func prefetchPaths(ctx context.Context, p *parts, layers []prefetchLayer, paths 
 		// sequential run with one open-ended stream, and a server writes
 		// such a stream ahead into the connection's buffers (megabytes)
 		// whatever part of it is read. Fewer bytes matter more here.
-		ixs[i] = p.index.Layer(pl.blob.Key(), p.cache.Open(rangedSource{pl.blob}), pl.indexOptions())
+		// Whole blocks: what is fetched must be found in the cache later
+		// (an eStargz chunk read exactly would leave its partial blocks
+		// out).
+		ixs[i] = p.index.Layer(pl.blob.Key(), p.cache.OpenWith(rangedSource{pl.blob}, layercache.OpenOptions{WholeBlocks: true}), pl.indexOptions())
 		g.Go(func() error {
 			x, err := ixs[i].Index(gctx)
 			if err != nil {

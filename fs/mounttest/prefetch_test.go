@@ -208,18 +208,38 @@ func TestPrefetchPathsFetchesLess(t *testing.T) {
 // and the file; a mount then reads the file, through a symlink, offline.
 func TestPrefetchPathsThenMount(t *testing.T) {
 	needFUSE(t)
-	cacheDir := t.TempDir()
-	if stderr, err := prefetch(t, "--cache-dir", cacheDir, reg.Host+"/test/small:latest", "/usr/bin/tool"); err != nil {
-		t.Fatalf("regfs prefetch: %v; stderr:\n%s", err, stderr)
+	sz := pushEStargzImage(t, "test/prefetch-paths-mount", 4<<20)
+	var small registrytest.Entry
+	for _, e := range sz.Layers[0].Entries {
+		if e.Type == tar.TypeReg && e.Size() > 1<<10 && e.Size() < 32<<10 {
+			small = e
+			break
+		}
 	}
-	p := startRegfs(t, "--cache-dir", cacheDir)
-	before := layerBlobRequests(reg, fixtures.Small)
-	// usr/bin/tool → /bin/tool, which in the mount would name the host's.
-	if got, want := string(readFile(t, filepath.Join(p.mnt, "test/small:latest/rootfs/bin/tool"))), "#!/bin/sh\necho tool v3\n"; got != want {
-		t.Errorf("rootfs/bin/tool: got %q, want %q", got, want)
-	}
-	if got := layerBlobRequests(reg, fixtures.Small) - before; got != 0 {
-		t.Errorf("layer blob requests reading a prefetched file: got %d, want 0", got)
+	for _, tc := range []struct {
+		name, ref, path, read string
+		img                   *registrytest.Image
+		want                  []byte
+	}{
+		// usr/bin/tool → /bin/tool, which in the mount would name the host's.
+		{"gzip, through a symlink", "test/small:latest", "/usr/bin/tool", "bin/tool", fixtures.Small, []byte("#!/bin/sh\necho tool v3\n")},
+		// Chunks are read exactly on a mount; a prefetch keeps whole blocks.
+		{"eStargz, a small file", "test/prefetch-paths-mount:latest", "/" + small.Name, small.Name, sz, small.Data()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cacheDir := t.TempDir()
+			if stderr, err := prefetch(t, "--cache-dir", cacheDir, reg.Host+"/"+tc.ref, tc.path); err != nil {
+				t.Fatalf("regfs prefetch: %v; stderr:\n%s", err, stderr)
+			}
+			p := startRegfs(t, "--cache-dir", cacheDir)
+			before := layerBlobRequests(reg, tc.img)
+			if got := readFile(t, filepath.Join(p.mnt, tc.ref, "rootfs", tc.read)); !bytes.Equal(got, tc.want) {
+				t.Errorf("rootfs/%s: got %d bytes %.40q, want %d bytes %.40q", tc.read, len(got), got, len(tc.want), tc.want)
+			}
+			if got := layerBlobRequests(reg, tc.img) - before; got != 0 {
+				t.Errorf("layer blob requests reading a prefetched file: got %d, want 0", got)
+			}
+		})
 	}
 }
 
