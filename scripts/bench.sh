@@ -17,6 +17,12 @@ bash scripts/setup.sh >&2
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/regfs-bench.XXXXXX")
 driver_pid=""
+# -keep: the driver keeps its working directory ($work/run: regfs logs,
+# cache dirs), so this script must not remove it either.
+keep=""
+for a in "$@"; do
+	case "$a" in -keep | --keep | -keep=true | --keep=true) keep=1 ;; esac
+done
 
 cleanup() {
 	local rc=$?
@@ -39,7 +45,11 @@ cleanup() {
 			kill -TERM "$pid" 2>/dev/null || true
 		fi
 	done
-	rm -rf "$work" 2>/dev/null || true
+	if [ -n "$keep" ]; then
+		echo "bench: kept $work" >&2
+	else
+		rm -rf "$work" 2>/dev/null || true
+	fi
 	exit "$rc"
 }
 trap cleanup EXIT
