@@ -157,6 +157,7 @@ type testFile struct {
 	link       string // symlink or hardlink target
 	xattrs     map[string]string
 	major      int64
+	rootOwned  bool // uid and gid 0 (default 1000 and 100)
 }
 
 func tarOf(t testing.TB, files []testFile) []byte {
@@ -164,8 +165,12 @@ func tarOf(t testing.TB, files []testFile) []byte {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, f := range files {
+		uid, gid := 1000, 100
+		if f.rootOwned {
+			uid, gid = 0, 0
+		}
 		h := &tar.Header{Name: f.name, Typeflag: f.typ, Mode: 0o644, Size: int64(len(f.body)), ModTime: time.Unix(1700000000, 0),
-			Linkname: f.link, Uid: 1000, Gid: 100, Devmajor: f.major, Devminor: 3, Format: tar.FormatPAX}
+			Linkname: f.link, Uid: uid, Gid: gid, Devmajor: f.major, Devminor: 3, Format: tar.FormatPAX}
 		if f.typ == 0 {
 			h.Typeflag = tar.TypeReg
 		}

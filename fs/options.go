@@ -115,8 +115,9 @@ func (r *Root) fuseOptions(mc MountConfig) *gofs.Options {
 		NegativeTimeout: &short,
 		// A tar entry with mode 0000 is shown as 0000, not go-fuse's 0644/0755.
 		NullPermissions: true,
-		UID:             uint32(os.Getuid()),
-		GID:             uint32(os.Getgid()),
+		// No UID/GID here: go-fuse would put them on every node owned by
+		// uid 0, and a root-owned file in an image must stay root's when
+		// a user mounts. The tree's own nodes name their owner (mountOwner).
 		MountOptions: fuse.MountOptions{
 			FsName:     t.host,
 			Name:       "regfs",

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"os"
 	"sort"
 	"sync"
 	"syscall"
@@ -129,17 +130,24 @@ func setTimes(a *fuse.Attr, mtime time.Time) {
 	a.SetTimes(&mtime, &mtime, &mtime)
 }
 
+// mountOwner owns the nodes regfs makes up (repositories, image
+// directories, manifest.json...): the user who mounted. Tar entries keep
+// the owner their header names.
+var mountOwner = fuse.Owner{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
+
 // dirAttr: 0555, nlink 1 (tools read it as "count unknown" and never skip
 // subdirectories on the strength of it).
 func dirAttr(a *fuse.Attr, mtime time.Time) {
 	a.Mode = fuse.S_IFDIR | 0o555
 	a.Nlink = 1
+	a.Owner = mountOwner
 	setTimes(a, mtime)
 }
 
 func fileAttr(a *fuse.Attr, size int64, mtime time.Time) {
 	a.Mode = fuse.S_IFREG | 0o444
 	a.Nlink = 1
+	a.Owner = mountOwner
 	a.Size = uint64(size)
 	setTimes(a, mtime)
 }
