@@ -1,0 +1,115 @@
+package mounttest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/regfs/regfs/registry/registrytest"
+)
+
+// A gzip image's layer index, persisted by one mount, serves the next mount
+// with the block cache emptied: `ls -R rootfs` fetches no blob byte and the
+// first read of one small file fetches about a checkpoint span, not the
+// layer (an index pass). Blocks are removed as *.blk files: the indexes live
+// in the same disk tier (scripts/bench once removed the whole directory,
+// indexes included, and measured an index pass).
+func TestPersistedIndexWithoutBlocks(t *testing.T) {
+	needFUSE(t)
+	r := registrytest.StartRegistry(t)
+	const repo, tag = "test/persisted", "gzip"
+	// About 10 MiB of small files (70 % compressible), so the layer has a
+	// few checkpoints (2 MiB apart, uncompressed) and the last file's span
+	// is a small part of it.
+	entries := []registrytest.Entry{registrytest.Dir("srv")}
+	for i := 0; i < 4000; i++ {
+		if i%100 == 0 {
+			entries = append(entries, registrytest.Dir(fmt.Sprintf("srv/d%02d", i/100)))
+		}
+		entries = append(entries, registrytest.GeneratedFile(fmt.Sprintf("srv/d%02d/f%04d", i/100, i), int64(1024+(i*997)%3072), uint64(i+1), i%10 < 7))
+	}
+	layer, err := registrytest.BuildLayer(registrytest.LayerSpec{Entries: entries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := registrytest.BuildImage(registrytest.ImageSpec{Layers: []*registrytest.Layer{layer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := registrytest.NewPusher(r).PushImage(context.Background(), repo, img, tag); err != nil {
+		t.Fatal(err)
+	}
+	target := entries[len(entries)-1]
+	rootfs := func(mnt string) string { return filepath.Join(mnt, repo+":"+tag, "rootfs") }
+	lsR := func(mnt string) []byte {
+		t.Helper()
+		cmd := exec.Command("ls", "-R", ".")
+		cmd.Dir = rootfs(mnt) // the listing then names no mountpoint
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("ls -R %s: %v", rootfs(mnt), err)
+		}
+		return out
+	}
+
+	dir := t.TempDir()
+	p1 := startCacheMount(t, r.Host, dir, "--block-size", "1M") // regfs's default blocks
+	if _, err := os.Stat(rootfs(p1.mnt)); err != nil {
+		t.Skipf("no rootfs/ in this build: %v", err)
+	}
+	wantLs := lsR(p1.mnt) // the index pass; its index is saved before ls returns
+	if got := readFile(t, filepath.Join(rootfs(p1.mnt), target.Name)); !bytes.Equal(got, target.Data()) {
+		t.Fatalf("%s (first mount): got %d bytes, want the layer's %d", target.Name, len(got), target.Size())
+	}
+	stopCacheMount(t, p1)
+
+	blocks, indexes := 0, 0
+	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		switch filepath.Ext(path) {
+		case ".blk":
+			blocks++
+			return os.Remove(path)
+		case ".idx":
+			indexes++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blocks == 0 || indexes != 1 {
+		t.Fatalf("cache dir after the first mount: got %d block files and %d index files, want some blocks and 1 index", blocks, indexes)
+	}
+
+	p2 := startCacheMount(t, r.Host, dir, "--block-size", "1M")
+	if _, err := os.Stat(rootfs(p2.mnt)); err != nil {
+		t.Fatal(err)
+	}
+	before := r.Stats().BlobBytesServed
+	if got := readFile(t, filepath.Join(rootfs(p2.mnt), target.Name)); !bytes.Equal(got, target.Data()) {
+		t.Fatalf("%s (second mount): got %d bytes, want the layer's %d", target.Name, len(got), target.Size())
+	}
+	cat := r.Stats().BlobBytesServed - before
+	t.Logf("second mount, blocks removed: cat of %s fetched %d of the layer's %d bytes", target.Name, cat, layer.Size)
+	// An index pass reads the whole layer; the last file's checkpoint is at
+	// most 2 MiB (uncompressed) before it, near the layer's end.
+	if cat == 0 || cat > layer.Size/2 {
+		t.Errorf("first cat on a mount over the persisted index: got %d blob bytes fetched, want some but at most %d (half the %d-byte layer)", cat, layer.Size/2, layer.Size)
+	}
+	before = r.Stats().BlobBytesServed
+	if got := lsR(p2.mnt); !bytes.Equal(got, wantLs) {
+		t.Errorf("ls -R rootfs (second mount): got %d bytes of listing, want the first mount's %d", len(got), len(wantLs))
+	}
+	if got := r.Stats().BlobBytesServed - before; got != 0 {
+		t.Errorf("ls -R rootfs on a mount over the persisted index: got %d blob bytes fetched, want 0", got)
+	}
+	stopCacheMount(t, p2)
+}
