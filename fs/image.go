@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"syscall"
-	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -33,15 +32,18 @@ func (t *tree) imageChild(name, mpath string, img *registry.Image) child {
 	id := imageID(img)
 	return child{
 		name: name, mode: fuse.S_IFDIR, ino: inoOf(t.host, "image", mpath, id), entryTTL: immutableTTL,
-		make: func() node { return &imageDir{t: t, img: img, id: id, mpath: mpath} },
+		make: func() node {
+			d := &imageDir{img: img, id: id, mpath: mpath}
+			d.fixedDir = fixedDir{t: t, mtime: img.Created, list: d.children}
+			return d
+		},
 	}
 }
 
 // imageDir is one image: manifest.json, index.json and platforms/ (for an
 // index), config.json, json, ancestry, layers/.
 type imageDir struct {
-	gofs.Inode
-	t     *tree
+	fixedDir
 	img   *registry.Image
 	id    string
 	mpath string
@@ -53,17 +55,6 @@ var (
 	_ = (gofs.NodeReaddirer)((*imageDir)(nil))
 	_ = (gofs.NodeGetattrer)((*imageDir)(nil))
 )
-
-func (n *imageDir) fill(_ context.Context, a *fuse.Attr) error {
-	dirAttr(a, n.img.Created)
-	return nil
-}
-
-func (n *imageDir) attrTTL() time.Duration { return immutableTTL }
-
-func (n *imageDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return n.t.getattr(ctx, n, out)
-}
 
 // fileChild is an immutable file of this image holding data.
 func (n *imageDir) fileChild(name string, data []byte) child {
@@ -84,7 +75,9 @@ func (n *imageDir) children() []child {
 		cs = append(cs, n.fileChild("index.json", img.Index))
 		cs = append(cs, child{
 			name: "platforms", mode: fuse.S_IFDIR, ino: inoOf(t.host, "platforms", n.mpath, n.id), entryTTL: immutableTTL,
-			make: func() node { return &platformsDir{t: t, img: img, mpath: n.mpath + "/platforms"} },
+			make: func() node {
+				return &platformsDir{fixedDir: fixedDir{t: t, mtime: img.Created}, img: img, mpath: n.mpath + "/platforms"}
+			},
 		})
 	}
 	if img.Config != nil {
@@ -98,7 +91,11 @@ func (n *imageDir) children() []child {
 		cs = append(cs, n.fileChild("ancestry", anc))
 		cs = append(cs, child{
 			name: "layers", mode: fuse.S_IFDIR, ino: inoOf(t.host, "layers", n.mpath, n.id), entryTTL: immutableTTL,
-			make: func() node { return &layersDir{t: t, img: img, id: n.id, mpath: n.mpath + "/layers"} },
+			make: func() node {
+				d := &layersDir{img: img, id: n.id, mpath: n.mpath + "/layers"}
+				d.fixedDir = fixedDir{t: t, mtime: img.Created, list: d.children}
+				return d
+			},
 		})
 		if t.index != nil {
 			mpath, id := n.mpath+"/rootfs", n.id
@@ -113,25 +110,12 @@ func (n *imageDir) children() []child {
 	return cs
 }
 
-func (n *imageDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	c, ok := findChild(n.children(), name)
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	return n.t.lookupChild(ctx, &n.Inode, c, out)
-}
-
-func (n *imageDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
-	return dirStream(n.children()), 0
-}
-
 // platformsDir lists an index's platforms as <os>-<arch>[-<variant>]/, each
 // the image directory of that platform's manifest.
 type platformsDir struct {
-	gofs.Inode
-	t     *tree
-	img   *registry.Image
-	mpath string
+	fixedDir // its own Lookup and Readdir
+	img      *registry.Image
+	mpath    string
 }
 
 var (
@@ -140,17 +124,6 @@ var (
 	_ = (gofs.NodeReaddirer)((*platformsDir)(nil))
 	_ = (gofs.NodeGetattrer)((*platformsDir)(nil))
 )
-
-func (n *platformsDir) fill(_ context.Context, a *fuse.Attr) error {
-	dirAttr(a, n.img.Created)
-	return nil
-}
-
-func (n *platformsDir) attrTTL() time.Duration { return immutableTTL }
-
-func (n *platformsDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return n.t.getattr(ctx, n, out)
-}
 
 // platforms maps directory names to index entries; when two entries share a
 // name the first in index order wins.
@@ -197,8 +170,7 @@ func (n *platformsDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) 
 
 // layersDir has one directory per layer, named by layer ID.
 type layersDir struct {
-	gofs.Inode
-	t     *tree
+	fixedDir
 	img   *registry.Image
 	id    string
 	mpath string
@@ -210,17 +182,6 @@ var (
 	_ = (gofs.NodeReaddirer)((*layersDir)(nil))
 	_ = (gofs.NodeGetattrer)((*layersDir)(nil))
 )
-
-func (n *layersDir) fill(_ context.Context, a *fuse.Attr) error {
-	dirAttr(a, n.img.Created)
-	return nil
-}
-
-func (n *layersDir) attrTTL() time.Duration { return immutableTTL }
-
-func (n *layersDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return n.t.getattr(ctx, n, out)
-}
 
 func (n *layersDir) children() []child {
 	t, img := n.t, n.img
@@ -235,29 +196,18 @@ func (n *layersDir) children() []child {
 		cs = append(cs, child{
 			name: l.ID, mode: fuse.S_IFDIR, ino: inoOf(t.host, "layer", mpath, n.id), entryTTL: immutableTTL,
 			make: func() node {
-				return &layerDir{t: t, img: img, id: n.id, mpath: mpath, ref: t.layerRef(img.Repository, l)}
+				d := &layerDir{img: img, id: n.id, mpath: mpath, ref: t.layerRef(img.Repository, l)}
+				d.fixedDir = fixedDir{t: t, mtime: img.Created, list: d.children}
+				return d
 			},
 		})
 	}
 	return cs
 }
 
-func (n *layersDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	c, ok := findChild(n.children(), name)
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	return n.t.lookupChild(ctx, &n.Inode, c, out)
-}
-
-func (n *layersDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
-	return dirStream(n.children()), 0
-}
-
 // layerDir is one layer: json, blob, layer.tar, digest.
 type layerDir struct {
-	gofs.Inode
-	t     *tree
+	fixedDir
 	img   *registry.Image
 	id    string
 	mpath string
@@ -270,17 +220,6 @@ var (
 	_ = (gofs.NodeReaddirer)((*layerDir)(nil))
 	_ = (gofs.NodeGetattrer)((*layerDir)(nil))
 )
-
-func (n *layerDir) fill(_ context.Context, a *fuse.Attr) error {
-	dirAttr(a, n.img.Created)
-	return nil
-}
-
-func (n *layerDir) attrTTL() time.Duration { return immutableTTL }
-
-func (n *layerDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return n.t.getattr(ctx, n, out)
-}
 
 func (n *layerDir) children() []child {
 	t, l, mtime := n.t, n.ref.layer, n.img.Created
@@ -319,18 +258,4 @@ func (n *layerDir) children() []child {
 		})
 	}
 	return cs
-}
-
-func (n *layerDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	c, ok := findChild(n.children(), name)
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	ctx, cancel := n.t.opCtx(ctx) // blob may need a HEAD for its size
-	defer cancel()
-	return n.t.lookupChild(ctx, &n.Inode, c, out)
-}
-
-func (n *layerDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
-	return dirStream(n.children()), 0
 }

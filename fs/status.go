@@ -57,14 +57,17 @@ func (t *tree) statsJSON() []byte {
 func (t *tree) statusChild() child {
 	return child{
 		name: statusDirName, mode: fuse.S_IFDIR, ino: inoOf(t.host, "status"), entryTTL: immutableTTL,
-		make: func() node { return &statusDir{t: t} },
+		make: func() node {
+			d := &statusDir{}
+			d.fixedDir = fixedDir{t: t, mtime: t.started, list: d.children}
+			return d
+		},
 	}
 }
 
 // statusDir is .regfs/: stats, version, config.
 type statusDir struct {
-	gofs.Inode
-	t *tree
+	fixedDir
 }
 
 var (
@@ -73,17 +76,6 @@ var (
 	_ = (gofs.NodeReaddirer)((*statusDir)(nil))
 	_ = (gofs.NodeGetattrer)((*statusDir)(nil))
 )
-
-func (n *statusDir) fill(_ context.Context, a *fuse.Attr) error {
-	dirAttr(a, n.t.started)
-	return nil
-}
-
-func (n *statusDir) attrTTL() time.Duration { return immutableTTL }
-
-func (n *statusDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return n.t.getattr(ctx, n, out)
-}
 
 func jsonBytes(v any) []byte {
 	b, err := json.MarshalIndent(v, "", "  ")
@@ -109,18 +101,6 @@ func (n *statusDir) children() []child {
 		cs = append(cs, file("stats", t.statsJSON))
 	}
 	return cs
-}
-
-func (n *statusDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	c, ok := findChild(n.children(), name)
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	return n.t.lookupChild(ctx, &n.Inode, c, out)
-}
-
-func (n *statusDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
-	return dirStream(n.children()), 0
 }
 
 // liveFile is content made afresh at each open, served in direct-I/O mode

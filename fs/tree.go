@@ -71,6 +71,42 @@ type node interface {
 	attrTTL() time.Duration
 }
 
+// fixedDir is what the directories regfs makes up share: their entries
+// come from a list known without I/O, their attributes never change
+// (0555, the mtime given). The embedding type sets list to its own
+// children method.
+type fixedDir struct {
+	gofs.Inode
+	t     *tree
+	mtime time.Time
+	list  func() []child
+}
+
+func (n *fixedDir) fill(_ context.Context, a *fuse.Attr) error {
+	dirAttr(a, n.mtime)
+	return nil
+}
+
+func (n *fixedDir) attrTTL() time.Duration { return immutableTTL }
+
+func (n *fixedDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return n.t.getattr(ctx, n, out)
+}
+
+func (n *fixedDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	c, ok := findChild(n.list(), name)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	ctx, cancel := n.t.opCtx(ctx) // a child's attributes may need I/O (a blob's size)
+	defer cancel()
+	return n.t.lookupChild(ctx, &n.Inode, c, out)
+}
+
+func (n *fixedDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
+	return dirStream(n.list()), 0
+}
+
 // child describes one entry of a directory, for both Lookup and Readdir.
 type child struct {
 	name     string

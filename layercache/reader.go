@@ -365,6 +365,18 @@ func (r *Reader) readahead(from, to, piece int64) {
 				launch(i - 1)
 				break
 			}
+			if active == nil && c.disk != nil && c.disk.knowsBlock(r.b.key, c.bs, i) {
+				// On disk: read ahead from there in recycled buffers
+				// (disk_stream.go) rather than a flight per piece.
+				launch(i - 1)
+				if !full {
+					if f := r.startDiskStreamLocked(i, &g); f != nil {
+						toStart = append(toStart, f)
+						next = i + 1
+					}
+				}
+				break
+			}
 			if streams && active == nil && i > 0 && (c.disk == nil || !c.disk.hasBlock(r.b.key, c.bs, i)) {
 				// Missing everywhere: one stream from here on rather
 				// than a request per piece.

@@ -64,6 +64,8 @@ type streamState struct {
 	waiters   []int32 // readers waiting for block j: it is not dropped under them
 	dropped   []bool  // block j was dropped (released)
 	live      int     // published blocks not dropped yet
+
+	fromDisk bool // reads the disk tier, not the Source (disk_stream.go)
 }
 
 // awaitLocked notes that a reader waits for block i of f (a stream's
@@ -152,7 +154,7 @@ func (c *Cache) extendLocked(f *flight) {
 		if i > limit {
 			return
 		}
-		if c.presentLocked(r, i) {
+		if st.fromDisk && c.heldLocked(r, i) || !st.fromDisk && c.presentLocked(r, i) {
 			st.ended = true
 			return
 		}
@@ -340,6 +342,9 @@ func (c *Cache) claim(ctx context.Context, f *flight, j int) bool {
 // block must arrive within FetchTimeout of being asked for; the stream as a
 // whole has no deadline.
 func (c *Cache) streamBlocks(f *flight) (stop int64, err error) {
+	if f.stream.fromDisk {
+		return c.diskStreamBlocks(f), nil
+	}
 	b := f.b
 	st := f.stream
 	ss := b.src.(StreamSource)
