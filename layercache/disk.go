@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -202,25 +203,66 @@ func (d *diskTier) readBlock(key string, bs, index, length int64) []byte {
 	return data
 }
 
+// readBlockInto fills dst with block index of key if a whole, verified
+// copy of exactly len(dst) bytes is on disk, and reports whether it did.
+// On false, dst holds garbage.
+func (d *diskTier) readBlockInto(key string, bs, index int64, dst []byte) bool {
+	if err := d.readInto(blockRel(key, bs, index), dst); err != nil {
+		d.misses.Add(1)
+		return false
+	}
+	d.hits.Add(1)
+	return true
+}
+
+// readInto fills dst with the verified data of rel, which must be exactly
+// len(dst) bytes. A file that fails verification is removed.
+func (d *diskTier) readInto(rel string, dst []byte) error {
+	path := filepath.Join(d.dir, rel)
+	f, err := os.Open(path)
+	if err == nil {
+		err = readVerifiedInto(f, dst)
+		f.Close()
+	}
+	if err != nil {
+		d.failed(rel, path, err)
+		return err
+	}
+	d.touch(rel, int64(len(dst))+trailerSize)
+	return nil
+}
+
+// failed handles a failed read of rel: a bad file is counted and removed;
+// either way the index forgets it.
+func (d *diskTier) failed(rel, path string, err error) {
+	switch {
+	case errors.Is(err, errBadFile):
+		d.corrupt.Add(1)
+		d.log.WithError(err).Warnf("layercache: removing bad disk cache file %s", rel)
+		_ = os.Remove(path)
+	case !errors.Is(err, fs.ErrNotExist):
+		d.log.WithError(err).Warnf("layercache: disk read %s", rel)
+	}
+	d.forget(rel)
+}
+
 // read returns the verified data of rel; want < 0 accepts any length.
 // A file that fails verification is removed.
 func (d *diskTier) read(rel string, want int64) ([]byte, error) {
 	path := filepath.Join(d.dir, rel)
 	f, err := os.Open(path)
-	if err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			d.log.WithError(err).Warnf("layercache: disk read %s", rel)
+	var data []byte
+	if err == nil {
+		if want >= 0 && want <= math.MaxUint32 {
+			data = make([]byte, want) // only once the file is there
+			err = readVerifiedInto(f, data)
+		} else {
+			data, err = readVerified(f, want)
 		}
-		d.forget(rel)
-		return nil, err
+		f.Close()
 	}
-	data, err := readVerified(f, want)
-	f.Close()
 	if err != nil {
-		d.corrupt.Add(1)
-		d.log.WithError(err).Warnf("layercache: removing bad disk cache file %s", rel)
-		_ = os.Remove(path)
-		d.forget(rel)
+		d.failed(rel, path, err)
 		return nil, err
 	}
 	d.touch(rel, int64(len(data))+trailerSize)
@@ -252,6 +294,28 @@ func readVerified(f *os.File, want int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: trailer does not match the data", errBadFile)
 	}
 	return data, nil
+}
+
+// readVerifiedInto reads f, which must hold exactly len(dst) bytes of data
+// and their trailer, into dst: two reads (data, then trailer and the end of
+// the file) instead of a stat and a read of unknown size.
+func readVerifiedInto(f *os.File, dst []byte) error {
+	n := len(dst)
+	if m, err := f.ReadAt(dst, 0); m != n {
+		return fmt.Errorf("%w: %d data bytes, want %d: %v", errBadFile, m, n, err)
+	}
+	// One byte more than the trailer: the file must end right after it.
+	var tr [trailerSize + 1]byte
+	m, err := f.ReadAt(tr[:], int64(n))
+	if m != trailerSize || err != io.EOF {
+		return fmt.Errorf("%w: size %d, want %d+%d", errBadFile, int64(n)+int64(m), n, trailerSize)
+	}
+	if string(tr[:8]) != trailerMagic ||
+		int(binary.LittleEndian.Uint32(tr[8:12])) != n ||
+		binary.LittleEndian.Uint32(tr[12:16]) != crc32.Checksum(dst, castagnoli) {
+		return fmt.Errorf("%w: trailer does not match the data", errBadFile)
+	}
+	return nil
 }
 
 func makeTrailer(data []byte) [trailerSize]byte {
