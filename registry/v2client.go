@@ -36,6 +36,8 @@ type v2Client struct {
 	// ranges remembers whether the registry (or its storage) honours
 	// Range: rangeUnknown, rangeHonoured or rangeIgnored.
 	ranges atomic.Int32
+	// locations remembers where blobs were redirected (locations.go).
+	locations blobLocations
 }
 
 var _ Client = (*v2Client)(nil)

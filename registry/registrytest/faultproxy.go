@@ -569,6 +569,18 @@ func (p *FaultProxy) StorageAuthorizationSeen() int {
 	return st.authSeen
 }
 
+// RevokeStorageGrants makes every storage URL handed out so far answer 403,
+// as an expired signed URL does; new redirects get new ones.
+func (p *FaultProxy) RevokeStorageGrants() {
+	st := p.storageServer()
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.grants = map[string]storageGrant{}
+}
+
 // StorageRequests is the number of requests the blob storage listener got.
 func (p *FaultProxy) StorageRequests() int {
 	st := p.storageServer()
