@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -164,31 +165,35 @@ func TestBlobResume(t *testing.T) {
 		fault   func(p *registrytest.FaultProxy)
 		chunk   int // ReadAt chunk size
 		resumes bool
+		// timeout is the request watchdog: short only where a stall must
+		// be caught; elsewhere a slow answer on a loaded machine (the race
+		// detector, 2 CPUs) would count as a failed attempt.
+		timeout time.Duration
 	}{
 		{"body cut after 300 KiB every time", func(p *registrytest.FaultProxy) {
 			p.CutBody(300<<10, 0, registrytest.BlobGETs)
-		}, 1 << 20, true},
+		}, 1 << 20, true, 0},
 		{"every 3rd body cut after 10 KiB", func(p *registrytest.FaultProxy) {
 			p.CutBodyEvery(10<<10, 3, registrytest.BlobGETs)
-		}, 256 << 10, true},
+		}, 256 << 10, true, 0},
 		{"every 4th connection dropped", func(p *registrytest.FaultProxy) {
 			p.DropEveryConnection(4)
-		}, 512 << 10, false},
+		}, 512 << 10, false, 0},
 		{"every 3rd request dropped", func(p *registrytest.FaultProxy) {
 			p.DropRequests(3, registrytest.BlobGETs)
-		}, 512 << 10, false},
+		}, 512 << 10, false, 0},
 		{"503 on every other blob request", func(p *registrytest.FaultProxy) {
 			p.Add(registrytest.Fault{Match: registrytest.BlobGETs, Every: 2, Status: http.StatusServiceUnavailable})
-		}, 512 << 10, false},
+		}, 512 << 10, false, 0},
 		{"body stalls", func(p *registrytest.FaultProxy) {
 			p.StallBody(64<<10, 3*time.Second, 2, registrytest.BlobGETs)
-		}, 2 << 20, true},
+		}, 2 << 20, true, 300 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			proxy := registrytest.StartFaultProxy(t, reg.URL)
 			o := testOptions()
-			o.RequestTimeout = 300 * time.Millisecond
+			o.RequestTimeout = cmp.Or(tt.timeout, 5*time.Second)
 			o.MaxRetries = 6
 			c := newClient(t, proxy.Host, o)
 			tt.fault(proxy)
