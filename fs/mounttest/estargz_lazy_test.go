@@ -1,7 +1,6 @@
 package mounttest
 
 import (
-	"archive/tar"
 	"bytes"
 	"encoding/json"
 	"os"
@@ -23,16 +22,7 @@ import (
 func TestEStargzRootfsReadIsLazy(t *testing.T) {
 	needFUSE(t)
 	img := pushEStargzImage(t, "test/estargz-lazy", 16<<20)
-	var small registrytest.Entry
-	for _, e := range img.Layers[0].Entries {
-		if e.Type == tar.TypeReg && e.Size() > 1<<10 && e.Size() < 32<<10 {
-			small = e
-			break
-		}
-	}
-	if small.Name == "" {
-		t.Fatal("no small file in the layer")
-	}
+	small := smallFile(t, img.Layers[0])
 	p := startCacheMount(t, reg.Host, t.TempDir(), "--block-size", "1M") // regfs's default blocks
 	requests0 := len(reg.Requests())
 	path := filepath.Join(p.mnt, "test/estargz-lazy:latest/rootfs", small.Name)

@@ -167,19 +167,22 @@ func pushEStargzImage(t *testing.T, repo string, size int64) *registrytest.Image
 	return img
 }
 
+// smallFile is the first regular file of 1 to 32 KiB in l.
+func smallFile(t *testing.T, l *registrytest.Layer) registrytest.Entry {
+	t.Helper()
+	for _, e := range l.Entries {
+		if e.Type == tar.TypeReg && e.Size() > 1<<10 && e.Size() < 32<<10 {
+			return e
+		}
+	}
+	t.Fatal("no small file in the layer")
+	return registrytest.Entry{}
+}
+
 func TestPrefetchPathsFetchesLess(t *testing.T) {
 	needFUSE(t)
 	img := pushEStargzImage(t, "test/prefetch-paths", 8<<20)
-	var small registrytest.Entry
-	for _, e := range img.Layers[0].Entries {
-		if e.Type == tar.TypeReg && e.Size() > 1<<10 && e.Size() < 32<<10 {
-			small = e
-			break
-		}
-	}
-	if small.Name == "" {
-		t.Fatal("no small file in the layer")
-	}
+	small := smallFile(t, img.Layers[0])
 	ref := reg.Host + "/test/prefetch-paths:latest"
 	for _, tc := range []struct {
 		name     string
@@ -209,13 +212,7 @@ func TestPrefetchPathsFetchesLess(t *testing.T) {
 func TestPrefetchPathsThenMount(t *testing.T) {
 	needFUSE(t)
 	sz := pushEStargzImage(t, "test/prefetch-paths-mount", 4<<20)
-	var small registrytest.Entry
-	for _, e := range sz.Layers[0].Entries {
-		if e.Type == tar.TypeReg && e.Size() > 1<<10 && e.Size() < 32<<10 {
-			small = e
-			break
-		}
-	}
+	small := smallFile(t, sz.Layers[0])
 	for _, tc := range []struct {
 		name, ref, path, read string
 		img                   *registrytest.Image
