@@ -47,7 +47,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -403,13 +402,31 @@ type pipedDigester struct {
 }
 
 const (
-	pipeChunk  = 256 << 10
-	pipeChunks = 16
+	pipeChunk  = 1 << 20
+	pipeChunks = 4
 )
 
-// pipeChunkPool recycles the ring's chunks across streams: new memory costs
-// page faults on first touch, as much as copying into recycled memory.
-var pipeChunkPool = sync.Pool{New: func() any { b := make([]byte, 0, pipeChunk); return &b }}
+// pipeChunkFree keeps the chunks of finished rings for the next stream
+// (at most two rings' worth, a fixed overhead): memory new to the process
+// costs a page fault per 4 KiB on first touch, several times the copy into
+// memory already touched. (A sync.Pool would be emptied by every GC.)
+var pipeChunkFree = make(chan []byte, 2*pipeChunks)
+
+func getPipeChunk() []byte {
+	select {
+	case c := <-pipeChunkFree:
+		return c[:0]
+	default:
+		return make([]byte, 0, pipeChunk)
+	}
+}
+
+func putPipeChunk(c []byte) {
+	select {
+	case pipeChunkFree <- c[:0]:
+	default: // enough kept: the GC frees it
+	}
+}
 
 func newPipedDigester(a digest.Algorithm) *pipedDigester {
 	d := &pipedDigester{
@@ -419,7 +436,7 @@ func newPipedDigester(a digest.Algorithm) *pipedDigester {
 		h:    a.Digester(),
 	}
 	for range pipeChunks {
-		d.free <- (*pipeChunkPool.Get().(*[]byte))[:0]
+		d.free <- getPipeChunk()
 	}
 	go func() {
 		defer close(d.done)
@@ -477,7 +494,7 @@ func (d *pipedDigester) stop() {
 	}
 	close(d.free)
 	for c := range d.free {
-		pipeChunkPool.Put(&c)
+		putPipeChunk(c)
 	}
 }
 
