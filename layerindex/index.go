@@ -66,7 +66,7 @@ func (l *Layer) progressBlobReader(ctx context.Context, off int64) *blobReader {
 // buildIndex makes one pass over the blob: decode it all (checking every
 // gzip CRC), note restart points, and read the tar headers on the way. An
 // uncompressed tar needs no decoding: only its headers are read.
-func (l *Layer) buildIndex(ctx context.Context) (*layerIndex, error) {
+func (l *Layer) buildIndex(ctx context.Context) (_ *layerIndex, err error) {
 	f, err := l.Format(ctx)
 	if err != nil {
 		return nil, err
@@ -87,14 +87,19 @@ func (l *Layer) buildIndex(ctx context.Context) (*layerIndex, error) {
 		return l.buildTarIndex(ctx, idx)
 	case FormatGzip:
 		inf := newInflater(l.progressBlobReader(ctx, 0))
+		share := l.startShare()
+		defer func() { l.finishShare(share, err == nil) }()
 		spacing, last := l.m.opts.Spacing, int64(0)
 		inf.onBlock = func() {
 			if u := inf.uoff(); u-last >= spacing {
 				idx.Checkpoints = append(idx.Checkpoints, checkpoint{UOff: u, CBit: inf.bitOffset(), Window: inf.window()})
+				share.checkpointed(idx.Checkpoints)
 				last = u
 			}
 		}
-		src = readerFunc(inf.read)
+		// Every byte of the stream goes through the tee: TarReaders open
+		// meanwhile read it from there rather than inflating it again.
+		src = &teeShare{ctx: ctx, r: readerFunc(inf.read), l: l, s: share}
 	case FormatZstd:
 		zs, err := newZstdFrameStream(l.progressBlobReader(ctx, 0))
 		if err != nil {

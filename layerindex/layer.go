@@ -31,6 +31,9 @@ type Layer struct {
 	noDiskIndex atomic.Bool // no persisted index was found
 	sgOpen      atomic.Bool // the eStargz TOC is read: the layer's index needs no pass
 
+	share      atomic.Pointer[passShare] // the gzip pass's output, for TarReaders (inflateshare.go)
+	tarReaders atomic.Int32              // open TarReaders
+
 	done  atomic.Int64 // blob bytes read by the running (or last) pass
 	state atomic.Value // string: "idle", "building", "ready", "failed: ..."
 }

@@ -204,6 +204,16 @@ func (c *cursor) readAt(ctx context.Context, p []byte, off int64, idx *layerInde
 		if c.eof && o >= c.end() || idx != nil && o >= idx.TarSize {
 			return n, io.EOF
 		}
+		if c.owner != nil {
+			m, err, ok := c.l.readShared(ctx, c.owner, p[n:], o)
+			if ok {
+				n += m
+				if err != nil {
+					return n, err
+				}
+				continue
+			}
+		}
 		if m, err := c.l.cachedSpan(p[n:], o); err == nil {
 			n += m
 			continue
@@ -225,6 +235,10 @@ func (c *cursor) readAt(ctx context.Context, p []byte, off int64, idx *layerInde
 
 func (c *cursor) reopen(ctx context.Context, off int64, idx *layerIndex) error {
 	c.closeStream()
+	if idx == nil {
+		// A pass still running has restart points already.
+		idx = c.l.partialIndex()
+	}
 	s, err := c.l.openStream(ctx, off, idx, &c.bufs)
 	if err != nil {
 		return err
@@ -466,6 +480,7 @@ type TarReader struct {
 
 // NewTarReader opens a reader of the tar stream; it does no I/O.
 func (l *Layer) NewTarReader() *TarReader {
+	l.tarReaders.Add(1)
 	return &TarReader{l: l}
 }
 
@@ -484,15 +499,25 @@ func (r *TarReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 	if r.closed {
 		return 0, fmt.Errorf("layer %s: read of a closed tar reader: %w", r.l.key, iofs.ErrClosed)
 	}
+	idx := r.l.loadedIndex(ctx)
+	if idx == nil && f == FormatGzip {
+		r.l.shareFor(ctx)
+	}
 	pool := r.l.m.cursors
 	c, err := pool.take(ctx, r.l, off, r)
 	if err != nil {
 		return 0, err
 	}
 	c.mu.Lock()
-	n, err := c.readAt(ctx, p, off, r.l.loadedIndex(ctx))
+	n, err := c.readAt(ctx, p, off, idx)
 	c.mu.Unlock()
 	pool.put(c)
+	if idx == nil && errors.Is(err, io.EOF) && f == FormatGzip {
+		// The end may have come from the pass's output before the pass
+		// saved its index: let the tar size be known first, so a stat
+		// right after the reader sees the end has it.
+		r.l.waitPass(ctx)
+	}
 	return n, err
 }
 
@@ -500,7 +525,11 @@ func (r *TarReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error
 func (r *TarReader) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.closed = true
+	if !r.closed {
+		r.closed = true
+		r.l.tarReaders.Add(-1)
+	}
+	r.l.detachShare(r)
 	r.l.m.cursors.release(r)
 	return nil
 }

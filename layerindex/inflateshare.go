@@ -1,0 +1,402 @@
+package layerindex
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A gzip layer's index pass decodes the whole tar stream once. A TarReader
+// opened at the same time (cat layer.tar on a cold layer) would decode it
+// a second time, and read the blob a second time, on a machine where those
+// two decodes compete for the same cores. Instead the pass publishes its
+// output to a ring of the latest shareRing bytes, and TarReaders that read
+// within it copy from there. The pass waits (briefly) for attached readers
+// that lag a whole ring behind, so a reader that keeps reading never
+// decodes on its own; one that stops for shareStall is dropped and, if it
+// comes back, decodes for itself from the nearest checkpoint the pass has
+// recorded so far.
+
+// Variables so tests can make them small.
+var (
+	// shareRing is how much of the pass's latest output is kept for
+	// readers. The pass keeps its second half for bytes before the
+	// furthest a reader has read: the kernel's readahead sends READs of a
+	// sequential reader out of order, several MiB apart.
+	shareRing = 32 << 20
+	// shareStall is how long the pass waits for an attached reader that
+	// makes no progress before leaving it behind.
+	shareStall = 500 * time.Millisecond
+)
+
+// shareCounts count, process-wide, what the shares did (benchmarks
+// report them).
+var shareCounts struct {
+	served    atomic.Int64 // bytes readers copied from rings
+	fallbacks atomic.Int64 // reads a share could not serve (behind its ring, pass failed)
+	dropped   atomic.Int64 // readers the pass left behind
+	passWait  atomic.Int64 // nanoseconds passes waited for readers
+}
+
+// passShare is the output of one running (or just finished) gzip index
+// pass. Lock order: a cursor's mu, then passShare.mu.
+type passShare struct {
+	mu      sync.Mutex
+	ring    []byte               // nil until a TarReader is open on the layer
+	base    int64                // stream offset of the first byte published to the ring
+	end     int64                // stream offset after the last byte published
+	started bool                 // a pass publishes to it
+	done    bool                 // the pass ended
+	ok      bool                 // ... having decoded the whole stream: end is its size
+	readers map[*TarReader]int64 // attached readers: the furthest each has read or waits for
+	cps     []checkpoint         // the pass's checkpoints so far (never modified, only appended)
+	// moved is closed (and replaced) when end, done or a reader's position
+	// changes while someone waits on it.
+	moved   chan struct{}
+	waiting bool
+	// awaitFirst: the pass made the ring for an open TarReader that has
+	// not read yet, and waits for its first read before overwriting the
+	// stream's start (up to shareStall).
+	awaitFirst bool
+	held       chan struct{} // closed when the pass starts waiting for the first read
+	heldClosed bool
+}
+
+func newPassShare() *passShare {
+	return &passShare{readers: map[*TarReader]int64{}, moved: make(chan struct{}), held: make(chan struct{})}
+}
+
+// start is the stream offset of the oldest byte the ring still holds.
+func (s *passShare) start() int64 { return max(s.base, s.end-int64(len(s.ring))) }
+
+func (s *passShare) wakeLocked() {
+	if s.waiting {
+		close(s.moved)
+		s.moved = make(chan struct{})
+		s.waiting = false
+	}
+}
+
+// waitLocked waits until someone calls wakeLocked, d passes or ctx ends;
+// it reports whether it was woken. Called and returns with s.mu held.
+func (s *passShare) waitLocked(ctx context.Context, d time.Duration) bool {
+	ch := s.moved
+	s.waiting = true
+	s.mu.Unlock()
+	defer s.mu.Lock()
+	var timeout <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-ch:
+		return true
+	case <-timeout:
+	case <-ctx.Done():
+	}
+	return false
+}
+
+// teeShare wraps the pass's decoder: every byte read through it is
+// published to l's share.
+type teeShare struct {
+	ctx context.Context
+	r   io.Reader
+	l   *Layer
+	s   *passShare
+}
+
+func (t *teeShare) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		t.s.publish(t.ctx, t.l, p[:n])
+	}
+	return n, err
+}
+
+// startShare returns the share a gzip pass that is starting publishes to:
+// the one a TarReader made for it (shareFor), else a new one.
+func (l *Layer) startShare() *passShare {
+	for {
+		old := l.share.Load()
+		if old != nil {
+			old.mu.Lock()
+			fresh := !old.done && !old.started
+			old.started = true
+			old.mu.Unlock()
+			if fresh {
+				return old
+			}
+		}
+		s := newPassShare()
+		s.started = true
+		if l.share.CompareAndSwap(old, s) {
+			return s
+		}
+	}
+}
+
+// shareFor readies a TarReader's read of a gzip layer with no index yet:
+// it makes sure a pass runs with a share to publish to before the read
+// needs it, so the reader never starts a decode of its own at offset 0
+// while the pass is getting ready.
+// After a failed pass it starts none (nil, nil): the reader decodes on its
+// own, rather than every read starting another pass.
+func (l *Layer) shareFor(ctx context.Context) (*passShare, *build) {
+	l.mu.Lock()
+	failed := l.building == nil && l.lastErr != nil
+	l.mu.Unlock()
+	if failed {
+		return nil, nil
+	}
+	if l.share.Load() == nil {
+		l.share.CompareAndSwap(nil, newPassShare())
+	}
+	b := l.startBuild(ctx)
+	return l.share.Load(), b
+}
+
+// TarSizeOrStream is TarSize for the opener of a TarReader (made before
+// this call) who can also stream without knowing the size: for a gzip
+// layer whose index pass runs, it returns known false as soon as the pass
+// holds back its output for that reader's first read (the pass shares its
+// output with TarReaders, keeping a bounded ring of it), rather than
+// waiting for the pass to end, which would mean decoding the stream twice.
+func (l *Layer) TarSizeOrStream(ctx context.Context) (size int64, known bool, err error) {
+	f, err := l.Format(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	if f != FormatGzip || l.loadedIndex(ctx) != nil {
+		size, err := l.TarSize(ctx)
+		return size, err == nil, err
+	}
+	if sg, err := l.stargz(ctx); err != nil {
+		return 0, false, err
+	} else if sg != nil {
+		size, err := l.TarSize(ctx)
+		return size, err == nil, err
+	}
+	s, b := l.shareFor(ctx)
+	if b == nil {
+		size, err := l.TarSize(ctx)
+		return size, err == nil, err
+	}
+	var held <-chan struct{}
+	if s != nil {
+		held = s.held
+	}
+	select {
+	case <-b.done:
+		if b.err != nil {
+			return 0, false, b.err
+		}
+		return b.idx.TarSize, true, nil
+	case <-held:
+		return 0, false, nil
+	case <-ctx.Done():
+		return 0, false, fmt.Errorf("wait for index of layer %s: %w", l.key, ctx.Err())
+	}
+}
+
+// publish appends p to the ring. The ring exists only once a TarReader is
+// open on the layer: a pass nobody streams along with costs no memory.
+func (s *passShare) publish(ctx context.Context, l *Layer, p []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ring == nil {
+		if l.tarReaders.Load() == 0 {
+			s.end += int64(len(p))
+			return
+		}
+		s.ring, s.base = make([]byte, shareRing), s.end
+		// A TarReader is open but has not read yet (fs opens it, then
+		// reads): keep the stream's start for it a while.
+		s.awaitFirst = s.end == 0 && len(s.readers) == 0
+	}
+	for len(p) > 0 {
+		k := min(len(p), len(s.ring)/4)
+		s.waitForReadersLocked(ctx, s.end+int64(k)-int64(len(s.ring)))
+		at := int(s.end % int64(len(s.ring)))
+		c := copy(s.ring[at:], p[:k])
+		copy(s.ring, p[c:k])
+		s.end += int64(k)
+		p = p[k:]
+		s.wakeLocked()
+	}
+}
+
+// waitForReadersLocked lets attached readers that still need bytes before
+// need read them; a reader that makes no progress for shareStall (or a
+// cancelled pass) is left behind.
+func (s *passShare) waitForReadersLocked(ctx context.Context, need int64) {
+	if s.awaitFirst && need > 0 {
+		if len(s.readers) == 0 {
+			if !s.heldClosed {
+				close(s.held)
+				s.heldClosed = true
+			}
+			s.waitLocked(ctx, shareStall)
+		}
+		s.awaitFirst = false
+	}
+	for {
+		slow := false
+		keep := int64(len(s.ring) / 2)
+		for _, pos := range s.readers {
+			if pos-keep < need {
+				slow = true
+				break
+			}
+		}
+		if !slow {
+			return
+		}
+		t := time.Now()
+		woken := s.waitLocked(ctx, shareStall)
+		shareCounts.passWait.Add(int64(time.Since(t)))
+		if woken {
+			continue
+		}
+		for r, pos := range s.readers {
+			if pos-keep < need {
+				shareCounts.dropped.Add(1)
+				delete(s.readers, r)
+			}
+		}
+		return
+	}
+}
+
+// checkpointed records the pass's checkpoints so far, for readers that
+// fall behind the ring.
+func (s *passShare) checkpointed(cps []checkpoint) {
+	s.mu.Lock()
+	s.cps = cps
+	s.mu.Unlock()
+}
+
+// finish ends the pass: ok if it decoded the whole stream. Readers waiting
+// beyond its end are woken (to io.EOF, or to decode for themselves).
+func (l *Layer) finishShare(s *passShare, ok bool) {
+	s.mu.Lock()
+	s.done, s.ok = true, ok
+	s.wakeLocked()
+	s.dropIfUnusedLocked(l)
+	s.mu.Unlock()
+}
+
+// dropIfUnusedLocked forgets a finished share once no TarReader is open:
+// one open meanwhile (fs opens, then reads) may still read its ring.
+func (s *passShare) dropIfUnusedLocked(l *Layer) {
+	if s.done && len(s.readers) == 0 && l.tarReaders.Load() == 0 {
+		l.share.CompareAndSwap(s, nil)
+	}
+}
+
+// readShared copies into p the bytes at off that l's index pass published,
+// waiting for the pass if off is ahead of it. ok is false if the share
+// can't serve off (no pass, no ring, off already overwritten, the pass
+// failed): r then decodes for itself. io.EOF at the end of the stream.
+func (l *Layer) readShared(ctx context.Context, r *TarReader, p []byte, off int64) (n int, err error, ok bool) {
+	s := l.share.Load()
+	if s == nil || len(p) == 0 {
+		return 0, nil, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		if s.ring == nil && !s.done && off >= s.end {
+			// The first reader: from here on the pass keeps its output.
+			s.ring, s.base = make([]byte, shareRing), s.end
+		}
+		if s.ring == nil || off < s.start() {
+			break
+		}
+		if off < s.end {
+			k := int(min(int64(len(p)), s.end-off))
+			at := int(off % int64(len(s.ring)))
+			c := copy(p[:k], s.ring[at:])
+			copy(p[c:k], s.ring)
+			s.readers[r] = max(s.readers[r], off+int64(k))
+			s.wakeLocked()
+			shareCounts.served.Add(int64(k))
+			return k, nil, true
+		}
+		if s.done {
+			if s.ok && off >= s.end {
+				delete(s.readers, r)
+				s.dropIfUnusedLocked(l)
+				return 0, io.EOF, true
+			}
+			break
+		}
+		// Ahead of the pass: nothing decodes there sooner than it will.
+		s.readers[r] = max(s.readers[r], off)
+		s.wakeLocked()
+		if !s.waitLocked(ctx, 0) && ctx.Err() != nil {
+			return 0, fmt.Errorf("layer %s: wait for the index pass at %d: %w", l.key, off, ctx.Err()), true
+		}
+	}
+	shareCounts.fallbacks.Add(1)
+	if s.done || s.readers[r] < s.start() {
+		// Nothing more to come, or r is wholly behind: it decodes on its own.
+		delete(s.readers, r)
+		s.wakeLocked()
+		s.dropIfUnusedLocked(l)
+	}
+	// Else one straggling READ (the kernel's readahead is out of order)
+	// decodes from a checkpoint; r stays attached for its next reads.
+	return 0, nil, false
+}
+
+// detachShare forgets reader r (closed).
+func (l *Layer) detachShare(r *TarReader) {
+	s := l.share.Load()
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	if _, ok := s.readers[r]; ok {
+		delete(s.readers, r)
+		s.wakeLocked()
+	}
+	s.dropIfUnusedLocked(l)
+	s.mu.Unlock()
+}
+
+// partialIndex is the restart points of the running pass, for a reader
+// that fell behind its ring; nil if there are none.
+func (l *Layer) partialIndex() *layerIndex {
+	s := l.share.Load()
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	cps := s.cps
+	s.mu.Unlock()
+	if len(cps) == 0 {
+		return nil
+	}
+	return &layerIndex{Format: FormatGzip, Checkpoints: cps}
+}
+
+// waitPass waits for a running index pass to finish (its index ready or
+// its error recorded); it never starts one.
+func (l *Layer) waitPass(ctx context.Context) {
+	l.mu.Lock()
+	b := l.building
+	l.mu.Unlock()
+	if b == nil {
+		return
+	}
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+	}
+}
