@@ -381,13 +381,16 @@ func (f *tarFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	}
 	wctx, wcancel := context.WithTimeout(ctx, sizeWait)
 	defer wcancel()
-	size, err := ix.TarSize(wctx)
+	// Stops waiting early when the pass holds its output back for h's
+	// first read: streaming along with it beats waiting for its end and
+	// decoding the layer again.
+	size, known, err := ix.TarSizeOrStream(wctx)
 	switch {
-	case err == nil:
+	case err == nil && known:
 		f.ref.tar.Store(size + 1)
 		h.size = size
 		return h, fuse.FOPEN_KEEP_CACHE, 0
-	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+	case err == nil || errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 		return h, fuse.FOPEN_DIRECT_IO, 0
 	}
 	h.r.Close()
