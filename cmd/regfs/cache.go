@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -20,17 +19,14 @@ import (
 	"github.com/regfs/regfs/layercache"
 )
 
-// Where `regfs mount --cache-dir DIR` keeps its files. mount.go builds the
-// same paths; the mount tests check the two agree through real mounts.
-const (
-	cacheBlocksSubdir  = "blocks"  // layercache disk tier (Options.DiskDir)
-	cacheIndexesSubdir = "indexes" // layerindex persisted indexes (Options.Dir)
-)
+// Where `regfs mount --cache-dir DIR` keeps its files: everything, blocks
+// and persisted layer indexes alike, lives in layercache's disk tier under
+// one bound. mount.go builds the same path; the mount tests check the two
+// agree through real mounts.
+const cacheBlocksSubdir = "blocks"
 
-// cacheLayout is the disk tier and index directories under a --cache-dir.
-func cacheLayout(dir string) (blocksDir, indexesDir string) {
-	return filepath.Join(dir, cacheBlocksSubdir), filepath.Join(dir, cacheIndexesSubdir)
-}
+// diskTierDir is the layercache disk tier under a --cache-dir.
+func diskTierDir(dir string) string { return filepath.Join(dir, cacheBlocksSubdir) }
 
 // procMounts is the mount table read by `cache clear`; tests point it at a
 // file of their own.
@@ -98,8 +94,7 @@ type cacheFile struct {
 // readCache lists everything under dir. A directory that does not exist
 // holds nothing.
 func readCache(ctx context.Context, dir string) (*cacheListing, error) {
-	blocksDir, indexesDir := cacheLayout(dir)
-	u, err := layercache.DiskUsage(ctx, blocksDir)
+	u, err := layercache.DiskUsage(ctx, diskTierDir(dir))
 	if err != nil {
 		return nil, err
 	}
@@ -111,41 +106,8 @@ func readCache(ctx context.Context, dir string) (*cacheListing, error) {
 		}
 		l.Files = append(l.Files, cacheFile{Name: f.Name, Kind: kind, DataBytes: f.DataBytes, DiskBytes: f.DiskBytes, LastUsed: f.LastUsed})
 	}
-	idx, err := indexFiles(indexesDir)
-	if err != nil {
-		return nil, err
-	}
-	for _, f := range idx {
-		l.Bytes += f.DiskBytes
-		l.Files = append(l.Files, f)
-	}
 	sort.Slice(l.Files, func(i, j int) bool { return l.Files[i].Name < l.Files[j].Name })
 	return l, nil
-}
-
-// indexFiles lists layerindex's persisted files (<name>.idx, <name>.toc),
-// skipping files being written.
-func indexFiles(dir string) ([]cacheFile, error) {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list indexes in %s: %w", dir, err)
-	}
-	var out []cacheFile
-	for _, e := range entries {
-		kind := indexKind(e.Name())
-		if kind == "" || !e.Type().IsRegular() {
-			continue
-		}
-		info, err := e.Info()
-		if err != nil {
-			continue // removed meanwhile
-		}
-		out = append(out, cacheFile{Name: e.Name(), Kind: kind, DataBytes: info.Size(), DiskBytes: info.Size(), LastUsed: info.ModTime()})
-	}
-	return out, nil
 }
 
 func indexKind(name string) string {
@@ -441,33 +403,10 @@ what it needs).`,
 	return cmd
 }
 
-// clearCache removes the disk tier's contents and the persisted indexes
-// (and their temp files), never anything else under dir.
+// clearCache removes the disk tier's contents (blocks and persisted
+// indexes, and their temp files), never anything else under dir.
 func clearCache(ctx context.Context, dir string) error {
-	blocksDir, indexesDir := cacheLayout(dir)
-	if err := layercache.Clear(ctx, blocksDir); err != nil {
-		return err
-	}
-	entries, err := os.ReadDir(indexesDir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("clear indexes in %s: %w", indexesDir, err)
-	}
-	for _, e := range entries {
-		n := e.Name()
-		if !e.Type().IsRegular() || indexKind(n) == "" && !strings.HasPrefix(n, ".tmp-") {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := os.Remove(filepath.Join(indexesDir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("clear indexes: %w", err)
-		}
-	}
-	return nil
+	return layercache.Clear(ctx, diskTierDir(dir))
 }
 
 // mountEntry is one line of the mount table.

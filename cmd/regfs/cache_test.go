@@ -76,13 +76,12 @@ func filledCache(t *testing.T) (string, map[string]int64, int) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	blocksDir, indexesDir := cacheLayout(dir)
-	cache, err := layercache.New(layercache.Options{BlockSize: testBlockSize, DiskDir: blocksDir, Logger: log})
+	cache, err := layercache.New(layercache.Options{BlockSize: testBlockSize, DiskDir: diskTierDir(dir), Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cache.Close()
-	index, err := layerindex.NewManager(layerindex.Options{Dir: indexesDir})
+	index, err := layerindex.NewManager(layerindex.Options{Store: cache}) // as a mount does
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,8 +252,7 @@ func TestCacheMissingDir(t *testing.T) {
 
 func TestCacheClearActiveMount(t *testing.T) {
 	dir := t.TempDir()
-	blocksDir, _ := cacheLayout(dir)
-	c, err := layercache.New(layercache.Options{DiskDir: blocksDir})
+	c, err := layercache.New(layercache.Options{DiskDir: diskTierDir(dir)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +307,7 @@ func TestCacheClearActiveMount(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.wantRefused) || !strings.Contains(err.Error(), "--force") {
 					t.Errorf("cache clear: got %v (%q), want a refusal naming %s and --force", err, out, tc.wantRefused)
 				}
-				if u, _ := layercache.DiskUsage(context.Background(), blocksDir); len(u.Files) != 1 {
+				if u, _ := layercache.DiskUsage(context.Background(), diskTierDir(dir)); len(u.Files) != 1 {
 					t.Errorf("after a refused clear: got %d files, want the 1 cached", len(u.Files))
 				}
 				return

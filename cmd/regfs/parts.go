@@ -128,7 +128,7 @@ func newParts(ctx context.Context, f partsFlags, host string) (*parts, error) {
 	}
 	diskDir := ""
 	if f.CacheDir != "" {
-		diskDir, _ = cacheLayout(f.CacheDir)
+		diskDir = diskTierDir(f.CacheDir)
 	}
 	cache, err := layercache.New(layercache.Options{
 		BlockSize: int64(f.BlockSize), MemoryBytes: int64(f.CacheSize),
