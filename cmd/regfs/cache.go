@@ -16,6 +16,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/moby/sys/mountinfo"
+
 	"github.com/regfs/regfs/layercache"
 )
 
@@ -30,7 +32,7 @@ func diskTierDir(dir string) string { return filepath.Join(dir, cacheBlocksSubdi
 
 // procMounts is the mount table read by `cache clear`; tests point it at a
 // file of their own.
-var procMounts = "/proc/self/mounts"
+var procMounts = "/proc/self/mountinfo"
 
 // statusReadTimeout bounds reading one mount's .regfs/config: a hung mount
 // must not hang `cache clear`.
@@ -465,50 +467,23 @@ func canonicalPath(p string) string {
 	return filepath.Clean(p)
 }
 
-// regfsMounts lists the regfs FUSE mounts in a /proc/mounts-format table.
+// regfsMounts lists the regfs FUSE mounts in a mount table in
+// /proc/self/mountinfo's format.
 func regfsMounts(table string) ([]mountEntry, error) {
 	f, err := os.Open(table)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 3 {
-			continue
-		}
-		m := mountEntry{Source: unescapeMountField(fields[0]), Mountpoint: unescapeMountField(fields[1]), FSType: fields[2]}
-		if m.FSType == "fuse.regfs" {
-			out = append(out, m)
-		}
-	}
-	if err := sc.Err(); err != nil {
+	infos, err := mountinfo.GetMountsFromReader(f, mountinfo.FSTypeFilter("fuse.regfs"))
+	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", table, err)
 	}
+	out := make([]mountEntry, 0, len(infos))
+	for _, m := range infos {
+		out = append(out, mountEntry{Source: m.Source, Mountpoint: m.Mountpoint, FSType: m.FSType})
+	}
 	return out, nil
-}
-
-// unescapeMountField undoes the kernel's octal escapes (\040 for a space,
-// \011, \012, \134) in a mount table field.
-func unescapeMountField(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // mountCacheDir reads cache_dir from a regfs mount's .regfs/config,

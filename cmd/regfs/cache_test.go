@@ -35,7 +35,11 @@ func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
 func withMountTable(t *testing.T, lines ...string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "mounts")
-	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+	var table string
+	for _, l := range lines {
+		table += l + "\n"
+	}
+	if err := os.WriteFile(path, []byte(table), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	old := procMounts
@@ -278,7 +282,7 @@ func TestCacheClearActiveMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	line := func(mnt, fstype string) string {
-		return "127.0.0.1:5000 " + strings.ReplaceAll(mnt, " ", `\040`) + " " + fstype + " ro,nosuid,nodev,relatime 0 0"
+		return "88 27 0:52 / " + strings.ReplaceAll(mnt, " ", `\040`) + " ro,nosuid,nodev,relatime shared:44 - " + fstype + " 127.0.0.1:5000 ro,user_id=0,group_id=0"
 	}
 	for _, tc := range []struct {
 		name        string

@@ -23,21 +23,6 @@ func TestHelpers(t *testing.T) {
 	if got := percentile(nil, 0.99); got != 0 {
 		t.Errorf("percentile of nothing: got %v, want 0", got)
 	}
-	for _, tc := range []struct {
-		in   string
-		want int64
-		ok   bool
-	}{{"128MiB", 128 << 20, true}, {"512M", 512 << 20, true}, {"1G", 1 << 30, true}, {"4096", 4096, true}, {"x", 0, false}, {"-1K", 0, false}} {
-		got, err := parseSize(tc.in)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("parseSize(%q): got %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
-		}
-	}
-	for in, want := range map[string]string{`/tmp/a\040b`: "/tmp/a b", "/plain": "/plain", `/odd\04`: `/odd\04`} {
-		if got := unescapeMount(in); got != want {
-			t.Errorf("unescapeMount(%q): got %q, want %q", in, got, want)
-		}
-	}
 	if got, want := firstError("# pkg\npkg/a.go:1: undefined: x\n"), "pkg/a.go:1: undefined: x"; got != want {
 		t.Errorf("firstError: got %q, want %q", got, want)
 	}

@@ -443,9 +443,9 @@ func (b *bench) rssRow() {
 		b.rows = append(b.rows, naRow(name, "cache + fixed overhead", errors.New("no mount measured")))
 		return
 	}
-	cache, err := parseSize(b.cfg.cacheSize)
-	if err != nil {
-		b.rows = append(b.rows, naRow(name, "cache + fixed overhead", err))
+	cache := m.cacheSize
+	if cache <= 0 {
+		b.rows = append(b.rows, naRow(name, "cache + fixed overhead", errors.New("the mount's .regfs/config named no cache_size")))
 		return
 	}
 	b.rows = append(b.rows, row{
@@ -527,32 +527,6 @@ func fmtDur(d time.Duration) string {
 
 func fmtRate(n int64, d time.Duration) string {
 	return fmt.Sprintf("%.0f MiB/s", float64(n)/(1<<20)/d.Seconds())
-}
-
-// parseSize reads the size syntax regfs's flags take (512M, 1GiB, 1048576).
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSpace(s), "B"), "i")
-	mult := int64(1)
-	if t != "" {
-		switch strings.ToUpper(t[len(t)-1:]) {
-		case "K":
-			mult = 1 << 10
-		case "M":
-			mult = 1 << 20
-		case "G":
-			mult = 1 << 30
-		case "T":
-			mult = 1 << 40
-		}
-		if mult != 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	var n int64
-	if _, err := fmt.Sscan(t, &n); err != nil || n < 0 {
-		return 0, fmt.Errorf("size %q: want bytes, optionally with K, M, G or T", s)
-	}
-	return n * mult, nil
 }
 
 // firstError is the first line of go build's output that is not a

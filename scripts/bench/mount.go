@@ -1,9 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,19 +14,22 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/moby/sys/mountinfo"
 )
 
 // mount is one regfs process serving one mountpoint.
 type mount struct {
-	dir      string // mountpoint
-	cacheDir string
-	phase    string // what it was mounted for, named in the RSS row
-	logPath  string
-	cmd      *exec.Cmd
-	done     chan struct{} // closed when the process has exited
-	waitErr  error
-	peakRSS  int64 // VmHWM in bytes, read just before unmounting
-	once     sync.Once
+	dir       string // mountpoint
+	cacheDir  string
+	phase     string // what it was mounted for, named in the RSS row
+	logPath   string
+	cmd       *exec.Cmd
+	done      chan struct{} // closed when the process has exited
+	waitErr   error
+	peakRSS   int64 // VmHWM in bytes, read just before unmounting
+	cacheSize int64 // --cache-size in bytes, from .regfs/config
+	once      sync.Once
 }
 
 // mounter starts regfs processes and remembers them, so that every one is
@@ -108,6 +111,14 @@ func (mr *mounter) mount(ctx context.Context, phase, cacheDir string) (*mount, e
 			return nil, fmt.Errorf("regfs did not mount within 30s: %s", m.logTail())
 		}
 	}
+	// The memory bound regfs applies, as it reports it (the RSS row
+	// compares against it).
+	var cfg struct {
+		CacheSize int64 `json:"cache_size"`
+	}
+	if raw, err := os.ReadFile(filepath.Join(m.dir, ".regfs", "config")); err == nil && json.Unmarshal(raw, &cfg) == nil {
+		m.cacheSize = cfg.CacheSize
+	}
 	return m, nil
 }
 
@@ -188,41 +199,12 @@ func (m *mount) logTail() string {
 	return strings.Join(lines, " | ")
 }
 
-// isMounted reports whether dir is a mount point (per /proc/self/mountinfo).
+// isMounted reports whether dir is a mount point, from the mount table
+// alone: asking the mount itself could hang on a regfs that stopped
+// answering.
 func isMounted(dir string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	s.Buffer(make([]byte, 64<<10), 1<<20)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) > 4 && unescapeMount(fields[4]) == dir {
-			return true
-		}
-	}
-	return false
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	ms, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(dir))
+	return err == nil && len(ms) > 0
 }
 
 // readHWM is a process's peak resident set size (VmHWM) in bytes, 0 if
