@@ -389,25 +389,28 @@ func TestIndexKind(t *testing.T) {
 }
 
 func TestRegfsMounts(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "mounts")
-	table := `sysfs /sys sysfs rw,nosuid 0 0
-127.0.0.1:5000 /mnt/a\040b fuse.regfs ro,nosuid,nodev 0 0
-ghcr.io /mnt/tab\011x fuse.regfs ro 0 0
-host /mnt/other fuse.sshfs rw 0 0
-short line
-odd /mnt/back\134slash\0 fuse.regfs ro 0 0
-`
-	if err := os.WriteFile(path, []byte(table), 0o644); err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	write := func(name, table string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(table), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
 	}
-	got, err := regfsMounts(path)
+	good := write("mountinfo", `22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw
+88 27 0:52 / /mnt/a\040b ro,nosuid,nodev - fuse.regfs 127.0.0.1:5000 ro,user_id=0
+89 27 0:53 / /mnt/tab\011x ro - fuse.regfs ghcr.io ro
+90 27 0:54 / /mnt/other rw - fuse.sshfs host rw
+91 27 0:55 / /mnt/back\134slash ro - fuse.regfs odd ro
+`)
+	got, err := regfsMounts(good)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []mountEntry{
 		{"127.0.0.1:5000", "/mnt/a b", "fuse.regfs"},
 		{"ghcr.io", "/mnt/tab\tx", "fuse.regfs"},
-		{"odd", `/mnt/back\slash\0`, "fuse.regfs"},
+		{"odd", `/mnt/back\slash`, "fuse.regfs"},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("regfsMounts: got %+v, want %+v", got, want)
@@ -416,5 +419,18 @@ odd /mnt/back\134slash\0 fuse.regfs ro 0 0
 		if got[i] != want[i] {
 			t.Errorf("mount %d: got %+v, want %+v", i, got[i], want[i])
 		}
+	}
+	// A table that is not the kernel's is an error (cache clear then
+	// refuses without --force), never a guess.
+	for name, table := range map[string]string{
+		"short line":    "short line\n",
+		"mounts format": "sysfs /sys sysfs rw,nosuid 0 0\n",
+	} {
+		if got, err := regfsMounts(write(strings.ReplaceAll(name, " ", "-"), table)); err == nil {
+			t.Errorf("%s: got %+v, want an error", name, got)
+		}
+	}
+	if _, err := regfsMounts(filepath.Join(dir, "missing")); err == nil {
+		t.Errorf("a missing table: got no error")
 	}
 }
