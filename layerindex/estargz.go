@@ -30,6 +30,13 @@ type stargzLayer struct {
 	tocEntry *Entry                   // stargz.index.json itself, the tar's last entry
 	tocOff   int64
 	tail     []byte // the blob from tocOff to its end: TOC and footer
+
+	// spans notes the read spans (ReadSize pieces of the blob) small
+	// chunk reads have fetched exactly: a second small read in one
+	// means its neighbours are being read too (find, tar, many readers),
+	// and the whole span is worth fetching once instead.
+	spansMu sync.Mutex
+	spans   map[int64]bool
 }
 
 // stargzChunk is one verified piece of a regular file's data.
@@ -462,20 +469,39 @@ func (sg *stargzLayer) chunk(ctx context.Context, c stargzChunk, name string) ([
 	return sg.decodeChunk(comp, c, name)
 }
 
-// readCompressed reads blob bytes at off. A span smaller than a read span
-// (a small file's chunks) is fetched exactly: the cache's blocks around it
-// would mostly hold other files. A larger one goes through the cache's
-// blocks and their readahead, which a sequential read of a large file
-// wants.
+// readCompressed reads blob bytes at off. The first small read (less than
+// a read span: a small file's chunks) in a span of the blob is fetched
+// exactly: the cache's blocks around it would mostly hold other files. A
+// later one in the same span, or a large read, goes through the cache's
+// blocks, their readahead and their sharing between readers, which reads
+// of many files, and a sequential read of a large file, want.
 func (sg *stargzLayer) readCompressed(ctx context.Context, p []byte, off int64) error {
 	read := sg.l.blob.ReadAt
-	if int64(len(p)) < sg.l.m.opts.ReadSize {
+	if span := sg.l.m.opts.ReadSize; int64(len(p)) < span && sg.firstInSpans(off/span, (off+int64(len(p))-1)/span) {
 		read = func(ctx context.Context, p []byte, off int64) (int, error) { return readExact(ctx, sg.l.blob, p, off) }
 	}
 	if _, err := read(ctx, p, off); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("layer %s: read chunk at %d: %w", sg.l.key, off, err)
 	}
 	return nil
+}
+
+// firstInSpans reports whether no small read touched spans [a, b] before,
+// and notes that one does now.
+func (sg *stargzLayer) firstInSpans(a, b int64) bool {
+	sg.spansMu.Lock()
+	defer sg.spansMu.Unlock()
+	if sg.spans == nil {
+		sg.spans = map[int64]bool{}
+	}
+	first := true
+	for i := a; i <= b; i++ {
+		if sg.spans[i] {
+			first = false
+		}
+		sg.spans[i] = true
+	}
+	return first
 }
 
 // decodeChunk inflates chunk c from comp, its gzip member's bytes, checks

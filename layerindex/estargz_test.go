@@ -240,3 +240,42 @@ func TestEStargzChunkReads(t *testing.T) {
 		})
 	}
 }
+
+// The first small read in a span of the blob is exact; a second small read
+// in the same span (neighbouring files are being read) takes the cache's
+// blocks.
+func TestEStargzSecondReadInSpanUsesBlocks(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewSource(29))
+	files := []tarFile{reg("a", content(rng, 20<<10)), reg("b", content(rng, 20<<10))}
+	for i := 0; i < 8; i++ {
+		files = append(files, reg("pad"+fmtInt(i), bytes.Repeat([]byte{byte(rng.Intn(256))}, 1)))
+	}
+	blobData, tocDigest := buildStargz(t, makeTar(t, files), 64<<10)
+	blob := &exactBlob{memBlob: newMemBlob(blobData)}
+	m := newTestManager(t, Options{ReadSize: 1 << 20})
+	l := m.Layer("sha256:sg-spans", blob, LayerOptions{TOCDigest: tocDigest})
+	x, err := l.Index(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name      string
+		wantExact bool
+	}{{"a", true}, {"b", false}}
+	for _, s := range steps {
+		e, _ := x.Lookup(s.name)
+		blob.mu.Lock()
+		exact0 := blob.exact
+		blob.mu.Unlock()
+		if got := readFile(ctx, t, l, e); len(got) != int(e.Size) {
+			t.Fatalf("%s: got %d bytes want %d", s.name, len(got), e.Size)
+		}
+		blob.mu.Lock()
+		exact := blob.exact > exact0
+		blob.mu.Unlock()
+		if exact != s.wantExact {
+			t.Errorf("read of %s by ReadExact: got %v want %v", s.name, exact, s.wantExact)
+		}
+	}
+}
