@@ -617,9 +617,20 @@ func (f *inflater) huffman() error {
 			err = corrupt("back-reference %d bytes before the start of the window", dist)
 			break
 		}
-		if dist >= length {
+		switch {
+		case dist >= 8 && length <= 64 && hpos+length+8 <= len(hist):
+			// Most matches are short: 8 bytes at a time, inline, beats a
+			// memmove call. Each word read lies before the one written
+			// (dist >= 8), so overlapping matches repeat as they must;
+			// the up to 7 bytes written past the match are not output
+			// yet and get overwritten.
+			src := hpos - dist
+			for k := 0; k < length; k += 8 {
+				binary.LittleEndian.PutUint64(hist[hpos+k:], binary.LittleEndian.Uint64(hist[src+k:]))
+			}
+		case dist >= length:
 			copy(hist[hpos:hpos+length], hist[hpos-dist:])
-		} else {
+		default:
 			// Overlapping: the copied run doubles each round.
 			for k := 0; k < length; {
 				k += copy(hist[hpos+k:hpos+length], hist[hpos-dist:hpos+k])

@@ -26,7 +26,7 @@ var (
 	// readers. The pass keeps its second half for bytes before the
 	// furthest a reader has read: the kernel's readahead sends READs of a
 	// sequential reader out of order, several MiB apart.
-	shareRing = 32 << 20
+	shareRing = 16 << 20
 	// shareStall is how long the pass waits for an attached reader that
 	// makes no progress before leaving it behind.
 	shareStall = 500 * time.Millisecond
@@ -49,6 +49,7 @@ type passShare struct {
 	base    int64                // stream offset of the first byte published to the ring
 	end     int64                // stream offset after the last byte published
 	started bool                 // a pass publishes to it
+	build   *build               // the pass a reader waits for (set by shareFor)
 	done    bool                 // the pass ended
 	ok      bool                 // ... having decoded the whole stream: end is its size
 	readers map[*TarReader]int64 // attached readers: the furthest each has read or waits for
@@ -83,6 +84,11 @@ func (s *passShare) wakeLocked() {
 // waitLocked waits until someone calls wakeLocked, d passes or ctx ends;
 // it reports whether it was woken. Called and returns with s.mu held.
 func (s *passShare) waitLocked(ctx context.Context, d time.Duration) bool {
+	return s.waitOrLocked(ctx, d, nil)
+}
+
+// waitOrLocked is waitLocked that also returns (true) when also is closed.
+func (s *passShare) waitOrLocked(ctx context.Context, d time.Duration, also <-chan struct{}) bool {
 	ch := s.moved
 	s.waiting = true
 	s.mu.Unlock()
@@ -95,6 +101,8 @@ func (s *passShare) waitLocked(ctx context.Context, d time.Duration) bool {
 	}
 	select {
 	case <-ch:
+		return true
+	case <-also:
 		return true
 	case <-timeout:
 	case <-ctx.Done():
@@ -158,7 +166,24 @@ func (l *Layer) shareFor(ctx context.Context) (*passShare, *build) {
 		l.share.CompareAndSwap(nil, newPassShare())
 	}
 	b := l.startBuild(ctx)
-	return l.share.Load(), b
+	s := l.share.Load()
+	if s != nil {
+		s.mu.Lock()
+		if s.build == nil {
+			s.build = b
+		}
+		s.mu.Unlock()
+	}
+	return s, b
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // TarSizeOrStream is TarSize for the opener of a TarReader (made before
@@ -339,8 +364,17 @@ func (l *Layer) readShared(ctx context.Context, r *TarReader, p []byte, off int6
 		// Ahead of the pass: nothing decodes there sooner than it will.
 		s.readers[r] = max(s.readers[r], off)
 		s.wakeLocked()
-		if !s.waitLocked(ctx, 0) && ctx.Err() != nil {
+		var passEnded <-chan struct{}
+		if s.build != nil {
+			passEnded = s.build.done
+		}
+		if !s.waitOrLocked(ctx, 0, passEnded) && ctx.Err() != nil {
 			return 0, fmt.Errorf("layer %s: wait for the index pass at %d: %w", l.key, off, ctx.Err()), true
+		}
+		if !s.done && s.build != nil && isClosed(s.build.done) {
+			// The pass ended without publishing here (it found a
+			// persisted index, or failed before decoding).
+			break
 		}
 	}
 	shareCounts.fallbacks.Add(1)

@@ -259,3 +259,36 @@ func TestTarSizeOrStream(t *testing.T) {
 		})
 	}
 }
+
+// tailFailBlob fails reads that reach its last bytes (the eStargz footer
+// check), so a pass ends before it decodes anything.
+type tailFailBlob struct{ *memBlob }
+
+func (b tailFailBlob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > b.Size()-10 && off > 0 {
+		return 0, errors.New("tail unreadable")
+	}
+	return b.memBlob.ReadAt(ctx, p, off)
+}
+
+// A pass that ends without publishing anything does not leave a reader
+// waiting for it: the reader decodes on its own (here meeting the same
+// unreadable tail).
+func TestTarReaderPassEndsUnpublished(t *testing.T) {
+	tarData, _ := randomTree(t, 10, 10, 64<<10)
+	gz := gzipOf(t, tarData, gzip.BestSpeed)
+	m, _ := NewManager(Options{ReadSize: 4 << 10})
+	l := m.Layer("k", tailFailBlob{newMemBlob(gz)}, LayerOptions{})
+	tr := l.NewTarReader()
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p := make([]byte, 1000)
+	n, err := tr.ReadAt(ctx, p, 0)
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("read: still waiting for a pass that ended (got %d bytes, %v)", n, err)
+	}
+	if err == nil && !bytes.Equal(p[:n], tarData[:n]) {
+		t.Fatalf("read: got %d wrong bytes", n)
+	}
+}
