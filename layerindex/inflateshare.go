@@ -14,11 +14,14 @@ import (
 // a second time, and read the blob a second time, on a machine where those
 // two decodes compete for the same cores. Instead the pass publishes its
 // output to a ring of the latest shareRing bytes, and TarReaders that read
-// within it copy from there. The pass waits (briefly) for attached readers
-// that lag a whole ring behind, so a reader that keeps reading never
-// decodes on its own; one that stops for shareStall is dropped and, if it
-// comes back, decodes for itself from the nearest checkpoint the pass has
-// recorded so far.
+// within it copy from there. The pass waits for attached readers that lag
+// half a ring behind, so a reader that keeps reading never decodes on its
+// own (and, in turn, a reader that keeps reading slowly slows the pass);
+// one that stops for shareStall is dropped and, if it comes back, decodes
+// for itself from the nearest checkpoint the pass has recorded so far.
+// Memory: one ring per layer whose pass runs while a TarReader is open on
+// it, kept after the pass only while it still holds the stream's start
+// (a layer smaller than the ring) and a TarReader is open.
 
 // Variables so tests can make them small.
 var (
@@ -316,10 +319,11 @@ func (l *Layer) finishShare(s *passShare, ok bool) {
 	s.mu.Unlock()
 }
 
-// dropIfUnusedLocked forgets a finished share once no TarReader is open:
-// one open meanwhile (fs opens, then reads) may still read its ring.
+// dropIfUnusedLocked forgets a finished share no reader is attached to,
+// unless a TarReader is open (fs opens, then reads) and the ring still
+// holds the whole stream.
 func (s *passShare) dropIfUnusedLocked(l *Layer) {
-	if s.done && len(s.readers) == 0 && l.tarReaders.Load() == 0 {
+	if s.done && len(s.readers) == 0 && (l.tarReaders.Load() == 0 || s.start() > 0) {
 		l.share.CompareAndSwap(s, nil)
 	}
 }
