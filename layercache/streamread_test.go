@@ -123,7 +123,7 @@ func TestStreamFUSEPattern(t *testing.T) {
 	// blocks dropped and fetches them again. Bounded waste, never a wrong
 	// byte.
 	if st := c.Stats(); st.BytesFetched > r.Size()*3/2 || st.SourceRequests > 12 {
-		t.Errorf("stats: got %d bytes in %d requests, want about %d in a few", st.BytesFetched, st.SourceRequests, r.Size())
+		t.Errorf("stats: got %d bytes in %d requests (%v), want about %d in a few", st.BytesFetched, st.SourceRequests, src.spans(), r.Size())
 	}
 }
 
@@ -367,5 +367,45 @@ func TestStreamRecyclesBuffers(t *testing.T) {
 	p.mu.Unlock()
 	if free*bs != carved || carved > (8+4)*bs*3 {
 		t.Errorf("pool: %d free buffers of %d bytes carved; want all back, and about a window's worth", free, carved)
+	}
+}
+
+// A late request after a stream brought the whole blob (its blocks taken
+// and dropped) fetches its own block and at most a window more (readahead
+// resumes past the furthest read, not from the late one): no new stream
+// from there, whose window would reach the furthest read and fetch every
+// block in between again.
+func TestStreamLateReadAfterStream(t *testing.T) {
+	const bs = 1024
+	src := &streamingSource{fakeSource: newFakeSource(keyN(140), 64*bs, 140)}
+	c := streamCache(t, Options{BlockSize: bs, Readahead: 8})
+	r := c.Open(src)
+	defer r.Close()
+	readSeq(t, r, src.data, bs)
+	settle := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			c.mu.Lock()
+			n := len(c.inflight) // the blob's last block stays a while
+			c.mu.Unlock()
+			if n <= 1 && r.streamF.Load() == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("still fetching 10 s after the last read: %d blocks in flight", n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	settle()
+	if got := src.spans(); !sameSpans(got, []span{{0, 64 * bs}}) {
+		t.Fatalf("source reads of the pass: got %v want one stream of the blob", got)
+	}
+	before := c.Stats().BytesFetched
+	checkRead(t, r, src.data, 10*bs, bs)
+	settle()
+	if got, limit := c.Stats().BytesFetched-before, int64(1+8)*bs; got > limit {
+		t.Errorf("a late read of block 10: got %d bytes fetched (%v) want at most %d", got, src.spans(), limit)
 	}
 }
