@@ -120,9 +120,11 @@ func TestStreamFUSEPattern(t *testing.T) {
 	// The reads race each other harder than through FUSE (where the first
 	// request comes alone, and the kernel's window bounds how far apart
 	// the others are): a goroutine descheduled long enough finds its
-	// blocks dropped and fetches them again. Bounded waste, never a wrong
-	// byte.
-	if st := c.Stats(); st.BytesFetched > r.Size()*3/2 || st.SourceRequests > 12 {
+	// blocks dropped and fetches them again, from there to where the
+	// others are (a stream claims up to the reader's front). Waste bounded
+	// by about one more pass, never a wrong byte. (Loaded -race runs have
+	// shown 1.9 passes.)
+	if st := c.Stats(); st.BytesFetched > r.Size()*5/2 || st.SourceRequests > 12 {
 		t.Errorf("stats: got %d bytes in %d requests (%v), want about %d in a few", st.BytesFetched, st.SourceRequests, src.spans(), r.Size())
 	}
 }
