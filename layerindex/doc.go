@@ -5,15 +5,20 @@
 // It reads the stored (compressed) bytes through a ReaderAt, normally served
 // by layercache, in large aligned spans so the cache and the registry see few
 // requests. Compression is detected by magic bytes: gzip, zstd or none.
-// eStargz blobs are read through their TOC, one chunk at a time, each chunk
-// checked against its TOC digest; the TOC JSON is parsed here, so a hardlink
-// into a lower layer is accepted as in any layer tar. Plain gzip blobs get a
+// Small reads far apart (the format probe, an eStargz footer and TOC, a
+// small file's chunks) ask for exactly their bytes when the blob's ReaderAt
+// can (ExactReaderAt). eStargz blobs are read through their TOC, chunks
+// checked against their TOC digests, contiguous chunks of one read fetched
+// together; the TOC JSON is parsed here, so a hardlink into a lower layer is
+// accepted as in any layer tar. Plain gzip blobs get a
 // checkpoint index (zran): at spaced points the compressed bit offset, the
 // uncompressed offset and the last 32 KiB of output, so a later read inflates
 // from the nearest checkpoint instead of the start of the blob. zstd blobs
 // restart at frame starts; where a frame is long (one-frame blobs), decoded
 // spans that reads touched are kept in a bounded LRU. Uncompressed tars are
-// indexed from their headers alone. Indexes are built once per blob key
+// indexed from their headers alone. A layer.tar reader of a layer whose
+// index pass is running (a read starts it) takes the pass's output from a
+// bounded ring instead of inflating the blob a second time. Indexes are built once per blob key
 // (single-flight), kept in a bounded LRU and persisted (Options.Store,
 // normally layercache's disk tier, or files under Options.Dir). Decoders
 // of the tar stream come from one pool per Manager, bounded by
