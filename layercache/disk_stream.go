@@ -1,7 +1,5 @@
 package layercache
 
-import "context"
-
 // A disk stream is how a sequential reader reads ahead through blocks the
 // disk tier holds: a stream (stream.go) whose blocks come from the disk
 // tier instead of the Source. It claims blocks as the reader's window
@@ -34,38 +32,7 @@ func (r *Reader) startDiskStreamLocked(i int64, g *getOpts) *flight {
 			break
 		}
 	}
-	ctx, cancel := context.WithCancel(r.ctx)
-	f := &flight{
-		b:         r.b,
-		first:     i,
-		n:         n,
-		keep:      g.keep,
-		parent:    ctx,
-		owner:     g.owner,
-		readahead: true,
-		blocks:    make([][]byte, n),
-		progress:  make(chan struct{}),
-		stream: &streamState{
-			reader:   r,
-			kick:     make(chan struct{}, 1),
-			cancel:   cancel,
-			consumed: make([]int64, n),
-			waiters:  make([]int32, n),
-			dropped:  make([]bool, n),
-			fromDisk: true,
-		},
-	}
-	if g.keep {
-		// As a network stream: a SkipMemory owner keeps its blocks in its
-		// private map, out of the buffers' reference counts.
-		f.bufs = make([]*buf, n)
-	}
-	c.inflight[blockKey{r.b.id, i}] = f
-	f.stream.claimed = 1
-	c.extendLocked(f)
-	c.wg.Add(1)
-	r.streamF.Store(f)
-	return f
+	return r.registerStreamLocked(i, n, g, true)
 }
 
 // heldLocked reports whether block i of r's blob is in memory, with r, or

@@ -101,6 +101,15 @@ func (r *Reader) startStreamLocked(i int64, g *getOpts) *flight {
 	n := 1
 	for last := min(r.b.nblocks, i+maxStreamBlocks); i+int64(n) < last && !c.knownLocked(r, i+int64(n)); n++ {
 	}
+	return r.registerStreamLocked(i, n, g, false)
+}
+
+// registerStreamLocked makes the stream of blocks [i, i+n) for r, from the
+// Source or (fromDisk) the disk tier, registers its first block and those
+// the window reaches, and makes it r's stream. The first block is missing
+// (the caller checked).
+func (r *Reader) registerStreamLocked(i int64, n int, g *getOpts, fromDisk bool) *flight {
+	c := r.c
 	ctx, cancel := context.WithCancel(r.ctx)
 	f := &flight{
 		b:         r.b,
@@ -119,6 +128,7 @@ func (r *Reader) startStreamLocked(i int64, g *getOpts) *flight {
 			consumed: make([]int64, n),
 			waiters:  make([]int32, n),
 			dropped:  make([]bool, n),
+			fromDisk: fromDisk,
 		},
 	}
 	if g.keep {
@@ -126,8 +136,6 @@ func (r *Reader) startStreamLocked(i int64, g *getOpts) *flight {
 		// buffers' reference counts: those get plain memory.
 		f.bufs = make([]*buf, n)
 	}
-	// The first block is missing (the caller checked); the rest as far as
-	// the window reaches.
 	c.inflight[blockKey{r.b.id, i}] = f
 	f.stream.claimed = 1
 	c.extendLocked(f)
