@@ -650,7 +650,17 @@ func DiskUsage(ctx context.Context, dir string) (*Usage, error) {
 // that does keeps working (it treats the files as evicted) but its byte
 // count is off until its next rescan.
 func Clear(ctx context.Context, dir string) error {
-	for _, sub := range []string{blocksDirName, filesDirName} {
+	return clearSubdirs(ctx, dir, blocksDirName, filesDirName)
+}
+
+// ClearBlocks is Clear for the blocks alone: files stored with PutFile
+// (persisted layer indexes) stay.
+func ClearBlocks(ctx context.Context, dir string) error {
+	return clearSubdirs(ctx, dir, blocksDirName)
+}
+
+func clearSubdirs(ctx context.Context, dir string, subs ...string) error {
+	for _, sub := range subs {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

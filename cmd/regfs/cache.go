@@ -352,15 +352,18 @@ func writeTotals(w io.Writer, t cacheTotals) error {
 }
 
 func newCacheClearCommand(cacheDir func() (string, error)) *cobra.Command {
-	var force bool
+	var force, keepIndexes bool
 	cmd := &cobra.Command{
 		Use:   "clear",
 		Short: "Remove everything from the disk cache",
 		Long: `Remove every cached block and index file under --cache-dir (nothing else in
-that directory is touched). Refused while a regfs mount uses the directory:
-unmount it first, or pass --force (the mount keeps working and refetches
-what it needs).`,
+that directory is touched). With --keep-indexes, only the blocks go: layer
+indexes stay, so a later mount lists rootfs/ at once and reads a file with
+the few ranges its index names. Refused while a regfs mount uses the
+directory: unmount it first, or pass --force (the mount keeps working and
+refetches what it needs).`,
 		Example: `  regfs cache clear
+  regfs cache clear --keep-indexes
   regfs cache clear --cache-dir /var/cache/regfs --force`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -393,7 +396,19 @@ what it needs).`,
 			if err != nil {
 				return err
 			}
-			if err := clearCache(ctx, dir); err != nil {
+			if keepIndexes {
+				if err := layercache.ClearBlocks(ctx, diskTierDir(dir)); err != nil {
+					return err
+				}
+				var blocks int64
+				for _, b := range before.Blobs {
+					blocks += b.DiskBytes
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "cleared %s (%d blobs) from %s; kept %d index files\n",
+					humanBytes(blocks), len(before.Blobs), dir, len(before.Files))
+				return nil
+			}
+			if err := layercache.Clear(ctx, diskTierDir(dir)); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "cleared %s (%d blobs, %d index files) from %s\n",
@@ -402,13 +417,8 @@ what it needs).`,
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "clear even while a regfs mount uses the directory")
+	cmd.Flags().BoolVar(&keepIndexes, "keep-indexes", false, "remove the blocks only, keep the persisted layer indexes")
 	return cmd
-}
-
-// clearCache removes the disk tier's contents (blocks and persisted
-// indexes, and their temp files), never anything else under dir.
-func clearCache(ctx context.Context, dir string) error {
-	return layercache.Clear(ctx, diskTierDir(dir))
 }
 
 // mountEntry is one line of the mount table.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -218,9 +219,22 @@ func TestCacheLsDuClear(t *testing.T) {
 	if err := os.WriteFile(other, []byte("keep"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// --keep-indexes: the blocks go, the indexes stay.
+	out, _, err = runCLI(t, "cache", "clear", "--keep-indexes", "--cache-dir", dir)
+	if err != nil || !strings.Contains(out, fmt.Sprintf("kept %d index files", indexed)) {
+		t.Fatalf("cache clear --keep-indexes: got %q, %v; want %d index files kept", out, err, indexed)
+	}
+	out, _, err = runCLI(t, "cache", "du", "--cache-dir", dir, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(out), &du); err != nil || du.Blobs != 0 || du.BlockBytes != 0 || du.Files != indexed || du.IndexBytes == 0 {
+		t.Errorf("cache du after clear --keep-indexes: got %+v (%v), want no blocks and %d index files", du, err, indexed)
+	}
+	idxBytes := du.Bytes
 	out, _, err = runCLI(t, "cache", "clear", "--cache-dir", dir)
-	if err != nil || !strings.Contains(out, "cleared "+humanBytes(l.Bytes)) {
-		t.Fatalf("cache clear: got %q, %v; want it to report %s cleared", out, err, humanBytes(l.Bytes))
+	if err != nil || !strings.Contains(out, "cleared "+humanBytes(idxBytes)) {
+		t.Fatalf("cache clear: got %q, %v; want it to report %s cleared", out, err, humanBytes(idxBytes))
 	}
 	out, _, err = runCLI(t, "cache", "du", "--cache-dir", dir, "--json")
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,9 +15,10 @@ import (
 // A gzip image's layer index, persisted by one mount, serves the next mount
 // with the block cache emptied: `ls -R rootfs` fetches no blob byte and the
 // first read of one small file fetches about a checkpoint span, not the
-// layer (an index pass). Blocks are removed as *.blk files: the indexes live
-// in the same disk tier (scripts/bench once removed the whole directory,
-// indexes included, and measured an index pass).
+// layer (an index pass). Blocks are removed by `regfs cache clear
+// --keep-indexes`: the indexes live in the same disk tier (scripts/bench
+// once removed the whole directory, indexes included, and measured an index
+// pass).
 func TestPersistedIndexWithoutBlocks(t *testing.T) {
 	needFUSE(t)
 	r := registrytest.StartRegistry(t)
@@ -68,25 +68,16 @@ func TestPersistedIndexWithoutBlocks(t *testing.T) {
 	}
 	stopCacheMount(t, p1)
 
-	blocks, indexes := 0, 0
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		switch filepath.Ext(path) {
-		case ".blk":
-			blocks++
-			return os.Remove(path)
-		case ".idx":
-			indexes++
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	// The blocks go, the index stays: what `regfs cache clear
+	// --keep-indexes` is for.
+	if du := cacheDuOf(t, dir); du.Blobs == 0 || du.Files != 1 {
+		t.Fatalf("cache dir after the first mount: got %d blobs and %d index files, want some blobs and 1 index", du.Blobs, du.Files)
 	}
-	if blocks == 0 || indexes != 1 {
-		t.Fatalf("cache dir after the first mount: got %d block files and %d index files, want some blocks and 1 index", blocks, indexes)
+	if out, err := regfsCache(dir, "clear", "--keep-indexes"); err != nil {
+		t.Fatalf("regfs cache clear --keep-indexes: %v: %s", err, out)
+	}
+	if du := cacheDuOf(t, dir); du.Blobs != 0 || du.Files != 1 {
+		t.Fatalf("after cache clear --keep-indexes: got %d blobs and %d index files, want none and 1", du.Blobs, du.Files)
 	}
 
 	p2 := startCacheMount(t, r.Host, dir, "--block-size", "1M")

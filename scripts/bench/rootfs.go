@@ -3,10 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -252,10 +253,10 @@ func (b *bench) rootfsRows(ctx context.Context) {
 		}
 		// gzip: a fresh mount over the persisted index, with the blocks
 		// gone, so the read fetches what the index says it needs.
-		if blocks, indexes, err := dropBlocks(cache); err != nil {
+		if blobs, indexes, err := dropBlocks(ctx, b.mr.bin, cache); err != nil {
 			catErr[rowCatGzipPers], lsErr[2] = err, err
 		} else {
-			logf("gzip persisted index: removed %d cached blocks, kept %d index files", blocks, indexes)
+			logf("gzip persisted index: removed the blocks of %d blobs, kept %d index files", blobs, indexes)
 		}
 		if err := step("gzip persisted index", cache, func(m *mount) error {
 			recordCat(rowCatGzipPers, &catGzPers, m, tagGzip)
@@ -339,34 +340,45 @@ func (b *bench) rootfsRows(ctx context.Context) {
 }
 
 // dropBlocks empties the block cache under a regfs --cache-dir and keeps
-// the persisted layer indexes: it removes the disk tier's block files
-// (*.blk) wherever they are, and nothing else. The indexes live in the same
-// disk tier as the blocks (<cache-dir>/blocks/files/ beside
-// <cache-dir>/blocks/blocks/), so removing a whole directory took them too
-// and the "persisted index" row measured a fresh index pass. It fails when
-// there is no block or no index to keep: the row would measure something
-// else than it says.
-func dropBlocks(cacheDir string) (blocks, indexes int, err error) {
-	err = filepath.WalkDir(cacheDir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
+// the persisted layer indexes, with `regfs cache clear --keep-indexes`.
+// (Removing the disk tier's directory took the indexes with it, and the
+// "persisted index" row measured an index pass.) It fails when there is no
+// block or no index to keep, or blocks are left: the row would measure
+// something else than it says.
+func dropBlocks(ctx context.Context, bin, cacheDir string) (blobs, indexes int, err error) {
+	du := func() (blobs, files int, err error) {
+		out, err := exec.CommandContext(ctx, bin, "cache", "du", "--json", "--cache-dir", cacheDir).Output()
+		if err != nil {
+			return 0, 0, fmt.Errorf("regfs cache du: %w", err)
 		}
-		switch filepath.Ext(path) {
-		case ".blk":
-			blocks++
-			return os.Remove(path)
-		case ".idx", ".toc":
-			indexes++
+		var u struct {
+			Blobs int `json:"blobs"`
+			Files int `json:"files"`
 		}
-		return nil
-	})
+		if err := json.Unmarshal(out, &u); err != nil {
+			return 0, 0, fmt.Errorf("regfs cache du --json: %w", err)
+		}
+		return u.Blobs, u.Files, nil
+	}
+	blobs, indexes, err = du()
+	if err == nil && (blobs == 0 || indexes == 0) {
+		err = fmt.Errorf("found %d cached blobs and %d persisted indexes, want some of each", blobs, indexes)
+	}
+	if err == nil {
+		if out, cerr := exec.CommandContext(ctx, bin, "cache", "clear", "--keep-indexes", "--cache-dir", cacheDir).CombinedOutput(); cerr != nil {
+			err = fmt.Errorf("regfs cache clear --keep-indexes: %w: %s", cerr, bytes.TrimSpace(out))
+		}
+	}
+	if err == nil {
+		var left, kept int
+		if left, kept, err = du(); err == nil && (left != 0 || kept != indexes) {
+			err = fmt.Errorf("after regfs cache clear --keep-indexes: %d blobs and %d indexes, want 0 and %d", left, kept, indexes)
+		}
+	}
 	if err != nil {
-		return blocks, indexes, fmt.Errorf("empty the block cache in %s: %w", cacheDir, err)
+		return blobs, indexes, fmt.Errorf("empty the block cache in %s: %w", cacheDir, err)
 	}
-	if blocks == 0 || indexes == 0 {
-		return blocks, indexes, fmt.Errorf("empty the block cache in %s: found %d block files and %d persisted indexes, want some of each", cacheDir, blocks, indexes)
-	}
-	return blocks, indexes, nil
+	return blobs, indexes, nil
 }
 
 // parallel runs the parallel readers over root.
