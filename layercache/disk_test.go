@@ -359,6 +359,18 @@ func TestDiskUsageAndClear(t *testing.T) {
 		t.Errorf("DiskUsage bytes: got %d want %d", u.Bytes, total)
 	}
 
+	must(t, ClearBlocks(ctx, dir))
+	u, err = DiskUsage(ctx, dir)
+	must(t, err)
+	if len(u.Blobs) != 0 || len(u.Files) != 1 || u.Bytes != 10+trailerSize {
+		t.Errorf("DiskUsage after ClearBlocks: got %+v want the one file only", u)
+	}
+	c1 := newTestCache(t, Options{BlockSize: bs, DiskDir: dir})
+	if got, err := c1.GetFile(ctx, "index/"+keyN(60)); err != nil || string(got) != "index data" {
+		t.Errorf("GetFile after ClearBlocks: got %q, %v want the index data", got, err)
+	}
+	c1.Close()
+
 	must(t, Clear(ctx, dir))
 	u, err = DiskUsage(ctx, dir)
 	must(t, err)
