@@ -26,6 +26,7 @@ type partsFlags struct {
 	BlockSize     byteSize `json:"block_size"`
 	CacheDir      string   `json:"cache_dir"`
 	DiskCacheSize byteSize `json:"disk_cache_size"`
+	Spacing       byteSize `json:"checkpoint_spacing"`
 	LogLevel      string   `json:"log_level"`
 	LogFormat     string   `json:"log_format"`
 	LogFile       string   `json:"log_file,omitempty"`
@@ -36,6 +37,11 @@ const (
 	defaultCacheSize     = 512 << 20
 	defaultBlockSize     = 1 << 20
 	defaultDiskCacheSize = 10 << 30
+	// defaultSpacing: gzip checkpoints every 2 MiB of output. A random read
+	// fetches and inflates up to this much before its first byte; each
+	// checkpoint keeps a 32 KiB window, 1.6 % of the spacing.
+	defaultSpacing = 2 << 20
+	minSpacing     = 128 << 10
 )
 
 func defaultCacheDir() string {
@@ -49,7 +55,7 @@ func defaultCacheDir() string {
 // addPartsFlags registers the registry and cache flags on cmd and sets
 // their defaults in f.
 func addPartsFlags(cmd *cobra.Command, f *partsFlags) {
-	f.CacheSize, f.BlockSize, f.DiskCacheSize = defaultCacheSize, defaultBlockSize, defaultDiskCacheSize
+	f.CacheSize, f.BlockSize, f.DiskCacheSize, f.Spacing = defaultCacheSize, defaultBlockSize, defaultDiskCacheSize, defaultSpacing
 	fl := cmd.Flags()
 	fl.SortFlags = false
 	fl.StringVar(&f.API, "api", registry.APIAuto, "registry API: auto (v2, falling back to v1), v2 or v1")
@@ -59,6 +65,7 @@ func addPartsFlags(cmd *cobra.Command, f *partsFlags) {
 	fl.Var(&f.BlockSize, "block-size", "cache block size: the unit of every ranged fetch (mount and prefetch must agree)")
 	fl.StringVar(&f.CacheDir, "cache-dir", defaultCacheDir(), `disk cache and layer index directory ("" for none)`)
 	fl.Var(&f.DiskCacheSize, "disk-cache-size", "disk cache bound")
+	fl.Var(&f.Spacing, "checkpoint-spacing", "uncompressed distance between gzip checkpoints of a new layer index: smaller fetches and inflates less per random read, for a larger index")
 }
 
 // addLogFlags registers the logging flags; separate from addPartsFlags so
@@ -120,6 +127,9 @@ func newParts(ctx context.Context, f partsFlags, host string) (*parts, error) {
 	if f.BlockSize <= 0 {
 		return nil, fmt.Errorf("--block-size must be positive")
 	}
+	if f.Spacing < minSpacing {
+		return nil, fmt.Errorf("--checkpoint-spacing %s: want at least %s (each checkpoint keeps a 32 KiB window)", &f.Spacing, humanBytes(minSpacing))
+	}
 	client, err := registry.New(ctx, host, registry.Options{
 		API: f.API, PlainHTTP: f.PlainHTTP, Logger: logrus.NewEntry(log),
 	})
@@ -137,7 +147,7 @@ func newParts(ctx context.Context, f partsFlags, host string) (*parts, error) {
 	if err != nil {
 		return nil, err
 	}
-	index, err := layerindex.NewManager(layerindex.Options{Store: cache, ReadSize: int64(f.BlockSize), Logger: log})
+	index, err := layerindex.NewManager(layerindex.Options{Store: cache, ReadSize: int64(f.BlockSize), Spacing: int64(f.Spacing), Logger: log})
 	if err != nil {
 		cache.Close()
 		return nil, err

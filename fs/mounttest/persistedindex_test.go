@@ -57,50 +57,61 @@ func TestPersistedIndexWithoutBlocks(t *testing.T) {
 		return out
 	}
 
-	dir := t.TempDir()
-	p1 := startCacheMount(t, r.Host, dir, "--block-size", "1M") // regfs's default blocks
-	if _, err := os.Stat(rootfs(p1.mnt)); err != nil {
-		t.Skipf("no rootfs/ in this build: %v", err)
-	}
-	wantLs := lsR(p1.mnt) // the index pass; its index is saved before ls returns
-	if got := readFile(t, filepath.Join(rootfs(p1.mnt), target.Name)); !bytes.Equal(got, target.Data()) {
-		t.Fatalf("%s (first mount): got %d bytes, want the layer's %d", target.Name, len(got), target.Size())
-	}
-	stopCacheMount(t, p1)
+	// A closer spacing of checkpoints (--checkpoint-spacing) fetches less
+	// for the same read.
+	fetchedBy := map[string]int64{}
+	for _, spacing := range []string{"2M", "256K"} {
+		t.Run("spacing "+spacing, func(t *testing.T) {
+			dir := t.TempDir()
+			p1 := startCacheMount(t, r.Host, dir, "--block-size", "64K", "--checkpoint-spacing", spacing) // small blocks: the spacing shows
+			if _, err := os.Stat(rootfs(p1.mnt)); err != nil {
+				t.Skipf("no rootfs/ in this build: %v", err)
+			}
+			wantLs := lsR(p1.mnt) // the index pass; its index is saved before ls returns
+			if got := readFile(t, filepath.Join(rootfs(p1.mnt), target.Name)); !bytes.Equal(got, target.Data()) {
+				t.Fatalf("%s (first mount): got %d bytes, want the layer's %d", target.Name, len(got), target.Size())
+			}
+			stopCacheMount(t, p1)
 
-	// The blocks go, the index stays: what `regfs cache clear
-	// --keep-indexes` is for.
-	if du := cacheDuOf(t, dir); du.Blobs == 0 || du.Files != 1 {
-		t.Fatalf("cache dir after the first mount: got %d blobs and %d index files, want some blobs and 1 index", du.Blobs, du.Files)
-	}
-	if out, err := regfsCache(dir, "clear", "--keep-indexes"); err != nil {
-		t.Fatalf("regfs cache clear --keep-indexes: %v: %s", err, out)
-	}
-	if du := cacheDuOf(t, dir); du.Blobs != 0 || du.Files != 1 {
-		t.Fatalf("after cache clear --keep-indexes: got %d blobs and %d index files, want none and 1", du.Blobs, du.Files)
-	}
+			// The blocks go, the index stays: what `regfs cache clear
+			// --keep-indexes` is for.
+			if du := cacheDuOf(t, dir); du.Blobs == 0 || du.Files != 1 {
+				t.Fatalf("cache dir after the first mount: got %d blobs and %d index files, want some blobs and 1 index", du.Blobs, du.Files)
+			}
+			if out, err := regfsCache(dir, "clear", "--keep-indexes"); err != nil {
+				t.Fatalf("regfs cache clear --keep-indexes: %v: %s", err, out)
+			}
+			if du := cacheDuOf(t, dir); du.Blobs != 0 || du.Files != 1 {
+				t.Fatalf("after cache clear --keep-indexes: got %d blobs and %d index files, want none and 1", du.Blobs, du.Files)
+			}
 
-	p2 := startCacheMount(t, r.Host, dir, "--block-size", "1M")
-	if _, err := os.Stat(rootfs(p2.mnt)); err != nil {
-		t.Fatal(err)
+			p2 := startCacheMount(t, r.Host, dir, "--block-size", "64K", "--checkpoint-spacing", spacing)
+			if _, err := os.Stat(rootfs(p2.mnt)); err != nil {
+				t.Fatal(err)
+			}
+			before := r.Stats().BlobBytesServed
+			if got := readFile(t, filepath.Join(rootfs(p2.mnt), target.Name)); !bytes.Equal(got, target.Data()) {
+				t.Fatalf("%s (second mount): got %d bytes, want the layer's %d", target.Name, len(got), target.Size())
+			}
+			cat := r.Stats().BlobBytesServed - before
+			fetchedBy[spacing] = cat
+			t.Logf("second mount, blocks removed: cat of %s fetched %d of the layer's %d bytes", target.Name, cat, layer.Size)
+			// An index pass reads the whole layer; the last file's checkpoint is at
+			// most 2 MiB (uncompressed) before it, near the layer's end.
+			if cat == 0 || cat > layer.Size/2 {
+				t.Errorf("first cat on a mount over the persisted index: got %d blob bytes fetched, want some but at most %d (half the %d-byte layer)", cat, layer.Size/2, layer.Size)
+			}
+			before = r.Stats().BlobBytesServed
+			if got := lsR(p2.mnt); !bytes.Equal(got, wantLs) {
+				t.Errorf("ls -R rootfs (second mount): got %d bytes of listing, want the first mount's %d", len(got), len(wantLs))
+			}
+			if got := r.Stats().BlobBytesServed - before; got != 0 {
+				t.Errorf("ls -R rootfs on a mount over the persisted index: got %d blob bytes fetched, want 0", got)
+			}
+			stopCacheMount(t, p2)
+		})
 	}
-	before := r.Stats().BlobBytesServed
-	if got := readFile(t, filepath.Join(rootfs(p2.mnt), target.Name)); !bytes.Equal(got, target.Data()) {
-		t.Fatalf("%s (second mount): got %d bytes, want the layer's %d", target.Name, len(got), target.Size())
+	if fetchedBy["256K"] == 0 || fetchedBy["256K"] >= fetchedBy["2M"] {
+		t.Errorf("first cat over the persisted index: %d bytes with 256 KiB checkpoint spacing, %d with 2 MiB; want fewer with the closer spacing", fetchedBy["256K"], fetchedBy["2M"])
 	}
-	cat := r.Stats().BlobBytesServed - before
-	t.Logf("second mount, blocks removed: cat of %s fetched %d of the layer's %d bytes", target.Name, cat, layer.Size)
-	// An index pass reads the whole layer; the last file's checkpoint is at
-	// most 2 MiB (uncompressed) before it, near the layer's end.
-	if cat == 0 || cat > layer.Size/2 {
-		t.Errorf("first cat on a mount over the persisted index: got %d blob bytes fetched, want some but at most %d (half the %d-byte layer)", cat, layer.Size/2, layer.Size)
-	}
-	before = r.Stats().BlobBytesServed
-	if got := lsR(p2.mnt); !bytes.Equal(got, wantLs) {
-		t.Errorf("ls -R rootfs (second mount): got %d bytes of listing, want the first mount's %d", len(got), len(wantLs))
-	}
-	if got := r.Stats().BlobBytesServed - before; got != 0 {
-		t.Errorf("ls -R rootfs on a mount over the persisted index: got %d blob bytes fetched, want 0", got)
-	}
-	stopCacheMount(t, p2)
 }
