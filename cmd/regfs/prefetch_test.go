@@ -322,7 +322,7 @@ func TestRunPrefetchInProcess(t *testing.T) {
 		t.Run(tc.ref, func(t *testing.T) {
 			f := prefetchFlags{partsFlags: partsFlags{
 				API: "v2", Platform: "linux/amd64", CacheSize: defaultCacheSize, BlockSize: 16 << 10,
-				CacheDir: t.TempDir(), DiskCacheSize: defaultDiskCacheSize, Spacing: defaultSpacing, LogLevel: "warn", LogFormat: "text",
+				CacheDir: t.TempDir(), DiskCacheSize: defaultDiskCacheSize, Spacing: defaultSpacing, Parallel: 4, LogLevel: "warn", LogFormat: "text",
 			}}
 			var out bytes.Buffer
 			if err := runPrefetch(context.Background(), f, reg.Host+"/"+tc.ref, tc.paths, &out); err != nil {

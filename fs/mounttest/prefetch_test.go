@@ -257,6 +257,7 @@ func TestPrefetchErrors(t *testing.T) {
 		{"no platform", []string{"--platform", "windows/amd64", reg.Host + "/test/multi:latest"}, []string{"windows/amd64", "linux/arm64/v8"}},
 		{"no cache dir", []string{"--cache-dir", "", reg.Host + "/test/small:latest"}, []string{"--cache-dir"}},
 		{"bad block size", []string{"--block-size", "0", reg.Host + "/test/small:latest"}, []string{"--block-size"}},
+		{"no parallel fetches", []string{"--parallel-fetches", "0", reg.Host + "/test/small:latest"}, []string{"--parallel-fetches 0", "at least 1"}},
 		{"checkpoint spacing too small", []string{"--checkpoint-spacing", "4K", reg.Host + "/test/small:latest"}, []string{"--checkpoint-spacing 4K", "at least 128.0 KiB"}},
 		{"disk cache too small", []string{"--disk-cache-size", "1K", reg.Host + "/test/small:latest"}, []string{"--disk-cache-size"}},
 		{"auth refused", []string{authReg.Host + "/test/small:latest"}, []string{"test/small:latest", "refused access", "401"}},
