@@ -131,6 +131,13 @@ func (l *Layer) startBuild(ctx context.Context) *build {
 	if l.building != nil {
 		return l.building
 	}
+	if idx, ok := l.m.indexes.Peek(l.key); ok {
+		// Built or loaded since the caller looked (Prefetch looks before
+		// its eStargz check, which takes a round trip): no second pass.
+		b := &build{done: make(chan struct{}), idx: idx}
+		close(b.done)
+		return b
+	}
 	b := &build{done: make(chan struct{})}
 	l.building = b
 	l.state.Store("building")

@@ -95,3 +95,33 @@ func TestManagerProgress(t *testing.T) {
 		t.Errorf("Progress[building] after the pass: got %+v, want ready %d/%d", p, total, total)
 	}
 }
+
+// A build asked for once the index is ready (Prefetch asks after its
+// eStargz check, which may take longer than a small layer's whole pass)
+// starts no second pass: the layer stays ready and the blob is not read.
+func TestStartBuildAfterReady(t *testing.T) {
+	ctx := context.Background()
+	tarData, _ := randomTree(t, 3, 10, 64<<10)
+	blob := newMemBlob(gzipOf(t, tarData, 6))
+	m := newTestManager(t, Options{})
+	l := m.Layer("sha256:ready-once", blob, LayerOptions{})
+	if _, err := l.Index(ctx); err != nil {
+		t.Fatal(err)
+	}
+	blob.reset()
+	b := l.startBuild(ctx)
+	select {
+	case <-b.done:
+	default:
+		t.Fatal("startBuild after the index is ready: a pass runs, want none")
+	}
+	if b.err != nil || b.idx == nil {
+		t.Errorf("startBuild after the index is ready: got %v, %v; want the index", b.idx, b.err)
+	}
+	if p := l.Progress(); p.State != "ready" || p.Done != p.Total {
+		t.Errorf("progress: got %+v, want ready and done", p)
+	}
+	if calls, _ := blob.counts(); calls != 0 {
+		t.Errorf("blob reads: got %d, want 0", calls)
+	}
+}
