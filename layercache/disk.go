@@ -218,17 +218,46 @@ func (d *diskTier) readBlockInto(key string, bs, index int64, dst []byte) bool {
 // readInto fills dst with the verified data of rel, which must be exactly
 // len(dst) bytes. A file that fails verification is removed.
 func (d *diskTier) readInto(rel string, dst []byte) error {
+	return d.readFile(rel, func(f *os.File) (int64, error) {
+		return int64(len(dst)), readVerifiedInto(f, dst)
+	})
+}
+
+// read returns the verified data of rel; want < 0 accepts any length.
+// A file that fails verification is removed.
+func (d *diskTier) read(rel string, want int64) ([]byte, error) {
+	var data []byte
+	err := d.readFile(rel, func(f *os.File) (int64, error) {
+		if want >= 0 && want <= math.MaxUint32 {
+			data = make([]byte, want) // only once the file is there
+			return want, readVerifiedInto(f, data)
+		}
+		var err error
+		data, err = readVerified(f, want)
+		return int64(len(data)), err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+// readFile opens rel and lets fill read and verify it (returning the data
+// length); a failure is handled as failed does, a success refreshes the
+// file's recency.
+func (d *diskTier) readFile(rel string, fill func(f *os.File) (int64, error)) error {
 	path := filepath.Join(d.dir, rel)
 	f, err := os.Open(path)
+	var n int64
 	if err == nil {
-		err = readVerifiedInto(f, dst)
+		n, err = fill(f)
 		f.Close()
 	}
 	if err != nil {
 		d.failed(rel, path, err)
 		return err
 	}
-	d.touch(rel, int64(len(dst))+trailerSize)
+	d.touch(rel, n+trailerSize)
 	return nil
 }
 
@@ -246,29 +275,6 @@ func (d *diskTier) failed(rel, path string, err error) {
 	d.forget(rel)
 }
 
-// read returns the verified data of rel; want < 0 accepts any length.
-// A file that fails verification is removed.
-func (d *diskTier) read(rel string, want int64) ([]byte, error) {
-	path := filepath.Join(d.dir, rel)
-	f, err := os.Open(path)
-	var data []byte
-	if err == nil {
-		if want >= 0 && want <= math.MaxUint32 {
-			data = make([]byte, want) // only once the file is there
-			err = readVerifiedInto(f, data)
-		} else {
-			data, err = readVerified(f, want)
-		}
-		f.Close()
-	}
-	if err != nil {
-		d.failed(rel, path, err)
-		return nil, err
-	}
-	d.touch(rel, int64(len(data))+trailerSize)
-	return data, nil
-}
-
 var errBadFile = errors.New("bad cache file")
 
 func readVerified(f *os.File, want int64) ([]byte, error) {
@@ -281,17 +287,8 @@ func readVerified(f *os.File, want int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: size %d, want %d+%d", errBadFile, info.Size(), want, trailerSize)
 	}
 	data := make([]byte, n)
-	if _, err := f.ReadAt(data, 0); err != nil {
-		return nil, fmt.Errorf("%w: %v", errBadFile, err)
-	}
-	var tr [trailerSize]byte
-	if _, err := f.ReadAt(tr[:], n); err != nil {
-		return nil, fmt.Errorf("%w: trailer: %v", errBadFile, err)
-	}
-	if string(tr[:8]) != trailerMagic ||
-		int64(binary.LittleEndian.Uint32(tr[8:12])) != n ||
-		binary.LittleEndian.Uint32(tr[12:16]) != crc32.Checksum(data, castagnoli) {
-		return nil, fmt.Errorf("%w: trailer does not match the data", errBadFile)
+	if err := readVerifiedInto(f, data); err != nil {
+		return nil, err
 	}
 	return data, nil
 }
@@ -310,9 +307,7 @@ func readVerifiedInto(f *os.File, dst []byte) error {
 	if m != trailerSize || err != io.EOF {
 		return fmt.Errorf("%w: size %d, want %d+%d", errBadFile, int64(n)+int64(m), n, trailerSize)
 	}
-	if string(tr[:8]) != trailerMagic ||
-		int(binary.LittleEndian.Uint32(tr[8:12])) != n ||
-		binary.LittleEndian.Uint32(tr[12:16]) != crc32.Checksum(dst, castagnoli) {
+	if want := makeTrailer(dst); [trailerSize]byte(tr[:trailerSize]) != want {
 		return fmt.Errorf("%w: trailer does not match the data", errBadFile)
 	}
 	return nil

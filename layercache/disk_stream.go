@@ -47,7 +47,6 @@ func (c *Cache) heldLocked(r *Reader, i int64) bool {
 // publish.
 func (c *Cache) diskStreamBlocks(f *flight) (stop int64) {
 	b := f.b
-	st := f.stream
 	var pool *bufPool
 	if f.bufs != nil {
 		pool = poolFor(int(c.bs))
@@ -57,15 +56,7 @@ func (c *Cache) diskStreamBlocks(f *flight) (stop int64) {
 			return f.first + int64(j)
 		}
 		i := f.first + int64(j)
-		size := int(c.blockLen(b, i))
-		var bb *buf
-		var blk []byte
-		if pool != nil {
-			bb = pool.get(size)
-			blk = bb.data
-		} else {
-			blk = make([]byte, size)
-		}
+		bb, blk := c.streamBuffer(f, pool, j)
 		if !c.disk.readBlockInto(b.key, c.bs, i, blk) {
 			if bb != nil {
 				bb.release()
@@ -73,12 +64,7 @@ func (c *Cache) diskStreamBlocks(f *flight) (stop int64) {
 			return i
 		}
 		c.mu.Lock()
-		if bb != nil {
-			f.bufs[j] = bb
-		}
-		c.publishLocked(f, j, blk)
-		st.published = j + 1
-		st.live++
+		c.publishStreamLocked(f, j, bb, blk)
 		c.dropBehindLocked(f)
 		c.mu.Unlock()
 	}

@@ -345,6 +345,28 @@ func (c *Cache) claim(ctx context.Context, f *flight, j int) bool {
 	}
 }
 
+// streamBuffer returns the buffer for block j of stream f: a recycled one
+// from pool (nil: the stream's blocks are plain memory, and bb is nil).
+func (c *Cache) streamBuffer(f *flight, pool *bufPool, j int) (bb *buf, blk []byte) {
+	size := int(c.blockLen(f.b, f.first+int64(j)))
+	if pool == nil {
+		return nil, make([]byte, size)
+	}
+	bb = pool.get(size)
+	return bb, bb.data
+}
+
+// publishStreamLocked publishes block j of stream f, held in blk (from
+// bb when recycled), and counts it published and live.
+func (c *Cache) publishStreamLocked(f *flight, j int, bb *buf, blk []byte) {
+	if bb != nil {
+		f.bufs[j] = bb
+	}
+	c.publishLocked(f, j, blk)
+	f.stream.published = j + 1
+	f.stream.live++
+}
+
 // streamBlocks reads the blocks of stream f in order, claiming each first,
 // and returns the blob index of the first block it did not publish. Each
 // block must arrive within FetchTimeout of being asked for; the stream as a
@@ -354,7 +376,6 @@ func (c *Cache) streamBlocks(f *flight) (stop int64, err error) {
 		return c.diskStreamBlocks(f), nil
 	}
 	b := f.b
-	st := f.stream
 	ss := b.src.(StreamSource)
 	ctx, cancel := context.WithCancelCause(f.parent)
 	defer cancel(nil)
@@ -422,15 +443,7 @@ func (c *Cache) streamBlocks(f *flight) (stop int64, err error) {
 			}
 			deadline.Reset(c.opts.FetchTimeout)
 		}
-		size := int(c.blockLen(b, f.first+int64(j)))
-		var bb *buf
-		var blk []byte
-		if pool != nil {
-			bb = pool.get(size)
-			blk = bb.data
-		} else {
-			blk = make([]byte, size)
-		}
+		bb, blk := c.streamBuffer(f, pool, j)
 		m, err := io.ReadFull(rc, blk)
 		got += int64(m)
 		c.st.bytesFetched.Add(int64(m))
@@ -455,12 +468,7 @@ func (c *Cache) streamBlocks(f *flight) (stop int64, err error) {
 		}
 		var job diskJob
 		c.mu.Lock()
-		if bb != nil {
-			f.bufs[j] = bb
-		}
-		c.publishLocked(f, j, blk)
-		st.published = j + 1
-		st.live++
+		c.publishStreamLocked(f, j, bb, blk)
 		if toDisk != nil {
 			job = diskJob{j: j, d: blk, ref: bb}
 			if bb != nil {
