@@ -1,6 +1,8 @@
 package fs
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"archive/tar"
 	"context"
 	"fmt"
@@ -27,7 +29,7 @@ type view interface {
 	id() string
 	lookup(ctx context.Context, name string) (ventry, error)
 	children(ctx context.Context, dir string) ([]ventry, error)
-	open(ctx context.Context, v ventry) (layerindex.ReaderAt, error)
+	open(ctx context.Context, v ventry) (blobio.ReaderAt, error)
 }
 
 // ventry is an entry as a view shows it.
@@ -107,7 +109,7 @@ func (v *layerView) children(ctx context.Context, dir string) ([]ventry, error) 
 	return out, nil
 }
 
-func (v *layerView) open(ctx context.Context, ve ventry) (layerindex.ReaderAt, error) {
+func (v *layerView) open(ctx context.Context, ve ventry) (blobio.ReaderAt, error) {
 	l, err := v.ref.index(ctx)
 	if err != nil {
 		return nil, err
@@ -210,7 +212,7 @@ func (v *mergedView) children(ctx context.Context, dir string) ([]ventry, error)
 	return out, nil
 }
 
-func (v *mergedView) open(ctx context.Context, ve ventry) (layerindex.ReaderAt, error) {
+func (v *mergedView) open(ctx context.Context, ve ventry) (blobio.ReaderAt, error) {
 	if ve.data == nil {
 		return nil, fmt.Errorf("hardlink %s to %s: %w", ve.e.Name, ve.e.Linkname, iofs.ErrNotExist)
 	}
@@ -461,7 +463,7 @@ func (n *entryFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 
 type entryHandle struct {
 	n *entryFile
-	r layerindex.ReaderAt
+	r blobio.ReaderAt
 }
 
 var _ = (gofs.FileReader)((*entryHandle)(nil))

@@ -1,6 +1,8 @@
 package fs
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"context"
 	"errors"
 	"fmt"
@@ -71,7 +73,7 @@ type layerRef struct {
 	layer registry.Layer
 
 	mu   sync.Mutex
-	blob registry.Blob     // nil until opened
+	blob blobio.Source     // nil until opened
 	ix   *layerindex.Layer // nil until layer.tar is first used
 	fs   *layerView        // the layer's own tree, made on first use
 	tar  atomic.Int64      // layer.tar size + 1; 0 while unknown
@@ -79,7 +81,7 @@ type layerRef struct {
 
 // open returns the blob handle, opening it on first use (a failed open is
 // retried by the next caller).
-func (r *layerRef) open(ctx context.Context) (registry.Blob, error) {
+func (r *layerRef) open(ctx context.Context) (blobio.Source, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.blob != nil {
@@ -128,7 +130,7 @@ func (r *layerRef) index(ctx context.Context) (*layerindex.Layer, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.ix == nil {
-		var src layerindex.ReaderAt = b
+		var src blobio.ReaderAt = b
 		if r.t.cache != nil {
 			// Long-lived: the Manager keeps the Layer, and with it this reader.
 			src = r.t.cache.Open(b)
@@ -162,7 +164,7 @@ type blobReader interface {
 	Close() error
 }
 
-type nopCloser struct{ registry.Blob }
+type nopCloser struct{ blobio.Source }
 
 func (nopCloser) Close() error { return nil }
 

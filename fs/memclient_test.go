@@ -5,6 +5,8 @@ package fs
 // real registry.
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
@@ -108,7 +110,7 @@ func (c *memClient) Resolve(ctx context.Context, repo, ref string, p registry.Pl
 	return &out, nil
 }
 
-func (c *memClient) OpenBlob(ctx context.Context, repo string, l registry.Layer) (registry.Blob, error) {
+func (c *memClient) OpenBlob(ctx context.Context, repo string, l registry.Layer) (blobio.Source, error) {
 	c.blobOpens.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -1,6 +1,8 @@
 package layercache
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"context"
 	"strconv"
 	"testing"
@@ -13,7 +15,7 @@ func BenchmarkHit(b *testing.B) {
 		b.Run(byteSize(size), func(b *testing.B) {
 			src := newFakeSource(keyN(1), 64<<20, 1)
 			c := newTestCache(b, Options{})
-			r := c.Open(src)
+			r := c.OpenWith(src, rangedOpts)
 			defer r.Close()
 			ctx := context.Background()
 			p := make([]byte, size)
@@ -38,7 +40,7 @@ func BenchmarkHit(b *testing.B) {
 func BenchmarkHitParallel(b *testing.B) {
 	src := newFakeSource(keyN(1), 16<<20, 1)
 	c := newTestCache(b, Options{})
-	r := c.Open(src)
+	r := c.OpenWith(src, rangedOpts)
 	defer r.Close()
 	ctx := context.Background()
 	if _, err := r.ReadAt(ctx, make([]byte, 16<<20), 0); err != nil {
@@ -65,7 +67,7 @@ func BenchmarkMiss(b *testing.B) {
 		b.Run("block="+byteSize(int(bs)), func(b *testing.B) {
 			src := newFakeSource(keyN(2), int(64*bs), 2)
 			c := newTestCache(b, Options{BlockSize: bs, MemoryBytes: 2 * bs, Readahead: -1})
-			r := c.Open(src)
+			r := c.OpenWith(src, rangedOpts)
 			defer r.Close()
 			ctx := context.Background()
 			p := make([]byte, 4096)
@@ -83,14 +85,15 @@ func BenchmarkMiss(b *testing.B) {
 // BenchmarkSequentialCold: a cold sequential pass in 128 KiB reads (FUSE
 // sized) with readahead over a source that only copies: the cache's own
 // overhead per byte on the path that matters most, with a plain Source and
-// with a StreamSource (one copy less per byte).
+// with a streaming one (one copy less per byte).
 func BenchmarkSequentialCold(b *testing.B) {
 	const size = 64 << 20
 	plain := newFakeSource(keyN(3), size, 3)
 	for _, tt := range []struct {
 		name string
-		src  Source
-	}{{"ReadAt", plain}, {"Stream", &streamingSource{fakeSource: plain}}} {
+		src  blobio.Source
+		opts OpenOptions
+	}{{"ReadAt", plain, rangedOpts}, {"Stream", &streamingSource{fakeSource: plain}, OpenOptions{}}} {
 		b.Run(tt.name, func(b *testing.B) {
 			b.SetBytes(size)
 			b.ReportAllocs()
@@ -101,7 +104,7 @@ func BenchmarkSequentialCold(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				r := c.Open(tt.src)
+				r := c.OpenWith(tt.src, tt.opts)
 				for off := int64(0); off < size; off += int64(len(p)) {
 					if _, err := r.ReadAt(ctx, p, off); err != nil {
 						b.Fatal(err)
@@ -120,14 +123,14 @@ func BenchmarkDiskHit(b *testing.B) {
 	dir := b.TempDir()
 	src := newFakeSource(keyN(4), 32*bs, 4)
 	warm := newTestCache(b, Options{DiskDir: dir})
-	r := warm.Open(src)
+	r := warm.OpenWith(src, rangedOpts)
 	if _, err := r.ReadAt(context.Background(), make([]byte, 32*bs), 0); err != nil {
 		b.Fatal(err)
 	}
 	warm.Close()
 	warmCalls := src.calls.Load()
 	c := newTestCache(b, Options{DiskDir: dir, MemoryBytes: 2 * bs, Readahead: -1})
-	r = c.Open(src)
+	r = c.OpenWith(src, rangedOpts)
 	defer r.Close()
 	p := make([]byte, 4096)
 	ctx := context.Background()
@@ -176,7 +179,7 @@ func BenchmarkSequentialLatency(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				r := c.Open(src)
+				r := c.OpenWith(src, rangedOpts)
 				for off := int64(0); off < size; off += int64(len(p)) {
 					if _, err := r.ReadAt(ctx, p, off); err != nil {
 						b.Fatal(err)

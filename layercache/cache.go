@@ -1,6 +1,8 @@
 package layercache
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"context"
 	"errors"
 	"fmt"
@@ -128,9 +130,10 @@ type blockKey struct {
 	index int64
 }
 
-// blob is one Source as the cache sees it.
+// blob is one Source as one Reader sees it.
 type blob struct {
-	src     Source
+	src     blobio.Source
+	stream  bool // multi-block runs may be read with src.Open (not OpenOptions.Ranged)
 	key     string
 	id      uint64
 	size    int64
@@ -254,7 +257,7 @@ func (c *Cache) Stats() Stats {
 // BlockSize is the cache's block size in bytes.
 func (c *Cache) BlockSize() int64 { return c.bs }
 
-func (c *Cache) newBlob(src Source) *blob {
+func (c *Cache) newBlob(src blobio.Source, stream bool) *blob {
 	key, size := src.Key(), src.Size()
 	c.mu.Lock()
 	id, ok := c.ids[key]
@@ -263,7 +266,7 @@ func (c *Cache) newBlob(src Source) *blob {
 		c.ids[key] = id
 	}
 	c.mu.Unlock()
-	b := &blob{src: src, key: key, id: id, size: size}
+	b := &blob{src: src, stream: stream, key: key, id: id, size: size}
 	if size > 0 {
 		b.nblocks = (size + c.bs - 1) / c.bs
 	}
@@ -746,8 +749,8 @@ func (c *Cache) fetch(ctx context.Context, f *flight, j, end int) error {
 	a, z := f.first+int64(j), f.first+int64(end)
 	off := a * c.bs
 	n := z*c.bs + c.blockLen(b, z) - off
-	if ss, ok := b.src.(StreamSource); ok && j < end {
-		return c.fetchStream(ctx, f, ss, j, end, off, n)
+	if b.stream && j < end {
+		return c.fetchStream(ctx, f, j, end, off, n)
 	}
 	buf := make([]byte, n)
 	c.st.sourceRequests.Add(1)
@@ -793,7 +796,7 @@ func (c *Cache) fetch(ctx context.Context, f *flight, j, end int) error {
 // except the last, which waits for the end of the stream (a stream running
 // long is a broken Source). A stream of the whole blob is published only
 // after its end, where a verifying Source reports a digest mismatch.
-func (c *Cache) fetchStream(ctx context.Context, f *flight, ss StreamSource, j, end int, off, n int64) error {
+func (c *Cache) fetchStream(ctx context.Context, f *flight, j, end int, off, n int64) error {
 	b := f.b
 	a, z := f.first+int64(j), f.first+int64(end)
 	c.st.sourceRequests.Add(1)
@@ -806,7 +809,7 @@ func (c *Cache) fetchStream(ctx context.Context, f *flight, ss StreamSource, j, 
 		c.st.sourceErrors.Add(1)
 		return fmt.Errorf("layercache: fetch %s bytes %d-%d (blocks %d-%d): %w", b.key, off, off+n, a, z, err)
 	}
-	rc, err := ss.Open(ctx, off, n)
+	rc, err := b.src.Open(ctx, off, n)
 	if err != nil {
 		return fail(err)
 	}
@@ -832,7 +835,7 @@ func (c *Cache) fetchStream(ctx context.Context, f *flight, ss StreamSource, j, 
 		}
 	}
 	// Read to the end: a stream over a whole blob reports a digest mismatch
-	// there (registry.Blob does), and a longer stream is a broken Source.
+	// there (a registry blob does), and a longer stream is a broken Source.
 	var one [1]byte
 	switch m, err := io.ReadFull(rc, one[:]); {
 	case m > 0:

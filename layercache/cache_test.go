@@ -29,7 +29,7 @@ func TestReadAtExactBytes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			src := newFakeSource(keyN(1), tt.size, uint64(tt.size))
 			c := newTestCache(t, Options{BlockSize: bs, MemoryBytes: 4 * bs})
-			r := c.Open(src)
+			r := c.OpenWith(src, rangedOpts)
 			defer r.Close()
 			if got := r.Size(); got != int64(tt.size) {
 				t.Fatalf("Size: got %d want %d", got, tt.size)
@@ -54,7 +54,7 @@ func TestReadAtExactBytes(t *testing.T) {
 func TestReadAtEdges(t *testing.T) {
 	src := newFakeSource(keyN(1), 10_000, 7)
 	c := newTestCache(t, Options{BlockSize: 4096})
-	r := c.Open(src)
+	r := c.OpenWith(src, rangedOpts)
 	defer r.Close()
 	ctx := context.Background()
 	tests := []struct {
@@ -119,7 +119,7 @@ func TestSingleFlight(t *testing.T) {
 			c := newTestCache(t, Options{BlockSize: bs, Readahead: -1})
 			readers := make([]*Reader, tt.opens)
 			for i := range readers {
-				readers[i] = c.Open(src)
+				readers[i] = c.OpenWith(src, rangedOpts)
 				defer readers[i].Close()
 			}
 			const n = 64
@@ -181,7 +181,7 @@ func TestOneFetchPerMissingRun(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			src := newFakeSource(keyN(3), 10*bs+100, 3) // 11 blocks, the last short
 			c := newTestCache(t, Options{BlockSize: bs, Readahead: -1, MaxFetchBlocks: tt.maxFetch, MaxParallel: 8})
-			r := c.Open(src)
+			r := c.OpenWith(src, rangedOpts)
 			defer r.Close()
 			for _, b := range tt.warm {
 				checkRead(t, r, src.data, b*bs, 1)
@@ -235,7 +235,7 @@ func TestMemoryBound(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			src := newFakeSource(keyN(4), 40*bs+77, 4)
 			c := newTestCache(t, Options{BlockSize: bs, MemoryBytes: tt.bound, Readahead: 4})
-			r := c.Open(src)
+			r := c.OpenWith(src, rangedOpts)
 			defer r.Close()
 			rnd := rand.New(rand.NewPCG(4, 4))
 			for i := 0; i < 400; i++ {
@@ -292,7 +292,7 @@ func TestReadahead(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			src.calls.Store(0)
 			c := newTestCache(t, Options{BlockSize: bs, Readahead: 8})
-			r := c.Open(src)
+			r := c.OpenWith(src, rangedOpts)
 			defer r.Close()
 			for _, off := range tt.offsets {
 				checkRead(t, r, src.data, off, 1000)
@@ -313,7 +313,7 @@ func TestReadaheadServesSequentialReader(t *testing.T) {
 	const bs = 4096
 	src := newFakeSource(keyN(6), 100*bs, 6)
 	c := newTestCache(t, Options{BlockSize: bs, Readahead: 8, MaxParallel: 4})
-	r := c.Open(src)
+	r := c.OpenWith(src, rangedOpts)
 	defer r.Close()
 	for off := int64(0); off < r.Size(); off += 512 {
 		checkRead(t, r, src.data, off, 512)
@@ -367,7 +367,7 @@ func TestSourceErrorsPropagateAndAreNotCached(t *testing.T) {
 			inner := newFakeSource(keyN(7), 5*bs, 7)
 			src := &scriptedSource{fakeSource: inner, first: tt.fail}
 			c := newTestCache(t, Options{BlockSize: bs, Readahead: -1})
-			r := c.Open(src)
+			r := c.OpenWith(src, rangedOpts)
 			defer r.Close()
 			p := make([]byte, 2*bs)
 			_, err := r.ReadAt(context.Background(), p, bs)
@@ -422,7 +422,7 @@ func TestCancelledCallerReturnsWhileFetchCompletes(t *testing.T) {
 		return nil
 	}
 	c := newTestCache(t, Options{BlockSize: bs, Readahead: -1})
-	r := c.Open(src)
+	r := c.OpenWith(src, rangedOpts)
 	defer r.Close()
 
 	ctxA, cancelA := context.WithCancel(context.Background())
@@ -471,7 +471,7 @@ func TestFetchTimeout(t *testing.T) {
 		return ctx.Err()
 	}
 	c := newTestCache(t, Options{BlockSize: 1024, FetchTimeout: 20 * time.Millisecond})
-	r := c.Open(src)
+	r := c.OpenWith(src, rangedOpts)
 	defer r.Close()
 	_, err := r.ReadAt(context.Background(), make([]byte, 10), 0)
 	if !errors.Is(err, context.DeadlineExceeded) {
@@ -495,7 +495,7 @@ func TestClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := c.Open(src)
+	r := c.OpenWith(src, rangedOpts)
 	checkRead(t, r, src.data, 0, 10)
 
 	waitErr := make(chan error, 1)
@@ -548,11 +548,11 @@ func TestClosedReaderReadaheadDoesNotFailOthers(t *testing.T) {
 		return nil
 	}
 	c := newTestCache(t, Options{BlockSize: bs, Readahead: 4, MaxParallel: 4})
-	r1 := c.OpenWith(src, OpenOptions{Sequential: true})
+	r1 := c.OpenWith(src, OpenOptions{Ranged: true, Sequential: true})
 	checkRead(t, r1, src.data, 0, 100) // block 0, starts readahead at block 1
 	<-raBlocked
 
-	r2 := c.Open(src)
+	r2 := c.OpenWith(src, rangedOpts)
 	defer r2.Close()
 	done := make(chan error, 1)
 	p := make([]byte, 100)
@@ -580,13 +580,13 @@ func TestSkipMemoryReader(t *testing.T) {
 	const bs = 4096
 	src := newFakeSource(keyN(13), 50*bs+10, 13)
 	c := newTestCache(t, Options{BlockSize: bs, Readahead: 8})
-	warm := c.Open(src)
+	warm := c.OpenWith(src, rangedOpts)
 	checkRead(t, warm, src.data, 5*bs, 1) // block 5 in memory (a jump: no readahead)
 	warm.Close()
 	waitIdle(t, c)
 	fetchedBefore := c.Stats().BytesFetched
 
-	r := c.OpenWith(src, OpenOptions{Sequential: true, SkipMemory: true})
+	r := c.OpenWith(src, OpenOptions{Ranged: true, Sequential: true, SkipMemory: true})
 	defer r.Close()
 	for off := int64(0); off < r.Size(); off += 1000 {
 		checkRead(t, r, src.data, off, 1000)
@@ -611,7 +611,7 @@ func TestNoMemoryTier(t *testing.T) {
 	const bs = 1024
 	src := newFakeSource(keyN(14), 20*bs, 14)
 	c := newTestCache(t, Options{BlockSize: bs, MemoryBytes: -1})
-	r := c.Open(src)
+	r := c.OpenWith(src, rangedOpts)
 	defer r.Close()
 	for off := int64(0); off < r.Size(); off += 300 {
 		checkRead(t, r, src.data, off, 300)
@@ -641,7 +641,7 @@ func TestStatsJSON(t *testing.T) {
 	const bs = 1024
 	src := newFakeSource(keyN(15), 3*bs, 15)
 	c := newTestCache(t, Options{BlockSize: bs, DiskDir: t.TempDir(), Readahead: -1})
-	r := c.Open(src)
+	r := c.OpenWith(src, rangedOpts)
 	defer r.Close()
 	checkRead(t, r, src.data, 0, 3*bs)
 	checkRead(t, r, src.data, 0, 3*bs)
@@ -672,7 +672,7 @@ func TestSizeMismatchIsAnError(t *testing.T) {
 	a := newFakeSource(keyN(16), 2*bs+100, 16)
 	b := &fakeSource{key: a.key, data: a.data[:2*bs+50]}
 	c := newTestCache(t, Options{BlockSize: bs, Readahead: -1})
-	ra, rb := c.Open(a), c.Open(b)
+	ra, rb := c.OpenWith(a, rangedOpts), c.OpenWith(b, rangedOpts)
 	defer ra.Close()
 	defer rb.Close()
 	checkRead(t, ra, a.data, 0, len(a.data))

@@ -13,7 +13,7 @@ import (
 // the "re-read on a fresh mount, same --cache-dir" case. Reads are 1 MiB
 // Slices, as FUSE sends them; with readers=N, N goroutines take the next
 // offset in turn, like the kernel's readahead keeping several READs in
-// flight. The source is a StreamSource, as registry.Blob is, and must never
+// flight. The source streams, as a registry blob does, and must never
 // be called.
 func BenchmarkDiskSequential(b *testing.B) {
 	const (

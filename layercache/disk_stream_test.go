@@ -1,6 +1,8 @@
 package layercache
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"bytes"
 	"context"
 	"os"
@@ -15,7 +17,7 @@ import (
 func diskWarm(t *testing.T, dir string, bs int64, src *fakeSource) int64 {
 	t.Helper()
 	c := newTestCache(t, Options{BlockSize: bs, DiskDir: dir})
-	r := c.Open(src)
+	r := c.OpenWith(src, rangedOpts)
 	checkRead(t, r, src.data, 0, len(src.data))
 	r.Close()
 	c.Close()
@@ -30,7 +32,7 @@ func TestDiskStreamSequential(t *testing.T) {
 	const size = 40*bs + 77
 	for _, tt := range []struct {
 		name   string
-		stream bool // the source is a StreamSource
+		stream bool // the source streams
 		read   int
 	}{
 		{"small reads", false, 256},
@@ -43,12 +45,12 @@ func TestDiskStreamSequential(t *testing.T) {
 			dir := t.TempDir()
 			fake := newFakeSource(keyN(60), size, 60)
 			warmCalls := diskWarm(t, dir, bs, fake)
-			var src Source = fake
+			var src blobio.Source = fake
 			if tt.stream {
 				src = &streamingSource{fakeSource: fake}
 			}
 			c := streamCache(t, Options{BlockSize: bs, DiskDir: dir, Readahead: 8})
-			r := c.Open(src)
+			r := c.OpenWith(src, OpenOptions{Ranged: !tt.stream})
 			readSeq(t, r, fake.data, tt.read)
 			r.Close()
 			waitIdle(t, c)
@@ -79,7 +81,7 @@ func TestDiskStreamFUSEPattern(t *testing.T) {
 	warmCalls := diskWarm(t, dir, bs, fake)
 	for _, skip := range []bool{false, true} {
 		c := streamCache(t, Options{BlockSize: bs, DiskDir: dir, Readahead: 16})
-		r := c.OpenWith(fake, OpenOptions{SkipMemory: skip})
+		r := c.OpenWith(fake, OpenOptions{Ranged: true, SkipMemory: skip})
 		var next atomic.Int64
 		var wg sync.WaitGroup
 		for range 4 {
@@ -151,7 +153,7 @@ func TestDiskStreamBadBlock(t *testing.T) {
 				diskWarm(t, dir, bs, fake)
 				path := filepath.Join(dir, blockRel(fake.key, bs, bad))
 				again := &fakeSource{key: fake.key, data: fake.data}
-				var src Source = again
+				var src blobio.Source = again
 				if stream {
 					src = &streamingSource{fakeSource: again}
 				}
@@ -162,7 +164,7 @@ func TestDiskStreamBadBlock(t *testing.T) {
 				if tt.afterOpen {
 					tt.damage(t, path)
 				}
-				r := c.Open(src)
+				r := c.OpenWith(src, OpenOptions{Ranged: !stream})
 				readSeq(t, r, fake.data, 512)
 				r.Close()
 				waitIdle(t, c)
@@ -176,7 +178,7 @@ func TestDiskStreamBadBlock(t *testing.T) {
 				// Rewritten whole: a third cache reads everything from disk.
 				third := &fakeSource{key: fake.key, data: fake.data}
 				c3 := streamCache(t, Options{BlockSize: bs, DiskDir: dir, Readahead: 8})
-				r3 := c3.Open(third)
+				r3 := c3.OpenWith(third, rangedOpts)
 				readSeq(t, r3, fake.data, bs)
 				r3.Close()
 				if got := third.calls.Load(); got != 0 {

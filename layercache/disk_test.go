@@ -1,6 +1,8 @@
 package layercache
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"bytes"
 	"context"
 	"errors"
@@ -14,9 +16,9 @@ import (
 )
 
 // readAll reads the whole blob through a fresh Reader in 700-byte steps.
-func readAll(t *testing.T, c *Cache, src Source, want []byte) {
+func readAll(t *testing.T, c *Cache, src blobio.Source, want []byte) {
 	t.Helper()
-	r := c.Open(src)
+	r := c.OpenWith(src, rangedOpts)
 	defer r.Close()
 	for off := int64(0); off < r.Size(); off += 700 {
 		checkRead(t, r, want, off, 700)
@@ -208,7 +210,7 @@ func TestDiskPartialOrGarbageNeverServed(t *testing.T) {
 
 			again := &fakeSource{key: src.key, data: src.data}
 			c2 := newTestCache(t, Options{BlockSize: bs, DiskDir: dir, Readahead: -1})
-			r := c2.Open(again)
+			r := c2.OpenWith(again, rangedOpts)
 			defer r.Close()
 			checkRead(t, r, src.data, 0, 3*bs)
 			if got := again.spans(); len(got) != 1 || got[0] != (span{bs, bs}) {

@@ -50,7 +50,7 @@ func TestReadExact(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			src := newFakeSource(keyN(300+i), size, uint64(300+i))
 			c := newTestCache(t, Options{BlockSize: bs, Readahead: -1})
-			r := c.Open(src)
+			r := c.OpenWith(src, rangedOpts)
 			defer r.Close()
 			for _, w := range tt.warm {
 				checkRead(t, r, src.data, w.off, int(w.n))
@@ -93,7 +93,7 @@ func TestReadExactErrors(t *testing.T) {
 			src := newFakeSource(keyN(320+i), 8*bs, uint64(320+i))
 			src.hook = tt.hook
 			c := newTestCache(t, Options{BlockSize: bs, Readahead: -1})
-			r := c.Open(src)
+			r := c.OpenWith(src, rangedOpts)
 			defer r.Close()
 			if _, err := r.ReadExact(context.Background(), make([]byte, 3*bs), bs/2); !errors.Is(err, tt.want) {
 				t.Fatalf("ReadExact: got %v want %v", err, tt.want)
@@ -109,7 +109,7 @@ func TestReadExactErrors(t *testing.T) {
 	t.Run("short read", func(t *testing.T) {
 		src := &shortSource{newFakeSource(keyN(330), 8*bs, 330)}
 		c := newTestCache(t, Options{BlockSize: bs, Readahead: -1})
-		r := c.Open(src)
+		r := c.OpenWith(src, rangedOpts)
 		defer r.Close()
 		if _, err := r.ReadExact(context.Background(), make([]byte, 100), 50); !errors.Is(err, ErrShortRead) {
 			t.Fatalf("ReadExact of a short source: got %v want %v", err, ErrShortRead)
@@ -118,7 +118,7 @@ func TestReadExactErrors(t *testing.T) {
 	t.Run("bad offsets", func(t *testing.T) {
 		src := newFakeSource(keyN(331), 8*bs, 331)
 		c := newTestCache(t, Options{BlockSize: bs, Readahead: -1})
-		r := c.Open(src)
+		r := c.OpenWith(src, rangedOpts)
 		if _, err := r.ReadExact(context.Background(), make([]byte, 1), -1); err == nil {
 			t.Errorf("ReadExact at -1: got no error")
 		}
@@ -147,13 +147,13 @@ func TestReadExactWritesDisk(t *testing.T) {
 	dir := t.TempDir()
 	src := newFakeSource(keyN(340), 6*bs, 340)
 	c := newTestCache(t, Options{BlockSize: bs, Readahead: -1, DiskDir: dir})
-	r := c.Open(src)
+	r := c.OpenWith(src, rangedOpts)
 	readExact(t, r, src.data, bs-1, 3*bs+2) // blocks 1-3 whole
 	r.Close()
 	c.Close()
 
 	c2 := newTestCache(t, Options{BlockSize: bs, Readahead: -1, DiskDir: dir})
-	r2 := c2.Open(src)
+	r2 := c2.OpenWith(src, rangedOpts)
 	defer r2.Close()
 	before := len(src.spans())
 	readExact(t, r2, src.data, bs, 3*bs)

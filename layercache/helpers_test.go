@@ -1,8 +1,11 @@
 package layercache
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -42,7 +45,16 @@ func randomBytes(n int, seed uint64) []byte {
 	return b
 }
 
+// rangedOpts opens a fakeSource, which has no stream of its own.
+var rangedOpts = OpenOptions{Ranged: true}
+
 func (s *fakeSource) Key() string { return s.key }
+
+// Open fails: a fakeSource stands for a blob read by ranges only
+// (OpenOptions.Ranged); streamingSource streams.
+func (s *fakeSource) Open(context.Context, int64, int64) (io.ReadCloser, error) {
+	return nil, errors.New("fakeSource: opened without OpenOptions.Ranged")
+}
 func (s *fakeSource) Size() int64 { return int64(len(s.data)) }
 
 func (s *fakeSource) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
@@ -111,7 +123,7 @@ func waitIdle(t testing.TB, c *Cache) {
 }
 
 // checkRead reads [off, off+n) through r and compares with want.
-func checkRead(t testing.TB, r ReaderAt, want []byte, off int64, n int) {
+func checkRead(t testing.TB, r blobio.ReaderAt, want []byte, off int64, n int) {
 	t.Helper()
 	p := make([]byte, n)
 	got, err := r.ReadAt(context.Background(), p, off)

@@ -1,6 +1,8 @@
 package layercache
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"context"
 	"fmt"
 	"io"
@@ -27,6 +29,9 @@ type OpenOptions struct {
 	// is fetched and cached in whole blocks, as a prefetch for later use
 	// wants.
 	WholeBlocks bool
+	// Ranged fetches with ranged reads only, never a stream (Source.Open):
+	// exactly the block runs asked for, as a prefetch of some files wants.
+	Ranged bool
 }
 
 // minSequentialRun is how many contiguous bytes (or one block, if smaller)
@@ -38,7 +43,7 @@ const minSequentialRun = 128 << 10
 // starts a stream at once (see track), or a whole block if smaller.
 const minSpeculativeRead = 64 << 10
 
-// Reader reads one blob through the cache. It satisfies ReaderAt and is safe
+// Reader reads one blob through the cache. It is a blobio.ReaderAt, safe
 // for concurrent use. Close it when done: that stops its readahead.
 type Reader struct {
 	c      *Cache
@@ -69,18 +74,18 @@ type Reader struct {
 	private map[int64][]byte // SkipMemory: the blocks this reader is on
 }
 
-var _ ReaderAt = (*Reader)(nil)
+var _ blobio.ReaderAt = (*Reader)(nil)
 
 // Open returns a Reader over src with default OpenOptions. Readers of the
 // same Key share cached blocks and fetches.
-func (c *Cache) Open(src Source) *Reader { return c.OpenWith(src, OpenOptions{}) }
+func (c *Cache) Open(src blobio.Source) *Reader { return c.OpenWith(src, OpenOptions{}) }
 
 // OpenWith returns a Reader over src tuned by o.
-func (c *Cache) OpenWith(src Source, o OpenOptions) *Reader {
+func (c *Cache) OpenWith(src blobio.Source, o OpenOptions) *Reader {
 	ctx, cancel := context.WithCancel(c.ctx)
 	r := &Reader{
 		c:      c,
-		b:      c.newBlob(src),
+		b:      c.newBlob(src, !o.Ranged),
 		skip:   o.SkipMemory || c.mem == nil,
 		seq:    o.Sequential,
 		whole:  o.WholeBlocks,
@@ -323,7 +328,7 @@ func (r *Reader) readahead(from, to, piece int64) {
 	if from > to || r.closed.Load() {
 		return
 	}
-	_, streams := r.b.src.(StreamSource)
+	streams := r.b.stream
 	c := r.c
 	g := getOpts{keep: !r.skip, sem: r.sem}
 	if r.skip {
@@ -408,9 +413,9 @@ func (r *Reader) readahead(from, to, piece int64) {
 }
 
 // speculate starts a stream at block 0 for a read of it, if the blob is a
-// StreamSource and block 0 is missing everywhere.
+// stream (not Ranged) and block 0 is missing everywhere.
 func (r *Reader) speculate() {
-	if _, ok := r.b.src.(StreamSource); !ok || r.c.opts.Readahead <= 0 || r.b.nblocks < 2 {
+	if !r.b.stream || r.c.opts.Readahead <= 0 || r.b.nblocks < 2 {
 		return
 	}
 	c := r.c

@@ -30,7 +30,7 @@ func TestSlices(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newTestCache(t, Options{BlockSize: bs})
-			r := c.Open(src)
+			r := c.OpenWith(src, rangedOpts)
 			defer r.Close()
 			vec, release, err := r.Slices(context.Background(), tt.off, tt.n)
 			defer release()
@@ -52,7 +52,7 @@ func TestSlices(t *testing.T) {
 		})
 	}
 	c := newTestCache(t, Options{BlockSize: bs})
-	r := c.Open(src)
+	r := c.OpenWith(src, rangedOpts)
 	for _, tt := range []struct {
 		off int64
 		n   int

@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// A stream is how a sequential reader of a StreamSource reads ahead: one
+// A stream is how a sequential reader of a streaming Source reads ahead: one
 // ranged request from the first missing block towards the end of the blob,
 // read block by block and published as each block arrives, kept at most the
 // reader's readahead window ahead of it. Against a registry every request
@@ -29,7 +29,7 @@ import (
 //
 // Like every ranged read, a stream's blocks are served as they arrive. A
 // stream of the whole blob (from block 0) is also checked against the
-// blob's digest by a verifying Source (registry.Blob) at its end: its last
+// blob's digest by a verifying Source (a registry blob) at its end: its last
 // block is published only after that, so a reader of the whole blob gets an
 // error instead of a wrong end.
 //
@@ -376,7 +376,7 @@ func (c *Cache) streamBlocks(f *flight) (stop int64, err error) {
 		return c.diskStreamBlocks(f), nil
 	}
 	b := f.b
-	ss := b.src.(StreamSource)
+	ss := b.src
 	ctx, cancel := context.WithCancelCause(f.parent)
 	defer cancel(nil)
 	errBlockTimeout := fmt.Errorf("no block within %v: %w", c.opts.FetchTimeout, context.DeadlineExceeded)

@@ -1,6 +1,8 @@
 package layercache
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"bytes"
 	"context"
 	"errors"
@@ -9,7 +11,7 @@ import (
 	"testing"
 )
 
-// streamingSource adds StreamSource.Open to fakeSource; mangle, when set,
+// streamingSource gives fakeSource a working Open; mangle, when set,
 // replaces the stream of the first Open.
 type streamingSource struct {
 	*fakeSource
@@ -36,7 +38,7 @@ func (s *streamingSource) Open(ctx context.Context, off, n int64) (io.ReadCloser
 	return io.NopCloser(r), nil
 }
 
-var _ StreamSource = (*streamingSource)(nil)
+var _ blobio.Source = (*streamingSource)(nil)
 
 func TestStreamSourceExactBytesAndRuns(t *testing.T) {
 	const bs = 1024

@@ -1,6 +1,8 @@
 package layercache
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"bytes"
 	"context"
 	"errors"
@@ -31,11 +33,11 @@ func TestStressConcurrentReaders(t *testing.T) {
 			rnd := rand.New(rand.NewPCG(uint64(g), 99))
 			for round := 0; round < 4; round++ {
 				src := srcs[rnd.IntN(len(srcs))]
-				var s Source = src
+				var s blobio.Source = src
 				if g%2 == 1 {
 					s = &streamingSource{fakeSource: src}
 				}
-				r := c.OpenWith(s, OpenOptions{Sequential: g%4 == 0, SkipMemory: g%3 == 0})
+				r := c.OpenWith(s, OpenOptions{Ranged: g%2 == 0, Sequential: g%4 == 0, SkipMemory: g%3 == 0})
 				off := rnd.Int64N(src.Size())
 				for i := 0; i < 30; i++ {
 					if g%5 == 0 || rnd.IntN(4) == 0 {

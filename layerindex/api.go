@@ -1,19 +1,14 @@
 package layerindex
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"context"
 	"io/fs"
 	"time"
 )
 
-// ReaderAt is a blob's stored (compressed) bytes, normally served by
-// layercache. The same interface is handed out for uncompressed content.
-type ReaderAt interface {
-	Size() int64
-	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
-}
-
-// ExactReaderAt is optionally implemented by a blob ReaderAt (the block
+// ExactReaderAt is optionally implemented by a blob blobio.ReaderAt (the block
 // cache's Reader is one): ReadExact reads like ReadAt but, when the bytes
 // are not cached, fetches only them rather than every cache block they
 // touch. The index uses it for small reads far apart: a format probe, an
@@ -23,7 +18,7 @@ type ExactReaderAt interface {
 }
 
 // readExact reads with blob's ReadExact if it has one, else ReadAt.
-func readExact(ctx context.Context, blob ReaderAt, p []byte, off int64) (int, error) {
+func readExact(ctx context.Context, blob blobio.ReaderAt, p []byte, off int64) (int, error) {
 	if x, ok := blob.(ExactReaderAt); ok {
 		return x.ReadExact(ctx, p, off)
 	}

@@ -1,6 +1,8 @@
 package layerindex
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"context"
 	"errors"
 	"fmt"
@@ -16,7 +18,7 @@ const defaultReadSize = 1 << 20
 // goroutine at a time).
 type blobReader struct {
 	ctx    context.Context
-	blob   ReaderAt
+	blob   blobio.ReaderAt
 	span   int64
 	buf    []byte
 	bufOff int64 // blob offset of buf[0]
@@ -27,13 +29,13 @@ type blobReader struct {
 	onFill func(n int64)
 }
 
-func newBlobReader(ctx context.Context, blob ReaderAt, off, span int64) *blobReader {
+func newBlobReader(ctx context.Context, blob blobio.ReaderAt, off, span int64) *blobReader {
 	return newBlobReaderInto(ctx, nil, blob, off, span)
 }
 
 // newBlobReaderInto is newBlobReader reusing buf (from a blobReader that is
 // no longer used) for its spans.
-func newBlobReaderInto(ctx context.Context, buf []byte, blob ReaderAt, off, span int64) *blobReader {
+func newBlobReaderInto(ctx context.Context, buf []byte, blob blobio.ReaderAt, off, span int64) *blobReader {
 	if span <= 0 {
 		span = defaultReadSize
 	}

@@ -1,12 +1,12 @@
 // Package layerindex gives the uncompressed views of a layer blob: the whole
 // tar stream (layer.tar) at any offset, and an index of the tar's entries
-// with a ReaderAt over each file's content.
+// with a blobio.ReaderAt over each file's content.
 //
-// It reads the stored (compressed) bytes through a ReaderAt, normally served
+// It reads the stored (compressed) bytes through a blobio.ReaderAt, normally served
 // by layercache, in large aligned spans so the cache and the registry see few
 // requests. Compression is detected by magic bytes: gzip, zstd or none.
 // Small reads far apart (the format probe, an eStargz footer and TOC, a
-// small file's chunks) ask for exactly their bytes when the blob's ReaderAt
+// small file's chunks) ask for exactly their bytes when the blob's blobio.ReaderAt
 // can (ExactReaderAt). eStargz blobs are read through their TOC, chunks
 // checked against their TOC digests, contiguous chunks of one read fetched
 // together; the TOC JSON is parsed here, so a hardlink into a lower layer is

@@ -1,6 +1,8 @@
 package layerindex
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"archive/tar"
 	"bytes"
 	"context"
@@ -343,7 +345,7 @@ func stargzEntry(te *estargz.TOCEntry) (*Entry, error) {
 // openFile reads a regular file chunk by chunk: each chunk's compressed
 // range is fetched once, inflated, checked against its TOC digest, and kept
 // in the Manager's small chunk cache.
-func (sg *stargzLayer) openFile(e *Entry) (ReaderAt, error) {
+func (sg *stargzLayer) openFile(e *Entry) (blobio.ReaderAt, error) {
 	if e == sg.tocEntry {
 		return &stargzTOCFile{sg: sg, size: e.Size}, nil
 	}

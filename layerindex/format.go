@@ -1,6 +1,8 @@
 package layerindex
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -35,7 +37,7 @@ var (
 
 // detectFormat looks at the first bytes of a blob. Anything that is neither
 // gzip nor zstd is taken as an uncompressed tar; the tar reader judges it.
-func detectFormat(ctx context.Context, blob ReaderAt) (Format, error) {
+func detectFormat(ctx context.Context, blob blobio.ReaderAt) (Format, error) {
 	var head [4]byte
 	n := int64(len(head))
 	if s := blob.Size(); s < n {

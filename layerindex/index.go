@@ -1,6 +1,8 @@
 package layerindex
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"context"
 	"errors"
 	"fmt"
@@ -160,7 +162,7 @@ func (l *Layer) Index(ctx context.Context) (*Index, error) {
 
 // OpenFile returns a reader of a regular file's content (a hardlink is
 // followed to its target). e must come from this Layer's Index.
-func (l *Layer) OpenFile(ctx context.Context, e *Entry) (ReaderAt, error) {
+func (l *Layer) OpenFile(ctx context.Context, e *Entry) (blobio.ReaderAt, error) {
 	x, err := l.Index(ctx)
 	if err != nil {
 		return nil, err

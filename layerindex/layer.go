@@ -1,6 +1,8 @@
 package layerindex
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +15,7 @@ import (
 type Layer struct {
 	m     *Manager
 	key   string
-	blob  ReaderAt
+	blob  blobio.ReaderAt
 	lopts LayerOptions
 
 	formatOnce sync.Once

@@ -1,6 +1,8 @@
 package layerindex
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"context"
 	"fmt"
 	"maps"
@@ -134,7 +136,7 @@ type LayerOptions struct {
 // Layer returns the shared Layer for key (the blob digest). The blob and
 // options of the first call for a key are kept; later calls get the same
 // Layer. It does no I/O.
-func (m *Manager) Layer(key string, blob ReaderAt, lo LayerOptions) *Layer {
+func (m *Manager) Layer(key string, blob blobio.ReaderAt, lo LayerOptions) *Layer {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if l, ok := m.layers[key]; ok {

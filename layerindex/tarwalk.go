@@ -1,6 +1,8 @@
 package layerindex
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"context"
 	"errors"
 	"fmt"
@@ -21,7 +23,7 @@ const tarWalkWindow = 4 << 10
 // a small window at the position, a seek only moves it.
 type seekBlob struct {
 	ctx    context.Context
-	blob   ReaderAt
+	blob   blobio.ReaderAt
 	size   int64
 	pos    int64
 	buf    []byte

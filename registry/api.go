@@ -2,10 +2,11 @@ package registry
 
 import (
 	"context"
-	"io"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regfs/regfs/blobio"
 )
 
 // API names the registry protocol a Client speaks.
@@ -35,23 +36,10 @@ type Client interface {
 	// Index/Platforms are set.
 	Resolve(ctx context.Context, repo, ref string, platform Platform) (*Image, error)
 	// OpenBlob returns a handle on layer l of an image in repo. It may do a
-	// HEAD request when l.Size is unknown.
-	OpenBlob(ctx context.Context, repo string, l Layer) (Blob, error)
-}
-
-// Blob is one immutable blob, readable by range.
-type Blob interface {
-	// Key identifies the blob's content for caching: the digest string for
-	// v2 blobs, "v1:<host>/<image id>" for v1 layers.
-	Key() string
-	// Size is the exact size in bytes.
-	Size() int64
-	// ReadAt reads len(p) bytes at off, as io.ReaderAt does (io.EOF only when
-	// off+len(p) passes the end), resuming dropped connections.
-	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
-	// Open streams bytes [off, off+n) (n < 0: to the end) with the same
-	// resume behaviour; for long sequential passes.
-	Open(ctx context.Context, off, n int64) (io.ReadCloser, error)
+	// HEAD request when l.Size is unknown. Its Key is the digest string for
+	// v2 blobs, "v1:<host>/<image id>" for v1 layers; ReadAt and Open resume
+	// dropped connections.
+	OpenBlob(ctx context.Context, repo string, l Layer) (blobio.Source, error)
 }
 
 // Image is what Resolve returns. Raw byte slices are exactly as served.

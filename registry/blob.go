@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"context"
 	"fmt"
 	"io"
@@ -16,7 +18,7 @@ type v2Blob struct {
 	rr   *resumableReader
 }
 
-var _ Blob = (*v2Blob)(nil)
+var _ blobio.Source = (*v2Blob)(nil)
 
 func (b *v2Blob) Key() string { return b.dgst.String() }
 func (b *v2Blob) Size() int64 { return b.rr.size }
@@ -35,7 +37,7 @@ func (b *v2Blob) Open(ctx context.Context, off, n int64) (io.ReadCloser, error) 
 
 // OpenBlob returns a handle on the blob l.Digest of repo; when l.Size is
 // unknown (< 0) it asks HEAD for it.
-func (c *v2Client) OpenBlob(ctx context.Context, repo string, l Layer) (Blob, error) {
+func (c *v2Client) OpenBlob(ctx context.Context, repo string, l Layer) (blobio.Source, error) {
 	rp, err := c.repoPath(repo)
 	if err != nil {
 		return nil, fmt.Errorf("open blob %s: %w", l.Digest, err)

@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"bytes"
 	"cmp"
 	"context"
@@ -57,7 +59,7 @@ func sha(b []byte) digest.Digest { return digest.FromBytes(b) }
 
 // readAllAt reads the whole blob with ReadAt in chunks of n bytes, in a
 // random order.
-func readAllAt(ctx context.Context, t *testing.T, b Blob, n int) []byte {
+func readAllAt(ctx context.Context, t *testing.T, b blobio.Source, n int) []byte {
 	t.Helper()
 	out := make([]byte, b.Size())
 	offs := []int64{}
@@ -79,7 +81,7 @@ func readAllAt(ctx context.Context, t *testing.T, b Blob, n int) []byte {
 	return out
 }
 
-func openAll(ctx context.Context, b Blob) ([]byte, error) {
+func openAll(ctx context.Context, b blobio.Source) ([]byte, error) {
 	rc, err := b.Open(ctx, 0, -1)
 	if err != nil {
 		return nil, err

@@ -9,7 +9,7 @@
 // It must never return bytes that failed a digest check, and never bytes from
 // an offset other than the one asked for.
 //
-// The heart of the package is Blob: a handle on one immutable blob with
+// The heart of the package is the blob handle (a blobio.Source): one immutable blob with
 // Size and a ReadAt that resumes a dropped connection with a new Range
 // request, so a caller sees the right bytes or an error, never a short or
 // wrong read. Both APIs read blobs through one resumableReader

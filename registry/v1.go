@@ -18,6 +18,8 @@ package registry
 // One-component names get "library/", as docker did.
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -626,7 +628,7 @@ func (c *v1Client) Resolve(ctx context.Context, repo, ref string, platform Platf
 
 // OpenBlob returns the layer of image l.ID. When l.Size is unknown it is
 // read from X-Docker-Size, or from the layer response itself.
-func (c *v1Client) OpenBlob(ctx context.Context, repo string, l Layer) (Blob, error) {
+func (c *v1Client) OpenBlob(ctx context.Context, repo string, l Layer) (blobio.Source, error) {
 	rp, err := v1RepoPath(repo)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,8 @@
 package registry_test
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
@@ -453,7 +455,7 @@ func TestV1Retries(t *testing.T) {
 	})
 }
 
-func v1Open(t *testing.T, c registry.Client, repo string, l registry.Layer) registry.Blob {
+func v1Open(t *testing.T, c registry.Client, repo string, l registry.Layer) blobio.Source {
 	t.Helper()
 	b, err := c.OpenBlob(context.Background(), repo, l)
 	if err != nil {

@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"context"
 	"fmt"
 	"io"
@@ -18,7 +20,7 @@ type v1Blob struct {
 	rr       *resumableReader
 }
 
-var _ Blob = (*v1Blob)(nil)
+var _ blobio.Source = (*v1Blob)(nil)
 
 func (b *v1Blob) Key() string { return b.key }
 func (b *v1Blob) Size() int64 { return b.rr.size }

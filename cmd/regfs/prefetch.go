@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/regfs/regfs/blobio"
+
 	"archive/tar"
 	"context"
 	"errors"
@@ -83,7 +85,7 @@ down after retries) ends the command with a non-zero status.`,
 type prefetchLayer struct {
 	num, of int // 1-based position, base first, and the layer count
 	layer   registry.Layer
-	blob    registry.Blob
+	blob    blobio.Source
 }
 
 func (pl prefetchLayer) name() string {
@@ -306,7 +308,7 @@ func prefetchPaths(ctx context.Context, p *parts, layers []prefetchLayer, paths 
 		// Whole blocks: what is fetched must be found in the cache later
 		// (an eStargz chunk read exactly would leave its partial blocks
 		// out).
-		ixs[i] = p.index.Layer(pl.blob.Key(), p.cache.OpenWith(rangedSource{pl.blob}, layercache.OpenOptions{WholeBlocks: true}), pl.indexOptions())
+		ixs[i] = p.index.Layer(pl.blob.Key(), p.cache.OpenWith(pl.blob, layercache.OpenOptions{WholeBlocks: true, Ranged: true}), pl.indexOptions())
 		g.Go(func() error {
 			x, err := ixs[i].Index(gctx)
 			if err != nil {
@@ -342,12 +344,8 @@ func prefetchPaths(ctx context.Context, p *parts, layers []prefetchLayer, paths 
 	return g.Wait()
 }
 
-// rangedSource is a blob without its streaming side (layercache.StreamSource):
-// the cache then fetches exactly the block runs it needs.
-type rangedSource struct{ layercache.Source }
-
 // readAll reads r from start to end, discarding the bytes.
-func readAll(ctx context.Context, r layerindex.ReaderAt, add func(int64)) error {
+func readAll(ctx context.Context, r blobio.ReaderAt, add func(int64)) error {
 	buf := make([]byte, 1<<20)
 	size := r.Size()
 	for off := int64(0); off < size; {
