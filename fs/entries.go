@@ -2,6 +2,7 @@ package fs
 
 import (
 	"github.com/regfs/regfs/blobio"
+	"github.com/regfs/regfs/rootfs"
 
 	"archive/tar"
 	"context"
@@ -23,7 +24,7 @@ import (
 
 // A view is one tree of tar entries: a layer's own (layers/<id>/fs/, whiteouts
 // shown as they are) or an image's merged one (rootfs/, from
-// layerindex.Merge). Names are relative, "" is the root.
+// rootfs.Merge). Names are relative, "" is the root.
 type view interface {
 	// id is the view's identity, part of its files' inode numbers.
 	id() string
@@ -67,7 +68,7 @@ func (v *layerView) index(ctx context.Context) (*layerindex.Index, map[string]in
 	if err != nil {
 		return nil, nil, err
 	}
-	links = layerindex.LinkCounts(x)
+	links = rootfs.LinkCounts(x)
 	v.mu.Lock()
 	v.x, v.links = x, links
 	v.mu.Unlock()
@@ -125,7 +126,7 @@ type mergedView struct {
 	refs []*layerRef // base first
 
 	mu     sync.Mutex
-	merged *layerindex.Merged
+	merged *rootfs.Merged
 }
 
 func (t *tree) mergedView(img *registry.Image, imID string) *mergedView {
@@ -145,7 +146,7 @@ func (t *tree) mergedView(img *registry.Image, imID string) *mergedView {
 func (v *mergedView) id() string { return "rootfs:" + v.img.Repository + ":" + v.imID }
 
 // get merges the layers' indexes, built in parallel (each once, shared).
-func (v *mergedView) get(ctx context.Context) (*layerindex.Merged, error) {
+func (v *mergedView) get(ctx context.Context) (*rootfs.Merged, error) {
 	v.mu.Lock()
 	m := v.merged
 	v.mu.Unlock()
@@ -173,14 +174,14 @@ func (v *mergedView) get(ctx context.Context) (*layerindex.Merged, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	m = layerindex.Merge(xs)
+	m = rootfs.Merge(xs)
 	v.mu.Lock()
 	v.merged = m
 	v.mu.Unlock()
 	return m, nil
 }
 
-func (v *mergedView) entry(m *layerindex.Merged, me layerindex.MergedEntry) ventry {
+func (v *mergedView) entry(m *rootfs.Merged, me rootfs.Entry) ventry {
 	ve := ventry{e: me.Entry, layer: me.Layer, dataLayer: me.Layer, nlink: m.Nlink(me)}
 	if t, err := m.Resolve(me); err == nil {
 		ve.data, ve.dataLayer = t.Entry, t.Layer

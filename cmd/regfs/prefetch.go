@@ -2,16 +2,14 @@ package main
 
 import (
 	"github.com/regfs/regfs/blobio"
+	"github.com/regfs/regfs/rootfs"
 
-	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	iofs "io/fs"
 	"os"
 	"os/signal"
-	"path"
 	"strings"
 	"syscall"
 	"time"
@@ -286,12 +284,6 @@ func indexLayer(ctx context.Context, p *parts, pl prefetchLayer) (string, error)
 	return fmt.Sprintf("%s, %s uncompressed, %d entries", format, humanBytes(tarSize), x.Len()), nil
 }
 
-// selectedFile is a regular file's data entry in one layer.
-type selectedFile struct {
-	layer int
-	entry *layerindex.Entry
-}
-
 // prefetchPaths reads the layers' indexes, then every regular file at or
 // under paths in the merged rootfs, through the cache.
 func prefetchPaths(ctx context.Context, p *parts, layers []prefetchLayer, paths []string, prog *progress) error {
@@ -321,7 +313,7 @@ func prefetchPaths(ctx context.Context, p *parts, layers []prefetchLayer, paths 
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	files, size, err := selectFiles(layerindex.Merge(xs), paths)
+	files, size, err := rootfs.Merge(xs).DataFiles(paths)
 	if err != nil {
 		return err
 	}
@@ -331,12 +323,12 @@ func prefetchPaths(ctx context.Context, p *parts, layers []prefetchLayer, paths 
 	g.SetLimit(prefetchFileReaders)
 	for _, sf := range files {
 		g.Go(func() error {
-			r, err := ixs[sf.layer].OpenFile(gctx, sf.entry)
+			r, err := ixs[sf.Layer].OpenFile(gctx, sf.Entry)
 			if err != nil {
-				return fmt.Errorf("%s: %w", layers[sf.layer].name(), err)
+				return fmt.Errorf("%s: %w", layers[sf.Layer].name(), err)
 			}
 			if err := readAll(gctx, r, prog.Add); err != nil {
-				return fmt.Errorf("%s: /%s: %w", layers[sf.layer].name(), sf.entry.Name, err)
+				return fmt.Errorf("%s: /%s: %w", layers[sf.Layer].name(), sf.Name, err)
 			}
 			return nil
 		})
@@ -358,111 +350,4 @@ func readAll(ctx context.Context, r blobio.ReaderAt, add func(int64)) error {
 		off += int64(n)
 	}
 	return nil
-}
-
-// selectFiles lists the regular files (hardlinks resolved to the entry
-// holding the data, each once) at or under paths in m, and their total size.
-func selectFiles(m *layerindex.Merged, paths []string) ([]selectedFile, int64, error) {
-	type key struct {
-		layer int
-		name  string
-	}
-	seen := map[key]bool{}
-	var files []selectedFile
-	var size int64
-	var walk func(e layerindex.MergedEntry) error
-	walk = func(e layerindex.MergedEntry) error {
-		switch e.Type {
-		case tar.TypeDir:
-			for _, c := range m.Children(e.Name) {
-				if err := walk(c); err != nil {
-					return err
-				}
-			}
-		case tar.TypeReg, tar.TypeLink:
-			t, err := m.Resolve(e)
-			if err != nil {
-				return err
-			}
-			k := key{t.Layer, t.Name}
-			if t.Type != tar.TypeReg || t.Size == 0 || seen[k] {
-				return nil
-			}
-			seen[k] = true
-			files = append(files, selectedFile{layer: t.Layer, entry: t.Entry})
-			size += t.Size
-		}
-		return nil
-	}
-	for _, p := range paths {
-		e, err := lookupFollow(m, p)
-		if err != nil {
-			return nil, 0, fmt.Errorf("path %q in the image: %w", p, err)
-		}
-		if err := walk(e); err != nil {
-			return nil, 0, fmt.Errorf("path %q in the image: %w", p, err)
-		}
-	}
-	return files, size, nil
-}
-
-// maxSymlinkHops is where following symlinks gives up, as Linux does.
-const maxSymlinkHops = 40
-
-// lookupFollow finds name in m, resolving symlinks on the way (an absolute
-// target from the rootfs's root, a relative one from the link's directory)
-// and ".." as the kernel would inside a chroot.
-func lookupFollow(m *layerindex.Merged, name string) (layerindex.MergedEntry, error) {
-	rest := splitRootfsPath(name)
-	dir := "" // resolved so far; "" is the root
-	hops := 0
-	for len(rest) > 0 {
-		el := rest[0]
-		rest = rest[1:]
-		if el == ".." {
-			dir = path.Dir(dir)
-			if dir == "." {
-				dir = ""
-			}
-			continue
-		}
-		cur := el
-		if dir != "" {
-			cur = dir + "/" + el
-		}
-		e, ok := m.Lookup(cur)
-		if !ok {
-			return layerindex.MergedEntry{}, fmt.Errorf("/%s: %w", cur, iofs.ErrNotExist)
-		}
-		switch {
-		case e.Type == tar.TypeSymlink:
-			if hops++; hops > maxSymlinkHops {
-				return layerindex.MergedEntry{}, fmt.Errorf("/%s: %w", cur, syscall.ELOOP)
-			}
-			if strings.HasPrefix(e.Linkname, "/") {
-				dir = ""
-			}
-			rest = append(splitRootfsPath(e.Linkname), rest...)
-		case len(rest) > 0 && e.Type != tar.TypeDir:
-			return layerindex.MergedEntry{}, fmt.Errorf("/%s: %w", cur, syscall.ENOTDIR)
-		default:
-			dir = cur
-		}
-	}
-	e, ok := m.Lookup(dir)
-	if !ok {
-		return layerindex.MergedEntry{}, fmt.Errorf("/%s: %w", dir, iofs.ErrNotExist)
-	}
-	return e, nil
-}
-
-// splitRootfsPath splits a path into its elements, without "" and ".".
-func splitRootfsPath(p string) []string {
-	var out []string
-	for _, el := range strings.Split(p, "/") {
-		if el != "" && el != "." {
-			out = append(out, el)
-		}
-	}
-	return out
 }

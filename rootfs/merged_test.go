@@ -1,17 +1,53 @@
-package layerindex
+package rootfs
 
 import (
 	"archive/tar"
+	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
+
+	"github.com/regfs/regfs/layerindex"
 )
+
+// memBlob is a blob in memory, for layerindex.
+type memBlob []byte
+
+func (b memBlob) Size() int64 { return int64(len(b)) }
+
+func (b memBlob) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
+	if off >= int64(len(b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// indexOf indexes an uncompressed tar held in memory.
+func indexOf(t *testing.T, key string, tarData []byte) *layerindex.Index {
+	t.Helper()
+	m, err := layerindex.NewManager(layerindex.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := m.Layer(key, memBlob(tarData), layerindex.LayerOptions{}).Index(context.Background())
+	if err != nil {
+		t.Fatalf("index %s: %v", key, err)
+	}
+	return x
+}
 
 // layerOf builds an index from "type:name[:linkname]" specs, in tar order:
 // f file, d dir, l symlink, h hardlink.
-func layerOf(t *testing.T, specs ...string) *Index {
+func layerOf(t *testing.T, specs ...string) *layerindex.Index {
 	t.Helper()
-	b := newIndexBuilder(1000)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
 	for i, s := range specs {
 		parts := strings.SplitN(s, ":", 3)
 		h := &tar.Header{Name: parts[1], Mode: 0o644, Size: int64(i)}
@@ -25,11 +61,17 @@ func layerOf(t *testing.T, specs ...string) *Index {
 		case "h":
 			h.Typeflag, h.Linkname, h.Size = tar.TypeLink, parts[2], 0
 		}
-		if err := b.add(h, int64(i)*512); err != nil {
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(make([]byte, h.Size)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return b.finish()
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return indexOf(t, strings.Join(specs, ","), buf.Bytes())
 }
 
 // tree lists the merged tree as "path@layer" lines, depth first.
@@ -76,7 +118,7 @@ func TestMerge(t *testing.T) {
 		{"symlinks and hardlinks", [][]string{{"f:a", "h:b:a", "l:c:a"}}, "a@0 b@0 c@0"},
 	}
 	for _, tc := range tests {
-		var xs []*Index
+		var xs []*layerindex.Index
 		for _, l := range tc.layers {
 			xs = append(xs, layerOf(t, l...))
 		}
@@ -87,7 +129,7 @@ func TestMerge(t *testing.T) {
 }
 
 func TestMergeLookup(t *testing.T) {
-	m := Merge([]*Index{
+	m := Merge([]*layerindex.Index{
 		layerOf(t, "d:d", "f:d/x", "f:gone", "f:a"),
 		layerOf(t, "f:.wh.gone", "f:d/.wh.x", "f:a"),
 	})
@@ -115,7 +157,7 @@ func TestMergeLookup(t *testing.T) {
 }
 
 func TestMergeNlink(t *testing.T) {
-	m := Merge([]*Index{
+	m := Merge([]*layerindex.Index{
 		layerOf(t, "f:a", "h:b:a", "h:c:a", "f:solo"),
 		layerOf(t, "f:.wh.c"),
 	})
@@ -128,7 +170,7 @@ func TestMergeNlink(t *testing.T) {
 			t.Errorf("Nlink(%s): got %d, want %d", tc.name, got, tc.want)
 		}
 	}
-	cross := Merge([]*Index{layerOf(t, "f:a"), layerOf(t, "h:b:a")})
+	cross := Merge([]*layerindex.Index{layerOf(t, "f:a"), layerOf(t, "h:b:a")})
 	for _, name := range []string{"a", "b"} {
 		e, _ := cross.Lookup(name)
 		r, err := cross.Resolve(e)
