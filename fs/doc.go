@@ -3,14 +3,16 @@
 // directories holding manifest.json, index.json, platforms/, config.json,
 // json, ancestry and layers/<id>/{json,blob,layer.tar,digest}.
 //
-// It turns each FUSE operation into calls on the parts below it: metadata
-// through a registry.Client (behind a small metadata cache in this package,
-// see metacache.go), layer bytes through layercache, uncompressed tar streams
-// through layerindex. Every operation that may wait on the network runs under
-// Options.OpTimeout, and every error reaches the kernel through one function,
-// toErrno.
+// It turns each FUSE operation into calls on the parts below it, all
+// reached through one session.Session: metadata through its registry.Client
+// (behind a small metadata cache in this package, see metacache.go), layer
+// bytes through its block cache, layer.tar and the layers' own trees
+// through its layer index handles, rootfs/ through its images' merged
+// trees (package rootfs). Every operation that may wait on the network runs
+// under Options.OpTimeout, and every error reaches the kernel through one
+// function, toErrno.
 //
-// It must never speak HTTP, decompress, or parse tar itself: those belong to
-// registry/, layerindex/ and layercache/. It never writes: every mutation is
-// EROFS.
+// It must never speak HTTP, decompress, parse tar, merge layers or wire the
+// parts itself: those belong to registry/, layerindex/, layercache/, rootfs/
+// and session/. It never writes: every mutation is EROFS.
 package fs

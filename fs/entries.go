@@ -1,9 +1,6 @@
 package fs
 
 import (
-	"github.com/regfs/regfs/blobio"
-	"github.com/regfs/regfs/rootfs"
-
 	"archive/tar"
 	"context"
 	"fmt"
@@ -16,10 +13,11 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sync/errgroup"
 
+	"github.com/regfs/regfs/blobio"
 	"github.com/regfs/regfs/layerindex"
-	"github.com/regfs/regfs/registry"
+	"github.com/regfs/regfs/rootfs"
+	"github.com/regfs/regfs/session"
 )
 
 // A view is one tree of tar entries: a layer's own (layers/<id>/fs/, whiteouts
@@ -51,7 +49,9 @@ type layerView struct {
 	links map[string]int
 }
 
-func (v *layerView) id() string { return "layerfs:" + v.ref.repo + ":" + v.ref.layer.ID }
+func (v *layerView) id() string {
+	return "layerfs:" + v.ref.l.Repository() + ":" + v.ref.l.Descriptor().ID
+}
 
 func (v *layerView) index(ctx context.Context) (*layerindex.Index, map[string]int, error) {
 	v.mu.Lock()
@@ -60,7 +60,7 @@ func (v *layerView) index(ctx context.Context) (*layerindex.Index, map[string]in
 	if x != nil {
 		return x, links, nil
 	}
-	l, err := v.ref.index(ctx)
+	l, err := v.ref.l.Index(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -111,7 +111,7 @@ func (v *layerView) children(ctx context.Context, dir string) ([]ventry, error) 
 }
 
 func (v *layerView) open(ctx context.Context, ve ventry) (blobio.ReaderAt, error) {
-	l, err := v.ref.index(ctx)
+	l, err := v.ref.l.Index(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -120,66 +120,11 @@ func (v *layerView) open(ctx context.Context, ve ventry) (blobio.ReaderAt, error
 
 // mergedView is an image's rootfs: every layer applied in order.
 type mergedView struct {
-	t    *tree
-	img  *registry.Image
+	img  *session.Image
 	imID string
-	refs []*layerRef // base first
-
-	mu     sync.Mutex
-	merged *rootfs.Merged
 }
 
-func (t *tree) mergedView(img *registry.Image, imID string) *mergedView {
-	v := &mergedView{t: t, img: img, imID: imID}
-	for _, l := range img.Layers {
-		v.refs = append(v.refs, t.layerRef(img.Repository, l)) // takes t.mu itself
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if old, ok := t.merged[imID]; ok {
-		return old
-	}
-	t.merged[imID] = v
-	return v
-}
-
-func (v *mergedView) id() string { return "rootfs:" + v.img.Repository + ":" + v.imID }
-
-// get merges the layers' indexes, built in parallel (each once, shared).
-func (v *mergedView) get(ctx context.Context) (*rootfs.Merged, error) {
-	v.mu.Lock()
-	m := v.merged
-	v.mu.Unlock()
-	if m != nil {
-		return m, nil
-	}
-	layers := make([]*layerindex.Layer, len(v.refs))
-	for i, r := range v.refs {
-		l, err := r.index(ctx)
-		if err != nil {
-			return nil, err
-		}
-		l.Prefetch(ctx)
-		layers[i] = l
-	}
-	xs := make([]*layerindex.Index, len(layers))
-	g, gctx := errgroup.WithContext(ctx)
-	for i, l := range layers {
-		g.Go(func() error {
-			x, err := l.Index(gctx)
-			xs[i] = x
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	m = rootfs.Merge(xs)
-	v.mu.Lock()
-	v.merged = m
-	v.mu.Unlock()
-	return m, nil
-}
+func (v *mergedView) id() string { return "rootfs:" + v.img.Descriptor().Repository + ":" + v.imID }
 
 func (v *mergedView) entry(m *rootfs.Merged, me rootfs.Entry) ventry {
 	ve := ventry{e: me.Entry, layer: me.Layer, dataLayer: me.Layer, nlink: m.Nlink(me)}
@@ -190,7 +135,7 @@ func (v *mergedView) entry(m *rootfs.Merged, me rootfs.Entry) ventry {
 }
 
 func (v *mergedView) lookup(ctx context.Context, name string) (ventry, error) {
-	m, err := v.get(ctx)
+	m, err := v.img.Rootfs(ctx)
 	if err != nil {
 		return ventry{}, err
 	}
@@ -202,7 +147,7 @@ func (v *mergedView) lookup(ctx context.Context, name string) (ventry, error) {
 }
 
 func (v *mergedView) children(ctx context.Context, dir string) ([]ventry, error) {
-	m, err := v.get(ctx)
+	m, err := v.img.Rootfs(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +162,7 @@ func (v *mergedView) open(ctx context.Context, ve ventry) (blobio.ReaderAt, erro
 	if ve.data == nil {
 		return nil, fmt.Errorf("hardlink %s to %s: %w", ve.e.Name, ve.e.Linkname, iofs.ErrNotExist)
 	}
-	l, err := v.refs[ve.dataLayer].index(ctx)
+	l, err := v.img.Layers()[ve.dataLayer].Index(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -473,7 +418,7 @@ func (h *entryHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 	t := h.n.t
 	ctx, cancel := t.opCtx(ctx)
 	defer cancel()
-	b, err := readFull(ctx, h.r, dest, off, h.r.Size())
+	b, err := readFull(ctx, h.r.ReadAt, dest, off, h.r.Size())
 	if err != nil {
 		return nil, t.errno("read", &h.n.Inode, fmt.Errorf("at %d: %w", off, err))
 	}

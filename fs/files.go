@@ -1,8 +1,6 @@
 package fs
 
 import (
-	"github.com/regfs/regfs/blobio"
-
 	"context"
 	"errors"
 	"fmt"
@@ -15,8 +13,10 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/regfs/regfs/blobio"
+	"github.com/regfs/regfs/layercache"
 	"github.com/regfs/regfs/layerindex"
-	"github.com/regfs/regfs/registry"
+	"github.com/regfs/regfs/session"
 )
 
 // bytesFile is a small immutable file held in memory (manifests, configs,
@@ -65,81 +65,16 @@ func (f *bytesFile) Read(_ context.Context, _ gofs.FileHandle, dest []byte, off 
 	return fuse.ReadResultData(f.data[off:end]), 0
 }
 
-// layerRef is one layer's blob as the files of its directory share it: the
-// registry handle (opened once), and the layerindex view of it.
+// layerRef is what the tree keeps about one layer besides the session's
+// handle on it, so it outlives the kernel forgetting the layer's nodes: the
+// layer's own tree (layers/<id>/fs/) and layer.tar's size once known.
 type layerRef struct {
-	t     *tree
-	repo  string
-	layer registry.Layer
+	t *tree
+	l *session.Layer
 
-	mu   sync.Mutex
-	blob blobio.Source     // nil until opened
-	ix   *layerindex.Layer // nil until layer.tar is first used
-	fs   *layerView        // the layer's own tree, made on first use
-	tar  atomic.Int64      // layer.tar size + 1; 0 while unknown
-}
-
-// open returns the blob handle, opening it on first use (a failed open is
-// retried by the next caller).
-func (r *layerRef) open(ctx context.Context) (blobio.Source, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.blob != nil {
-		return r.blob, nil
-	}
-	b, err := r.t.meta.OpenBlob(ctx, r.repo, r.layer)
-	if err != nil {
-		return nil, fmt.Errorf("open blob of layer %s: %w", r.layer.ID, err)
-	}
-	r.blob = b
-	return b, nil
-}
-
-// size is the stored size: from the manifest, or from the registry when the
-// manifest did not say (v1 without X-Docker-Size).
-func (r *layerRef) size(ctx context.Context) (int64, error) {
-	if r.layer.Size >= 0 {
-		return r.layer.Size, nil
-	}
-	b, err := r.open(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return b.Size(), nil
-}
-
-// reader is a reader of the stored bytes for one open file: through the
-// block cache when there is one. Close it when the file is released.
-func (r *layerRef) reader(ctx context.Context) (blobReader, error) {
-	b, err := r.open(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if r.t.cache != nil {
-		return r.t.cache.Open(b), nil
-	}
-	return nopCloser{b}, nil
-}
-
-// index returns the layer's uncompressed view, shared by key in layerindex.
-func (r *layerRef) index(ctx context.Context) (*layerindex.Layer, error) {
-	b, err := r.open(ctx)
-	if err != nil {
-		return nil, err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.ix == nil {
-		var src blobio.ReaderAt = b
-		if r.t.cache != nil {
-			// Long-lived: the Manager keeps the Layer, and with it this reader.
-			src = r.t.cache.Open(b)
-		}
-		r.ix = r.t.index.Layer(b.Key(), src, layerindex.LayerOptions{
-			TOCDigest: r.layer.Annotations[layerindex.EStargzTOCAnnotation],
-		})
-	}
-	return r.ix, nil
+	mu  sync.Mutex
+	fs  *layerView   // the layer's own tree, made on first use
+	tar atomic.Int64 // layer.tar size + 1; 0 while unknown
 }
 
 // view is the layer's own tree (layers/<id>/fs/).
@@ -158,21 +93,9 @@ func (r *layerRef) knownTarSize() (int64, bool) {
 	return v - 1, v > 0
 }
 
-type blobReader interface {
-	Size() int64
-	ReadAt(ctx context.Context, p []byte, off int64) (int, error)
-	Close() error
-}
-
-type nopCloser struct{ blobio.Source }
-
-func (nopCloser) Close() error { return nil }
-
 // readFull serves one READ of [off, off+len(dest)) of a size-byte stream,
 // short only at its end.
-func readFull(ctx context.Context, r interface {
-	ReadAt(context.Context, []byte, int64) (int, error)
-}, dest []byte, off, size int64) ([]byte, error) {
+func readFull(ctx context.Context, readAt func(context.Context, []byte, int64) (int, error), dest []byte, off, size int64) ([]byte, error) {
 	if off < 0 {
 		return nil, syscall.EINVAL
 	}
@@ -182,7 +105,7 @@ func readFull(ctx context.Context, r interface {
 		}
 		dest = dest[:min(int64(len(dest)), size-off)]
 	}
-	n, err := r.ReadAt(ctx, dest, off)
+	n, err := readAt(ctx, dest, off)
 	if err != nil && !(errors.Is(err, io.EOF) && (size < 0 || n == len(dest))) {
 		return nil, err
 	}
@@ -203,7 +126,7 @@ var (
 )
 
 func (f *blobFile) fill(ctx context.Context, a *fuse.Attr) error {
-	size, err := f.ref.size(ctx)
+	size, err := f.ref.l.Size(ctx)
 	if err != nil {
 		return err
 	}
@@ -224,30 +147,31 @@ func (f *blobFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	t := f.ref.t
 	ctx, cancel := t.opCtx(ctx)
 	defer cancel()
-	r, err := f.ref.reader(ctx)
+	h := &blobHandle{f: f}
+	var err error
+	if t.s.Cache() != nil {
+		h.cached, err = f.ref.l.Reader(ctx, layercache.OpenOptions{})
+	} else {
+		h.direct, err = f.ref.l.Blob(ctx)
+	}
 	if err != nil {
 		return nil, 0, t.errno("open", &f.Inode, err)
 	}
-	return &blobHandle{f: f, r: r}, fuse.FOPEN_KEEP_CACHE, 0
+	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// blobHandle is one open blob file, with its own cache reader (its own
-// readahead state).
+// blobHandle is one open blob file: a cache reader of its own (its own
+// readahead state), or the blob itself when the tree has no cache.
 type blobHandle struct {
-	f *blobFile
-	r blobReader
+	f      *blobFile
+	cached *layercache.Reader // nil without a cache
+	direct blobio.Source      // read when cached is nil
 }
 
 var (
 	_ = (gofs.FileReader)((*blobHandle)(nil))
 	_ = (gofs.FileReleaser)((*blobHandle)(nil))
 )
-
-// slicer is a blobReader that can hand out its cached bytes without a copy
-// (layercache.Reader).
-type slicer interface {
-	Slices(ctx context.Context, off int64, n int) ([][]byte, func(), error)
-}
 
 // sliceResult is a READ reply straight from the cache's blocks: go-fuse
 // writes them with writev(2) (it uses the Slices method) and then calls
@@ -284,29 +208,34 @@ func (h *blobHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	t := h.f.ref.t
 	ctx, cancel := t.opCtx(ctx)
 	defer cancel()
-	if s, ok := h.r.(slicer); ok && off >= 0 {
-		// The cache's blocks go to writev(2) as they are: one copy less
-		// per byte than reading into dest.
-		size := h.r.Size()
-		if off >= size {
-			return fuse.ReadResultData(nil), 0
-		}
-		vec, release, err := s.Slices(ctx, off, int(min(int64(len(dest)), size-off)))
-		if err != nil && !errors.Is(err, io.EOF) {
-			release()
+	if h.cached == nil {
+		b, err := readFull(ctx, h.direct.ReadAt, dest, off, h.direct.Size())
+		if err != nil {
 			return nil, t.errno("read", &h.f.Inode, fmt.Errorf("blob at %d: %w", off, err))
 		}
-		return &sliceResult{vec: vec, release: release}, 0
+		return fuse.ReadResultData(b), 0
 	}
-	b, err := readFull(ctx, h.r, dest, off, h.r.Size())
-	if err != nil {
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
+	// The cache's blocks go to writev(2) as they are: one copy less per
+	// byte than reading into dest.
+	size := h.cached.Size()
+	if off >= size {
+		return fuse.ReadResultData(nil), 0
+	}
+	vec, release, err := h.cached.Slices(ctx, off, int(min(int64(len(dest)), size-off)))
+	if err != nil && !errors.Is(err, io.EOF) {
+		release()
 		return nil, t.errno("read", &h.f.Inode, fmt.Errorf("blob at %d: %w", off, err))
 	}
-	return fuse.ReadResultData(b), 0
+	return &sliceResult{vec: vec, release: release}, 0
 }
 
 func (h *blobHandle) Release(context.Context) syscall.Errno {
-	h.r.Close()
+	if h.cached != nil {
+		h.cached.Close()
+	}
 	return 0
 }
 
@@ -334,10 +263,7 @@ const unknownTTL = 0
 func (f *tarFile) fill(ctx context.Context, a *fuse.Attr) error {
 	size, ok := f.ref.knownTarSize()
 	if !ok {
-		f.ref.mu.Lock()
-		ix := f.ref.ix
-		f.ref.mu.Unlock()
-		if ix != nil && ix.Progress().State == "ready" {
+		if ix := f.ref.l.OpenedIndex(); ix != nil && ix.Progress().State == "ready" {
 			if s, err := ix.TarSize(ctx); err == nil {
 				f.ref.tar.Store(s + 1)
 				size, ok = s, true
@@ -372,7 +298,7 @@ func (f *tarFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	t := f.ref.t
 	ctx, cancel := t.opCtx(ctx)
 	defer cancel()
-	ix, err := f.ref.index(ctx)
+	ix, err := f.ref.l.Index(ctx)
 	if err != nil {
 		return nil, 0, t.errno("open", &f.Inode, err)
 	}
@@ -416,7 +342,7 @@ func (h *tarHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Read
 	t := h.f.ref.t
 	ctx, cancel := t.opCtx(ctx)
 	defer cancel()
-	b, err := readFull(ctx, h.r, dest, off, h.size)
+	b, err := readFull(ctx, h.r.ReadAt, dest, off, h.size)
 	if err != nil {
 		return nil, t.errno("read", &h.f.Inode, fmt.Errorf("layer.tar at %d: %w", off, err))
 	}

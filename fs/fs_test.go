@@ -19,8 +19,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/regfs/regfs/layercache"
-	"github.com/regfs/regfs/layerindex"
 	"github.com/regfs/regfs/registry"
+	"github.com/regfs/regfs/session"
 )
 
 var (
@@ -58,11 +58,7 @@ func newHarness(t *testing.T, tweak func(*Options)) *harness {
 	c.addImage(t, "alpine", "3", amd64, []testFile{{name: "a", body: "a"}})
 	c.addImage(t, "test/deep/nested/repo", "v1", amd64, []testFile{{name: "d", body: "d"}})
 
-	idx, err := layerindex.NewManager(layerindex.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := Options{Client: c, Index: idx, Platform: amd64, Log: quietLog()}
+	opts := Options{Session: newSession(t, session.Options{Client: c}), Platform: amd64, Log: quietLog()}
 	if tweak != nil {
 		tweak(&opts)
 	}
@@ -73,6 +69,17 @@ func newHarness(t *testing.T, tweak func(*Options)) *harness {
 	gofs.NewNodeFS(root, &gofs.Options{})
 	h.root = root
 	return h
+}
+
+// newSession wires o as a mount does (index builds detached).
+func newSession(t *testing.T, o session.Options) *session.Session {
+	t.Helper()
+	o.DetachIndexBuilds = true
+	s, err := session.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func (h *harness) walk(path string) (*gofs.Inode, fuse.EntryOut, syscall.Errno) {
@@ -437,7 +444,9 @@ func TestBlobReadsThroughCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cache.Close() })
-	testBlobs(t, newHarness(t, func(o *Options) { o.Cache = cache }))
+	testBlobs(t, newHarness(t, func(o *Options) {
+		o.Session = newSession(t, session.Options{Client: o.Session.Client(), Cache: cache})
+	}))
 }
 
 func TestLayerTar(t *testing.T) {

@@ -97,15 +97,14 @@ func (n *imageDir) children() []child {
 				return d
 			},
 		})
-		if t.index != nil {
-			mpath, id := n.mpath+"/rootfs", n.id
-			cs = append(cs, child{
-				name: "rootfs", mode: fuse.S_IFDIR, ino: inoOf(t.host, "rootfs", mpath, id), entryTTL: immutableTTL,
-				make: func() node {
-					return &entryDir{entryBase: entryBase{t: t, v: t.mergedView(img, id), mpath: mpath}, root: true, mtime: img.Created}
-				},
-			})
-		}
+		mpath, id := n.mpath+"/rootfs", n.id
+		cs = append(cs, child{
+			name: "rootfs", mode: fuse.S_IFDIR, ino: inoOf(t.host, "rootfs", mpath, id), entryTTL: immutableTTL,
+			make: func() node {
+				v := &mergedView{img: t.s.Image(id, img), imID: id}
+				return &entryDir{entryBase: entryBase{t: t, v: v, mpath: mpath}, root: true, mtime: img.Created}
+			},
+		})
 	}
 	return cs
 }
@@ -222,7 +221,7 @@ var (
 )
 
 func (n *layerDir) children() []child {
-	t, l, mtime := n.t, n.ref.layer, n.img.Created
+	t, l, mtime := n.t, n.ref.l.Descriptor(), n.img.Created
 	ino := func(name string) uint64 { return inoOf(t.host, n.img.Repository, n.id, "layers", l.ID, name) }
 	file := func(name string, data []byte) child {
 		return child{
@@ -244,18 +243,16 @@ func (n *layerDir) children() []child {
 		name: "blob", mode: fuse.S_IFREG, ino: ino("blob"), entryTTL: immutableTTL,
 		make: func() node { return &blobFile{ref: n.ref, mtime: mtime} },
 	})
-	if t.index != nil {
-		mpath := n.mpath + "/fs"
-		cs = append(cs, child{
-			name: "fs", mode: fuse.S_IFDIR, ino: inoOf(t.host, "layerfs", mpath, n.id), entryTTL: immutableTTL,
-			make: func() node {
-				return &entryDir{entryBase: entryBase{t: t, v: n.ref.view(), mpath: mpath}, root: true, mtime: mtime}
-			},
-		})
-		cs = append(cs, child{
-			name: "layer.tar", mode: fuse.S_IFREG, ino: ino("layer.tar"), entryTTL: immutableTTL,
-			make: func() node { return &tarFile{ref: n.ref, mtime: mtime} },
-		})
-	}
+	mpath := n.mpath + "/fs"
+	cs = append(cs, child{
+		name: "fs", mode: fuse.S_IFDIR, ino: inoOf(t.host, "layerfs", mpath, n.id), entryTTL: immutableTTL,
+		make: func() node {
+			return &entryDir{entryBase: entryBase{t: t, v: n.ref.view(), mpath: mpath}, root: true, mtime: mtime}
+		},
+	})
+	cs = append(cs, child{
+		name: "layer.tar", mode: fuse.S_IFREG, ino: ino("layer.tar"), entryTTL: immutableTTL,
+		make: func() node { return &tarFile{ref: n.ref, mtime: mtime} },
+	})
 	return cs
 }

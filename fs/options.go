@@ -9,9 +9,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
 
-	"github.com/regfs/regfs/layercache"
-	"github.com/regfs/regfs/layerindex"
 	"github.com/regfs/regfs/registry"
+	"github.com/regfs/regfs/session"
 )
 
 // Defaults of Options; each field documents its own.
@@ -28,15 +27,13 @@ const (
 
 // Options configure a Root.
 type Options struct {
-	// Client is the registry; required. It is wrapped in this package's
-	// metadata cache (manifests by digest kept, tags and listings for TagTTL).
-	Client registry.Client
-	// Cache serves blob bytes by block. Nil reads the registry directly
-	// (tests only: every read becomes a ranged request).
-	Cache *layercache.Cache
-	// Index gives the uncompressed tar stream of layers (layer.tar). Nil
-	// hides layer.tar.
-	Index *layerindex.Manager
+	// Session is the registry client, block cache and layer index wired
+	// together; required. Layer bytes, layer.tar, layers/<id>/fs/ and
+	// rootfs/ are read through it. Its client's metadata is wrapped in this
+	// package's metadata cache (manifests by digest kept, tags and
+	// listings for TagTTL). Build it with DetachIndexBuilds: a timed-out
+	// operation must not stop an index pass the next one waits for.
+	Session *session.Session
 	// Platform picks the manifest of a multi-platform index shown in the
 	// image directory itself. Default: registry.HostPlatform().
 	Platform registry.Platform
@@ -55,8 +52,8 @@ type Options struct {
 }
 
 func (o Options) withDefaults() (Options, error) {
-	if o.Client == nil {
-		return o, errors.New("fs: Options.Client is required")
+	if o.Session == nil {
+		return o, errors.New("fs: Options.Session is required")
 	}
 	if o.Platform.OS == "" {
 		o.Platform = registry.HostPlatform()

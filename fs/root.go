@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/regfs/regfs/registry"
+	"github.com/regfs/regfs/session"
 )
 
 // Root is the root directory of a mount: the registry's top-level
@@ -21,26 +22,24 @@ type Root struct {
 	pathDir
 }
 
-// NewRoot builds the tree over opts.Client; it does no I/O.
+// NewRoot builds the tree over opts.Session; it does no I/O.
 func NewRoot(opts Options) (*Root, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	t := &tree{
-		meta:      newMetaCache(opts.Client, opts.TagTTL, opts.OpTimeout),
-		host:      opts.Client.Host(),
-		api:       opts.Client.API(),
-		cache:     opts.Cache,
-		index:     opts.Index,
+		meta:      newMetaCache(opts.Session.Client(), opts.TagTTL, opts.OpTimeout),
+		host:      opts.Session.Client().Host(),
+		api:       opts.Session.Client().API(),
+		s:         opts.Session,
 		platform:  opts.Platform,
 		tagTTL:    opts.TagTTL,
 		opTimeout: opts.OpTimeout,
 		log:       opts.Log,
 		status:    opts.Status,
 		started:   time.Now(),
-		layers:    map[string]*layerRef{},
-		merged:    map[string]*mergedView{},
+		layers:    map[*session.Layer]*layerRef{},
 	}
 	return &Root{pathDir{t: t}}, nil
 }

@@ -33,9 +33,6 @@ func (t *tree) statsJSON() []byte {
 	if t.status.Stats != nil {
 		v = t.status.Stats()
 	}
-	if t.index == nil {
-		return jsonBytes(v)
-	}
 	obj := map[string]json.RawMessage{}
 	if v != nil {
 		raw, err := json.Marshal(v)
@@ -46,7 +43,7 @@ func (t *tree) statsJSON() []byte {
 			obj = map[string]json.RawMessage{"stats": raw}
 		}
 	}
-	builds, err := json.Marshal(t.index.Progress())
+	builds, err := json.Marshal(t.s.Indexes().Progress())
 	if err != nil {
 		return jsonBytes(map[string]string{"error": err.Error()})
 	}
@@ -97,9 +94,7 @@ func (n *statusDir) children() []child {
 		file("version", func() []byte { return []byte(s.Version + "\n") }),
 		file("config", func() []byte { return jsonBytes(s.Config) }),
 	}
-	if s.Stats != nil || t.index != nil {
-		cs = append(cs, file("stats", t.statsJSON))
-	}
+	cs = append(cs, file("stats", t.statsJSON))
 	return cs
 }
 

@@ -12,9 +12,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
 
-	"github.com/regfs/regfs/layercache"
-	"github.com/regfs/regfs/layerindex"
 	"github.com/regfs/regfs/registry"
+	"github.com/regfs/regfs/session"
 )
 
 // tree is what every node of one mount shares. Its fields never change
@@ -23,8 +22,7 @@ type tree struct {
 	meta      *metaCache
 	host      string
 	api       string
-	cache     *layercache.Cache
-	index     *layerindex.Manager
+	s         *session.Session
 	platform  registry.Platform
 	tagTTL    time.Duration
 	opTimeout time.Duration
@@ -33,21 +31,20 @@ type tree struct {
 	started   time.Time
 
 	mu     sync.Mutex
-	layers map[string]*layerRef   // by repo and layer: one per layer for the mount's life
-	merged map[string]*mergedView // by image identity
+	layers map[*session.Layer]*layerRef // one per layer for the mount's life
 }
 
-// layerRef returns the shared handle on layer l of repo, so what one open
-// learned (the blob handle, the tar size) outlives the kernel forgetting
-// the layer's nodes.
+// layerRef returns the tree's state of layer l of repo, one per session
+// handle, so what one open learned (the tar size) outlives the kernel
+// forgetting the layer's nodes.
 func (t *tree) layerRef(repo string, l registry.Layer) *layerRef {
-	key := repo + "\x00" + l.ID + "\x00" + l.Digest.String()
+	sl := t.s.Layer(repo, l)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	r, ok := t.layers[key]
+	r, ok := t.layers[sl]
 	if !ok {
-		r = &layerRef{t: t, repo: repo, layer: l}
-		t.layers[key] = r
+		r = &layerRef{t: t, l: sl}
+		t.layers[sl] = r
 	}
 	return r
 }

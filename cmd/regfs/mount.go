@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	regfs "github.com/regfs/regfs/fs"
+	"github.com/regfs/regfs/session"
 )
 
 // mountFlags are the flags of `regfs mount`; also shown, as JSON, in
@@ -95,16 +96,18 @@ func runMount(ctx context.Context, f mountFlags, host, mountpoint string) (err e
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, f.Timeout)
 	defer cancel()
-	p, err := newParts(setupCtx, f.partsFlags, host)
+	// Index builds detached: a timed-out FUSE operation must not stop a
+	// pass the next one waits for.
+	p, err := newParts(setupCtx, f.partsFlags, host, session.Options{DetachIndexBuilds: true})
 	if err != nil {
 		return err
 	}
 	// Caches close only after the server has stopped: no read can be in flight.
 	defer p.Close()
-	log, client, cache := p.log, p.client, p.cache
+	log, client, cache := p.log, p.session.Client(), p.cache
 	started := time.Now()
 	root, err := regfs.NewRoot(regfs.Options{
-		Client: client, Cache: cache, Index: p.index, Platform: p.platform,
+		Session: p.session, Platform: p.platform,
 		TagTTL: f.TagTTL, OpTimeout: f.Timeout, Log: log,
 		Status: &regfs.Status{
 			Version: versionString(),

@@ -12,6 +12,7 @@ import (
 	"github.com/regfs/regfs/layercache"
 	"github.com/regfs/regfs/layerindex"
 	"github.com/regfs/regfs/registry"
+	"github.com/regfs/regfs/session"
 )
 
 // partsFlags are the flags of every command that reads a registry through
@@ -105,20 +106,22 @@ func newLogger(f partsFlags) (*logrus.Logger, error) {
 	return log, nil
 }
 
-// parts are what a command builds from partsFlags: registry client → block
-// cache → layer index manager, in the data flow's order.
+// parts are what a command builds from partsFlags: the session (registry
+// client → block cache → layer index manager, wired in the data flow's
+// order), and the block cache it owns.
 type parts struct {
 	log      *logrus.Logger
 	platform registry.Platform
-	client   registry.Client
+	session  *session.Session
 	cache    *layercache.Cache
-	index    *layerindex.Manager
 }
 
-// newParts builds the parts for the registry at host. ctx bounds only the
-// setup (the client's probe of the registry). Close the result when done,
-// after everything that reads through it has stopped.
-func newParts(ctx context.Context, f partsFlags, host string) (*parts, error) {
+// newParts builds the parts for the registry at host. use says how the
+// command reads layers (session.Options' IndexReads and
+// DetachIndexBuilds); the client, cache and index options come from f.
+// ctx bounds only the setup (the client's probe of the registry). Close the
+// result when done, after everything that reads through it has stopped.
+func newParts(ctx context.Context, f partsFlags, host string, use session.Options) (*parts, error) {
 	log, err := newLogger(f)
 	if err != nil {
 		return nil, err
@@ -153,13 +156,15 @@ func newParts(ctx context.Context, f partsFlags, host string) (*parts, error) {
 	if err != nil {
 		return nil, err
 	}
-	index, err := layerindex.NewManager(layerindex.Options{Store: cache, ReadSize: int64(f.BlockSize), Spacing: int64(f.Spacing), Logger: log})
+	use.Client, use.Cache = client, cache
+	use.Index = layerindex.Options{Store: cache, Spacing: int64(f.Spacing), Logger: log}
+	sess, err := session.New(use)
 	if err != nil {
 		cache.Close()
 		return nil, err
 	}
 	setMemoryLimit(f)
-	return &parts{log: log, platform: platform, client: client, cache: cache, index: index}, nil
+	return &parts{log: log, platform: platform, session: sess, cache: cache}, nil
 }
 
 // memoryAllowance is what regfs holds besides the memory block cache when

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"github.com/regfs/regfs/blobio"
-	"github.com/regfs/regfs/rootfs"
-
 	"context"
 	"errors"
 	"fmt"
@@ -17,9 +14,11 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/regfs/regfs/blobio"
 	"github.com/regfs/regfs/layercache"
 	"github.com/regfs/regfs/layerindex"
 	"github.com/regfs/regfs/registry"
+	"github.com/regfs/regfs/session"
 )
 
 // prefetchFlags are the flags of `regfs prefetch`.
@@ -82,23 +81,19 @@ down after retries) ends the command with a non-zero status.`,
 // prefetchLayer is one layer of the image and its blob handle.
 type prefetchLayer struct {
 	num, of int // 1-based position, base first, and the layer count
-	layer   registry.Layer
+	layer   *session.Layer
 	blob    blobio.Source
 }
 
 func (pl prefetchLayer) name() string {
 	id := pl.blob.Key()
-	if d := pl.layer.Digest; d != "" {
+	if d := pl.layer.Descriptor().Digest; d != "" {
 		id = d.String()
 	}
 	if i := strings.IndexByte(id, ':'); i >= 0 && len(id) > i+13 {
 		id = id[:i+13] // sha256:0123456789ab
 	}
 	return fmt.Sprintf("layer %d/%d %s", pl.num, pl.of, id)
-}
-
-func (pl prefetchLayer) indexOptions() layerindex.LayerOptions {
-	return layerindex.LayerOptions{TOCDigest: pl.layer.Annotations[layerindex.EStargzTOCAnnotation]}
 }
 
 func runPrefetch(ctx context.Context, f prefetchFlags, refArg string, paths []string, stderr io.Writer) (err error) {
@@ -120,7 +115,18 @@ func runPrefetch(ctx context.Context, f prefetchFlags, refArg string, paths []st
 		}
 	}()
 
-	p, err := newParts(ctx, f.partsFlags, ref.Registry)
+	// A whole image is pulled before its indexes are built: they read it
+	// back from the cache in one sequential pass each, without crowding the
+	// memory cache. Some files are fetched by ranged requests only (a
+	// stream would be written ahead into the connection's buffers,
+	// megabytes, whatever part of it is read) and in whole blocks (what is
+	// fetched must be found in the cache later; an eStargz chunk read
+	// exactly would leave its partial blocks out).
+	use := session.Options{IndexReads: layercache.OpenOptions{Sequential: true, SkipMemory: true}}
+	if len(paths) > 0 {
+		use.IndexReads = layercache.OpenOptions{WholeBlocks: true, Ranged: true}
+	}
+	p, err := newParts(ctx, f.partsFlags, ref.Registry, use)
 	if err != nil {
 		return err
 	}
@@ -132,7 +138,7 @@ func runPrefetch(ctx context.Context, f prefetchFlags, refArg string, paths []st
 	}
 
 	started := time.Now()
-	img, err := p.client.Resolve(ctx, ref.Repository, ref.Identifier(), p.platform)
+	img, err := p.session.Client().Resolve(ctx, ref.Repository, ref.Identifier(), p.platform)
 	switch {
 	case errors.Is(err, registry.ErrNotFound):
 		return fmt.Errorf("no image %s: %w", ref, err)
@@ -148,14 +154,15 @@ func runPrefetch(ctx context.Context, f prefetchFlags, refArg string, paths []st
 		}
 		return fmt.Errorf("prefetch %s: the index has no manifest for --platform %s (it has %s)", ref, p.platform, strings.Join(have, ", "))
 	}
-	layers := make([]prefetchLayer, len(img.Layers))
+	im := p.session.Image(ref.String(), img)
+	layers := make([]prefetchLayer, len(im.Layers()))
 	var total int64
-	for i, l := range img.Layers {
-		b, err := p.client.OpenBlob(ctx, img.Repository, l)
+	for i, l := range im.Layers() {
+		b, err := l.Blob(ctx)
 		if err != nil {
 			return fmt.Errorf("prefetch %s: layer %d: %w", ref, i+1, err)
 		}
-		layers[i] = prefetchLayer{num: i + 1, of: len(img.Layers), layer: l, blob: b}
+		layers[i] = prefetchLayer{num: i + 1, of: len(layers), layer: l, blob: b}
 		total += b.Size()
 	}
 
@@ -171,7 +178,7 @@ func runPrefetch(ctx context.Context, f prefetchFlags, refArg string, paths []st
 		}
 		err = prefetchLayers(ctx, p, layers, total, prog)
 	} else {
-		err = prefetchPaths(ctx, p, layers, paths, prog)
+		err = prefetchPaths(ctx, p, im, layers, paths, prog)
 	}
 	if err != nil {
 		return fmt.Errorf("prefetch %s: %w", ref, err)
@@ -198,7 +205,7 @@ func prefetchLayers(ctx context.Context, p *parts, layers []prefetchLayer, total
 		for _, pl := range layers {
 			prog.Label(pl.name())
 			t0, f0 := time.Now(), p.cache.Stats().BytesFetched
-			if err := pullBlob(gctx, p.cache, pl, prog.Add); err != nil {
+			if err := pullBlob(gctx, p.cache.BlockSize(), pl, prog.Add); err != nil {
 				return err
 			}
 			pulled, fetched := time.Since(t0), p.cache.Stats().BytesFetched-f0
@@ -232,16 +239,19 @@ func prefetchLayers(ctx context.Context, p *parts, layers []prefetchLayer, total
 // pullBlob reads a layer's blob from start to end through the cache, which
 // stores every block in its disk tier, and checks the bytes against the
 // layer's digest on the way.
-func pullBlob(ctx context.Context, cache *layercache.Cache, pl prefetchLayer, add func(int64)) error {
-	r := cache.OpenWith(pl.blob, layercache.OpenOptions{Sequential: true, SkipMemory: true})
+func pullBlob(ctx context.Context, blockSize int64, pl prefetchLayer, add func(int64)) error {
+	r, err := pl.layer.Reader(ctx, layercache.OpenOptions{Sequential: true, SkipMemory: true})
+	if err != nil {
+		return fmt.Errorf("%s: %w", pl.name(), err)
+	}
 	defer r.Close()
 	var check io.Writer = io.Discard
 	var verified func() bool
-	if d := pl.layer.Digest; d != "" && d.Validate() == nil {
+	if d := pl.layer.Descriptor().Digest; d != "" && d.Validate() == nil {
 		v := d.Verifier()
 		check, verified = v, v.Verified
 	}
-	buf := make([]byte, cache.BlockSize())
+	buf := make([]byte, blockSize)
 	size := pl.blob.Size()
 	for off := int64(0); off < size; {
 		want := buf[:min(int64(len(buf)), size-off)]
@@ -254,7 +264,7 @@ func pullBlob(ctx context.Context, cache *layercache.Cache, pl prefetchLayer, ad
 		off += int64(n)
 	}
 	if verified != nil && !verified() {
-		return fmt.Errorf("%s: %w: the blob's bytes do not hash to %s", pl.name(), registry.ErrDigestMismatch, pl.layer.Digest)
+		return fmt.Errorf("%s: %w: the blob's bytes do not hash to %s", pl.name(), registry.ErrDigestMismatch, pl.layer.Descriptor().Digest)
 	}
 	return nil
 }
@@ -264,7 +274,10 @@ func pullBlob(ctx context.Context, cache *layercache.Cache, pl prefetchLayer, ad
 // and rootfs/ need, and for eStargz its table of contents too. A layer
 // that is not a tar is not an error: its blob and layer.tar still serve.
 func indexLayer(ctx context.Context, p *parts, pl prefetchLayer) (string, error) {
-	ix := p.index.Layer(pl.blob.Key(), p.cache.OpenWith(pl.blob, layercache.OpenOptions{Sequential: true, SkipMemory: true}), pl.indexOptions())
+	ix, err := pl.layer.Index(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", pl.name(), err)
+	}
 	tarSize, err := ix.TarSize(ctx)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", pl.name(), err)
@@ -286,49 +299,34 @@ func indexLayer(ctx context.Context, p *parts, pl prefetchLayer) (string, error)
 
 // prefetchPaths reads the layers' indexes, then every regular file at or
 // under paths in the merged rootfs, through the cache.
-func prefetchPaths(ctx context.Context, p *parts, layers []prefetchLayer, paths []string, prog *progress) error {
+func prefetchPaths(ctx context.Context, p *parts, im *session.Image, layers []prefetchLayer, paths []string, prog *progress) error {
 	fetched := func() int64 { return p.cache.Stats().BytesFetched }
 	prog.PhaseFunc(fmt.Sprintf("indexing %d layers", len(layers)), 0, fetched)
-	ixs := make([]*layerindex.Layer, len(layers))
-	xs := make([]*layerindex.Index, len(layers))
-	g, gctx := errgroup.WithContext(ctx)
-	for i, pl := range layers {
-		// Ranged fetches only: the cache would otherwise read ahead of a
-		// sequential run with one open-ended stream, and a server writes
-		// such a stream ahead into the connection's buffers (megabytes)
-		// whatever part of it is read. Fewer bytes matter more here.
-		// Whole blocks: what is fetched must be found in the cache later
-		// (an eStargz chunk read exactly would leave its partial blocks
-		// out).
-		ixs[i] = p.index.Layer(pl.blob.Key(), p.cache.OpenWith(pl.blob, layercache.OpenOptions{WholeBlocks: true, Ranged: true}), pl.indexOptions())
-		g.Go(func() error {
-			x, err := ixs[i].Index(gctx)
-			if err != nil {
-				return fmt.Errorf("%s: %w", pl.name(), err)
-			}
-			xs[i] = x
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	m, err := im.Rootfs(ctx)
+	if err != nil {
 		return err
 	}
-	files, size, err := rootfs.Merge(xs).DataFiles(paths)
+	files, size, err := m.DataFiles(paths)
 	if err != nil {
 		return err
 	}
 	prog.Printf("%s indexed; %s, %s, under %s", plural(len(layers), "layer"), plural(len(files), "file"), humanBytes(size), strings.Join(paths, " "))
 	prog.Phase(plural(len(files), "file"), size)
-	g, gctx = errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(prefetchFileReaders)
 	for _, sf := range files {
+		pl := layers[sf.Layer]
 		g.Go(func() error {
-			r, err := ixs[sf.Layer].OpenFile(gctx, sf.Entry)
+			ix, err := pl.layer.Index(gctx)
 			if err != nil {
-				return fmt.Errorf("%s: %w", layers[sf.Layer].name(), err)
+				return fmt.Errorf("%s: %w", pl.name(), err)
+			}
+			r, err := ix.OpenFile(gctx, sf.Entry)
+			if err != nil {
+				return fmt.Errorf("%s: %w", pl.name(), err)
 			}
 			if err := readAll(gctx, r, prog.Add); err != nil {
-				return fmt.Errorf("%s: /%s: %w", layers[sf.Layer].name(), sf.Name, err)
+				return fmt.Errorf("%s: /%s: %w", pl.name(), sf.Name, err)
 			}
 			return nil
 		})

@@ -20,9 +20,9 @@ import (
 
 	regfs "github.com/regfs/regfs/fs"
 	"github.com/regfs/regfs/layercache"
-	"github.com/regfs/regfs/layerindex"
 	"github.com/regfs/regfs/registry"
 	"github.com/regfs/regfs/registry/registrytest"
+	"github.com/regfs/regfs/session"
 )
 
 // Shared by every test: one registry with the fixtures pushed, the regfs
@@ -133,12 +133,12 @@ func mountFor(t testing.TB, host string, o mountOpts) (string, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	index, err := layerindex.NewManager(layerindex.Options{})
+	sess, err := session.New(session.Options{Client: client, Cache: cache, DetachIndexBuilds: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	root, err := regfs.NewRoot(regfs.Options{
-		Client: client, Cache: cache, Index: index, Platform: o.platform,
+		Session: sess, Platform: o.platform,
 		TagTTL: o.tagTTL, OpTimeout: 30 * time.Second, Log: log,
 	})
 	if err != nil {

@@ -1,0 +1,114 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/regfs/regfs/layercache"
+	"github.com/regfs/regfs/layerindex"
+	"github.com/regfs/regfs/registry"
+)
+
+// Options wire a Session.
+type Options struct {
+	// Client is the registry; required.
+	Client registry.Client
+	// Cache serves blob bytes by block. Nil reads every blob directly from
+	// the registry, one ranged request per read: fs's node tests use it to
+	// see the tree's own requests. The Session does not close it.
+	Cache *layercache.Cache
+	// Index configures the layer index manager. Leave ReadSize 0: with a
+	// Cache it is the cache's block size (index passes then read whole
+	// blocks); without, layerindex's default.
+	Index layerindex.Options
+	// IndexReads is how a layer's index reads its blob through Cache: the
+	// reader made for it lives as long as the Session's index manager
+	// keeps the layer. Default: a plain Reader (layercache.OpenOptions{}).
+	IndexReads layercache.OpenOptions
+	// DetachIndexBuilds makes Image.Rootfs start each layer's index in the
+	// background (layerindex.Layer.Prefetch) before waiting for them, so a
+	// pass goes on when the caller's context ends: a mount wants that (a
+	// timed-out FUSE operation must not stop a pass the next one waits
+	// for); a prefetch does not (an interrupt stops everything).
+	DetachIndexBuilds bool
+}
+
+// Session is the parts wired once and the handles given out so far. Safe
+// for concurrent use.
+type Session struct {
+	client     registry.Client
+	cache      *layercache.Cache
+	index      *layerindex.Manager
+	indexReads layercache.OpenOptions
+	detach     bool
+
+	mu     sync.Mutex
+	layers map[layerKey]*Layer
+	images map[string]*Image
+}
+
+type layerKey struct{ repo, id, digest string }
+
+// New wires a Session; it does no I/O.
+func New(o Options) (*Session, error) {
+	if o.Client == nil {
+		return nil, errors.New("session: Options.Client is required")
+	}
+	if o.Cache != nil {
+		if o.Index.ReadSize != 0 && o.Index.ReadSize != o.Cache.BlockSize() {
+			return nil, fmt.Errorf("session: index read size %d differs from the cache's block size %d", o.Index.ReadSize, o.Cache.BlockSize())
+		}
+		o.Index.ReadSize = o.Cache.BlockSize()
+	}
+	index, err := layerindex.NewManager(o.Index)
+	if err != nil {
+		return nil, fmt.Errorf("session: %w", err)
+	}
+	return &Session{
+		client: o.Client, cache: o.Cache, index: index, indexReads: o.IndexReads, detach: o.DetachIndexBuilds,
+		layers: map[layerKey]*Layer{}, images: map[string]*Image{},
+	}, nil
+}
+
+// Client is the registry client.
+func (s *Session) Client() registry.Client { return s.client }
+
+// Cache is the block cache; nil when the Session reads blobs directly.
+func (s *Session) Cache() *layercache.Cache { return s.cache }
+
+// Indexes is the layer index manager (its Progress shows every layer's).
+func (s *Session) Indexes() *layerindex.Manager { return s.index }
+
+// Layer returns the shared handle on layer l of repository repo: one per
+// repository, layer ID and digest for the Session's life, so what one
+// reader learned (the blob handle, the index) serves the next. No I/O.
+func (s *Session) Layer(repo string, l registry.Layer) *Layer {
+	k := layerKey{repo, l.ID, l.Digest.String()}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, ok := s.layers[k]
+	if !ok {
+		h = &Layer{s: s, repo: repo, desc: l}
+		s.layers[k] = h
+	}
+	return h
+}
+
+// Image returns the shared handle on img, known to the caller as key (a
+// stable identity of the image, such as its manifest digest): the first
+// call's img is kept for the key. No I/O.
+func (s *Session) Image(key string, img *registry.Image) *Image {
+	layers := make([]*Layer, len(img.Layers))
+	for i, l := range img.Layers {
+		layers[i] = s.Layer(img.Repository, l) // takes s.mu itself
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if im, ok := s.images[key]; ok {
+		return im
+	}
+	im := &Image{s: s, img: img, layers: layers}
+	s.images[key] = im
+	return im
+}
