@@ -39,11 +39,12 @@ const (
 	defaultCacheSize     = 512 << 20
 	defaultBlockSize     = 1 << 20
 	defaultDiskCacheSize = 10 << 30
-	// defaultSpacing: gzip checkpoints every 2 MiB of output. A random read
-	// fetches and inflates up to this much before its first byte; each
-	// checkpoint keeps a 32 KiB window, 1.6 % of the spacing.
+	// defaultSpacing: a random read of a gzip layer inflates up to this
+	// much before its first byte.
 	defaultSpacing = 2 << 20
-	minSpacing     = 128 << 10
+	// minSpacing: each checkpoint keeps a 32 KiB window; closer than this
+	// the index would be mostly windows.
+	minSpacing = 128 << 10
 )
 
 func defaultCacheDir() string {
@@ -68,7 +69,7 @@ func addPartsFlags(cmd *cobra.Command, f *partsFlags) {
 	fl.Var(&f.BlockSize, "block-size", "cache block size: the unit of every ranged fetch (mount and prefetch must agree)")
 	fl.StringVar(&f.CacheDir, "cache-dir", defaultCacheDir(), `disk cache and layer index directory ("" for none)`)
 	fl.Var(&f.DiskCacheSize, "disk-cache-size", "disk cache bound")
-	fl.IntVar(&f.Parallel, "parallel-fetches", f.Parallel, "ranged requests one open file keeps in flight for its misses and readahead (a sequential read of a registry blob streams it with one request instead: faster, measured)")
+	fl.IntVar(&f.Parallel, "parallel-fetches", f.Parallel, "ranged requests one open file keeps in flight for its misses and readahead (a sequential read of a registry blob streams with one request instead)")
 	fl.Var(&f.Spacing, "checkpoint-spacing", "uncompressed distance between gzip checkpoints of a new layer index: smaller fetches and inflates less per random read, for a larger index")
 }
 
@@ -168,17 +169,13 @@ func newParts(ctx context.Context, f partsFlags, host string, use session.Option
 }
 
 // memoryAllowance is what regfs holds besides the memory block cache when
-// every part is at its bound: layerindex's decoders (16 × about 3 MiB plus a
-// block each), its decoded-span cache (64 MiB) and eStargz chunk cache (up
-// to 64 MiB), loaded indexes and their gzip checkpoints, FUSE request
-// buffers and the runtime itself.
+// every part is at its bound (layerindex's decoders and caches, FUSE
+// buffers, the runtime); docs/design/wiring.md itemises it.
 const memoryAllowance = 256 << 20
 
-// setMemoryLimit makes the garbage collector work harder as the heap nears
-// the cache size plus the fixed allowance, instead of letting it grow to
-// twice the live heap (GOGC=100) before collecting: with a large block cache
-// live, that doubling, not the live data, was most of the peak RSS. It is a
-// soft limit (the GC never gives up progress for it), and a GOMEMLIMIT set
+// setMemoryLimit sets the garbage collector's soft limit to the memory
+// cache size plus memoryAllowance and 16 blocks, so the heap does not grow
+// to twice the live data (GOGC=100) before a collection. A GOMEMLIMIT set
 // by the user wins.
 func setMemoryLimit(f partsFlags) {
 	if os.Getenv("GOMEMLIMIT") != "" {

@@ -115,13 +115,10 @@ func runPrefetch(ctx context.Context, f prefetchFlags, refArg string, paths []st
 		}
 	}()
 
-	// A whole image is pulled before its indexes are built: they read it
-	// back from the cache in one sequential pass each, without crowding the
-	// memory cache. Some files are fetched by ranged requests only (a
-	// stream would be written ahead into the connection's buffers,
-	// megabytes, whatever part of it is read) and in whole blocks (what is
-	// fetched must be found in the cache later; an eStargz chunk read
-	// exactly would leave its partial blocks out).
+	// A whole image's indexes read it back from the cache in one pass each,
+	// past the memory cache. Some files: ranged requests only (a stream
+	// runs ahead of what is read) and whole blocks (what is fetched must be
+	// found in the cache later). docs/design/wiring.md says why.
 	use := session.Options{IndexReads: layercache.OpenOptions{Sequential: true, SkipMemory: true}}
 	if len(paths) > 0 {
 		use.IndexReads = layercache.OpenOptions{WholeBlocks: true, Ranged: true}
@@ -193,10 +190,8 @@ func runPrefetch(ctx context.Context, f prefetchFlags, refArg string, paths []st
 // prefetchLayers pulls every layer's blob into the disk cache, one layer
 // after another (each with the cache's own streaming or parallel ranged
 // fetches), and builds each layer's index from the cache once its pull is
-// done, while the next layer downloads. The index pass waits for the pull:
-// run alongside, its own reads (the format at the start, the eStargz
-// footer at the end, its readahead) start fetches of blocks the pull is
-// about to fetch, and some bytes come twice.
+// done, while the next layer downloads. An index pass never runs beside
+// its layer's pull: it would fetch some blocks a second time.
 func prefetchLayers(ctx context.Context, p *parts, layers []prefetchLayer, total int64, prog *progress) error {
 	prog.Phase("pulling", total)
 	g, gctx := errgroup.WithContext(ctx)
