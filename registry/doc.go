@@ -22,10 +22,12 @@
 // well kept, used by crane, ko and many others, and covers the registries'
 // quirks (OAuth2 and basic token flows, access_token vs token, cross-host
 // challenges, realm checks) that a rewrite would rediscover one bug at a
-// time. What regfs adds around it (transport.go): retries with back-off that
+// time. What regfs adds around it are small http.RoundTripper layers that
+// both APIs share (pipeline.go draws the stack): retries with back-off that
 // honour Retry-After and end when the caller's context does, a watchdog for
-// stalled responses, and a guard that keeps plain HTTP to loopback hosts
-// unless the caller asks for it. A known limit from that choice: go-
+// stalled responses, a guard that keeps plain HTTP to loopback hosts unless
+// the caller asks for it, a guard that keeps Authorization off redirects to
+// other hosts, and a memory of blobs' storage redirects. A known limit from that choice: go-
 // containerregistry refuses a token realm on a loopback, private or
 // link-local IP address unless it is the registry's own host:port (SSRF
 // protection), so such a registry must name its token server by host name.
