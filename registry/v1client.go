@@ -1,22 +1,5 @@
 package registry
 
-// The Docker Registry v1 client, after docker's old registry/session.go and
-// the v1 registry and index API documents:
-//
-//   - the index (the host the client was made for) answers
-//     GET /v1/repositories/<ns>/<repo>/images with "X-Docker-Token: true":
-//     the image list with checksums, a token (X-Docker-Token), the registry
-//     endpoints that hold the repository (X-Docker-Endpoints) and a session
-//     cookie, kept in the client's jar;
-//   - the endpoints answer tags, image JSON, ancestry and layers, given
-//     "Authorization: Token <token>"; a connection error or 5xx on one
-//     endpoint moves on to the next, and the endpoint that answered last is
-//     tried first next time;
-//   - a 401 from an endpoint means the token expired: the handshake is done
-//     again once.
-//
-// One-component names get "library/", as docker did.
-
 import (
 	"github.com/regfs/regfs/blobio"
 
@@ -66,7 +49,14 @@ type V1SearchResult struct {
 	IsAutomated bool   `json:"is_automated"`
 }
 
-// v1Client is a Client for the Docker Registry v1 API.
+// v1Client is a Client for the Docker Registry v1 API. Per repository it
+// asks the index (the host it was made for) for the image list with
+// "X-Docker-Token: true" and keeps the token, endpoints and cookie that
+// answer gives (v1Session); tags, image JSON, ancestry and layers then come
+// from the endpoints with "Authorization: Token …", failing over across
+// them; a 401 from an endpoint redoes the handshake once. One-component
+// names get "library/", as docker did. docs/design/registry.md has the
+// protocol.
 type v1Client struct {
 	host  string // index host[:port]
 	index string // "scheme://host/v1/"
