@@ -1,12 +1,12 @@
 package registry
 
 import (
-	"github.com/regfs/regfs/blobio"
-
 	"context"
 	"fmt"
 	"io"
 	"net/http"
+
+	"github.com/regfs/regfs/blobio"
 )
 
 // v1Blob is one v1 layer, GET /v1/images/<id>/layer on the repository's

@@ -1,8 +1,6 @@
 package registry
 
 import (
-	"github.com/regfs/regfs/blobio"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,9 +17,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/regfs/regfs/tarsum"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/regfs/regfs/blobio"
+	"github.com/regfs/regfs/tarsum"
 )
 
 // maxV1JSON bounds the JSON bodies the v1 client reads (lists, image JSON).

@@ -1,14 +1,14 @@
 package registry
 
 import (
-	"github.com/regfs/regfs/blobio"
-
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regfs/regfs/blobio"
 )
 
 // v2Blob is one blob of a repository, GET /v2/<name>/blobs/<digest>.
