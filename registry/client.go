@@ -2,16 +2,12 @@ package registry
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/sirupsen/logrus"
 )
 
@@ -166,48 +162,21 @@ func New(ctx context.Context, host string, opts Options) (Client, error) {
 	return v1, nil
 }
 
-// makeV1 builds the v1 client from the same options.
+// makeV1 builds the v1 client from the same options, transport and
+// credentials.
 func (c *v2Client) makeV1(ctx context.Context) (*v1Client, error) {
-	vo := v1Options{
-		PlainHTTP:  c.scheme == "http",
-		Transport:  c.base,
-		MaxRetries: c.opts.MaxRetries,
-		RetryBase:  c.opts.RetryBackoffMin,
-		RetryMax:   c.opts.RetryBackoffMax,
-		UserAgent:  c.opts.UserAgent,
-		// The same watchdog, resume and skip bounds as v2 blobs.
-		RequestTimeout: c.opts.RequestTimeout,
-		MaxResumes:     c.opts.MaxResumes,
-		MaxRangeSkip:   c.opts.MaxRangeSkip,
-	}
-	if vo.MaxRetries == 0 {
-		vo.MaxRetries = -1 // v1Options: 0 means its default, negative none
-	}
 	cfg, err := authn.Authorization(ctx, c.auth)
 	if err != nil {
 		return nil, fmt.Errorf("registry %s: credentials: %w", c.host, err)
 	}
-	vo.Username, vo.Password = cfg.Username, cfg.Password
-	v1, err := newV1Client(c.host, vo)
+	opts := c.opts
+	opts.PlainHTTP = c.scheme == "http"
+	opts.Transport = c.base
+	v1, err := newV1Client(c.host, opts, cfg.Username, cfg.Password)
 	if err != nil {
 		return nil, fmt.Errorf("registry %s: %w", c.host, err)
 	}
 	return v1, nil
-}
-
-// isLoopbackHost reports whether host[:port] names this machine, the hosts
-// docker talks plain HTTP to.
-func isLoopbackHost(hostport string) bool {
-	h := hostport
-	if hh, _, err := net.SplitHostPort(hostport); err == nil {
-		h = hh
-	}
-	h = strings.Trim(h, "[]")
-	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
 
 // apiHost is the host the HTTP requests go to: Docker Hub's API lives on
@@ -219,58 +188,11 @@ func apiHost(host string) string {
 	return host
 }
 
-// schemeError is a request to the registry host with the scheme the
-// client's policy forbids.
-type schemeError struct{ host, scheme, want string }
-
-func (e *schemeError) Error() string {
-	return fmt.Sprintf("refusing %s:// to %s: this client speaks %s:// to it (see Options.PlainHTTP)", e.scheme, e.host, e.want)
-}
-
-// schemeGuard keeps requests to the registry host on the scheme the policy
-// chose. go-containerregistry's ping would otherwise try https and http
-// for hosts it guesses are local (including RFC 1918 addresses), where
-// docker's rule is: plain HTTP for loopback only.
-type schemeGuard struct {
-	host, scheme string
-	inner        http.RoundTripper
-}
-
-func (g *schemeGuard) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Host == g.host && req.URL.Scheme != g.scheme {
-		if req.Body != nil {
-			req.Body.Close()
-		}
-		return nil, &schemeError{host: g.host, scheme: req.URL.Scheme, want: g.scheme}
-	}
-	return g.inner.RoundTrip(req)
-}
-
-// baseTransport is Options.Transport, or a clone of the default transport
-// with room for the parallel ranged reads layercache makes.
-func baseTransport(opts Options) http.RoundTripper {
-	if opts.Transport != nil {
-		return opts.Transport
-	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 32
-	if opts.InsecureSkipTLSVerify {
-		if t.TLSClientConfig == nil {
-			t.TLSClientConfig = &tls.Config{}
-		}
-		t.TLSClientConfig.InsecureSkipVerify = true //nolint:gosec // the caller asked for it
-	}
-	return t
-}
-
 // newV2Client builds a v2 client; it does no I/O except resolving
 // credentials (a credential helper may run).
 func newV2Client(ctx context.Context, host string, opts Options) (*v2Client, error) {
 	api := apiHost(host)
-	scheme := "https"
-	if opts.PlainHTTP || isLoopbackHost(api) {
-		scheme = "http"
-	}
+	scheme := schemeFor(api, opts.PlainHTTP)
 	var nameOpts []name.Option
 	if scheme == "http" {
 		nameOpts = append(nameOpts, name.Insecure)
@@ -299,11 +221,10 @@ func newV2Client(ctx context.Context, host string, opts Options) (*v2Client, err
 		auth:   auth,
 		base:   base,
 		opts:   opts,
+		retry:  newRetryPolicy(opts),
 		log:    opts.Logger.WithField("registry", host),
 	}
-	// ggcr's user-agent transport sets "<ours> go-containerregistry/<v>";
-	// ggcr does not wrap it again.
-	c.authBase = transport.NewUserAgent(&schemeGuard{host: api, scheme: scheme, inner: base}, opts.UserAgent)
+	c.authBase = hopTransport(base, api, scheme, opts)
 	setup := scopeSetupTimeout
 	if opts.RequestTimeout > 0 {
 		setup = 3 * opts.RequestTimeout // ping, token, a redirect
@@ -316,9 +237,8 @@ func newV2Client(ctx context.Context, host string, opts Options) (*v2Client, err
 // registry wants auth) mean yes, 404 means no; anything else is an error.
 func (c *v2Client) probe(ctx context.Context) (bool, error) {
 	url := c.url("/v2/")
-	resp, err := c.doWith(ctx, "ping "+c.host, func(ctx context.Context) (*http.Client, error) {
-		return &http.Client{Transport: c.authBase}, nil
-	}, http.MethodGet, url, nil)
+	ping := &retryTransport{next: &exchange{client: fixedClient(&http.Client{Transport: c.authBase})}, policy: c.retry, log: c.log}
+	resp, err := send(ctx, ping, http.MethodGet, url, nil)
 	if err != nil {
 		return false, fmt.Errorf("probe registry %s: %w", c.host, err)
 	}

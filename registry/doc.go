@@ -9,26 +9,25 @@
 // It must never return bytes that failed a digest check, and never bytes from
 // an offset other than the one asked for.
 //
-// The heart of the package is the blob handle (a blobio.Source): one immutable blob with
-// Size and a ReadAt that resumes a dropped connection with a new Range
-// request, so a caller sees the right bytes or an error, never a short or
-// wrong read. Both APIs read blobs through one resumableReader
-// (resumable.go).
+// A blob handle (a blobio.Source) is one immutable blob with Size and a
+// ReadAt that resumes a dropped connection with a new Range request, so a
+// caller sees the right bytes or an error, never a short or wrong read. Both
+// APIs read blobs through one resumableReader (resumable.go). The v1 client
+// is the v1*.go files; its test server is registrytest's v1*.go files.
 //
 // Authentication (the ping, the WWW-Authenticate challenge, Basic, Bearer
 // tokens with the right scope and their refresh on 401, credentials from
 // ~/.docker/config.json and credential helpers) is go-containerregistry's
-// authn and remote/transport packages, one transport per scope: that code is
-// well kept, used by crane, ko and many others, and covers the registries'
-// quirks (OAuth2 and basic token flows, access_token vs token, cross-host
-// challenges, realm checks) that a rewrite would rediscover one bug at a
-// time. What regfs adds around it (transport.go): retries with back-off that
-// honour Retry-After and end when the caller's context does, a watchdog for
-// stalled responses, and a guard that keeps plain HTTP to loopback hosts
-// unless the caller asks for it. A known limit from that choice: go-
-// containerregistry refuses a token realm on a loopback, private or
-// link-local IP address unless it is the registry's own host:port (SSRF
-// protection), so such a registry must name its token server by host name.
+// authn and remote/transport packages, one transport per scope. What regfs
+// adds around it are small http.RoundTripper layers that both APIs share
+// (pipeline.go draws the stack): retries with back-off that honour
+// Retry-After and end when the caller's context does, a watchdog for
+// stalled responses, a guard that keeps plain HTTP to loopback hosts unless
+// the caller asks for it, a guard that keeps Authorization off redirects to
+// other hosts, and a memory of blobs' storage redirects. A registry on a
+// loopback, private or link-local IP address must name its token server by
+// host name unless the realm is its own host:port: go-containerregistry
+// refuses other such realms.
 //
 // Errors: *HTTPError models the registry's error body; errors.Is maps it to
 // ErrNotFound and ErrUnauthorized, *DigestError to ErrDigestMismatch, and

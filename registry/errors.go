@@ -198,6 +198,15 @@ func shortBody(b []byte) string {
 
 var urlParse = url.Parse
 
+// redactURLString is redactURL for a URL in a string.
+func redactURLString(s string) string {
+	u, err := urlParse(s)
+	if err != nil {
+		return "<bad URL>"
+	}
+	return redactURL(u)
+}
+
 // redactURL renders u without user info and with query values hidden,
 // except the paging parameters n and last (signed storage URLs carry
 // credentials in their query).

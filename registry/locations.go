@@ -7,14 +7,6 @@ import (
 	"time"
 )
 
-// Registries that keep blobs in object storage (Docker Hub, ghcr.io, quay.io,
-// ECR, GCR) answer a blob GET with a redirect to a signed storage URL valid
-// for minutes. Every ranged read of a blob would pay that redirect again:
-// one round trip to the registry, one to the storage. blobLocations keeps
-// each blob's storage URL until it expires, so the next range of the blob
-// goes straight there; a refused or failed request to it forgets it and
-// asks the registry again.
-
 const (
 	// locationTTL bounds how long a storage URL is used without asking the
 	// registry again, whatever its own expiry says.
@@ -26,6 +18,9 @@ const (
 	maxLocations = 4096
 )
 
+// blobLocations remembers, per blob URL at the registry, the signed storage
+// URL a redirect led to, until that URL expires (locationExpiry).
+// redirectMemory is its user. Safe for concurrent use.
 type blobLocations struct {
 	mu sync.Mutex
 	m  map[string]blobLocation // by the blob's URL at the registry

@@ -1,44 +1,5 @@
 package registry
 
-// resumableReader is the package's one way of reading a span of a blob over
-// HTTP so that the caller sees exactly the bytes asked for or an error:
-//
-//   - the first request asks Range: bytes=off-(off+n-1) (no Range for the
-//     whole blob) and checks the answer: a 206 must carry the Content-Range
-//     asked for (a shorter span is fine, the rest is asked next); a 200 (the
-//     server ignored Range) must have the blob's size and is read from its
-//     start, discarding bytes up to off when off ≤ maxSkip, else the read
-//     fails with ErrRangeUnsupported. Whether the server honours Range is
-//     remembered in *ranges, shared by all blobs of one client;
-//   - when a body ends early or breaks (connection reset, a stall caught by
-//     the request watchdog), the stream asks again from the next byte it
-//     needs. A connection that brought bytes resumes at once; one that
-//     brought none counts against maxResumes and backs off first;
-//   - a whole-blob stream with verify set is hashed and ends with
-//     ErrDigestMismatch instead of io.EOF if the bytes were wrong. The hash
-//     runs on a goroutine of its own over copies of the bytes (a copy costs
-//     a tenth of hashing them): the reader of the stream does not wait for
-//     it except at the end, where the verdict is due.
-//
-// Both APIs use it: v2 blobs (blob.go) and, through the same fetch hook, v1
-// layers. For the v1 client, build one per layer with
-//
-//	&resumableReader{
-//		what:  "v1 layer <id> in <host>/<repo>",
-//		size:  size,
-//		fetch: func(ctx context.Context, rangeHeader string) (*http.Response, error) {
-//			// one GET of /v1/images/<id>/layer with "Range: rangeHeader"
-//			// when not "", "Accept-Encoding: identity", endpoint fail-over
-//			// and token as usual; any status is returned as is.
-//		},
-//		statusErr: func(resp *http.Response) error { return v1StatusErr(what, resp) },
-//		ranges:    &client.ranges,  // an atomic.Int32 per client
-//		maxResumes: 8, maxSkip: 16 << 20,
-//		backoffMin: 100 * time.Millisecond, backoffMax: 5 * time.Second,
-//	}
-//
-// and call its open(ctx, off, n) and readAt(ctx, p, off).
-
 import (
 	"context"
 	"errors"
@@ -61,7 +22,19 @@ const (
 	rangeIgnored
 )
 
-// resumableReader reads spans of one immutable blob; see the file comment.
+// resumableReader reads spans of one immutable blob over HTTP, for both
+// APIs (v2Blob, v1Blob), so that the caller gets exactly the bytes asked for
+// or an error:
+//
+//   - a 206 must carry the Content-Range asked for (a shorter span is read
+//     and the rest asked next); a 200 (Range ignored) must have the blob's
+//     size and is read from its start, discarding up to maxSkip bytes, else
+//     ErrRangeUnsupported. Whether Range is honoured is kept in *ranges;
+//   - a body that ends early or breaks (reset, stall) is asked again from
+//     the next byte; a connection that brought no byte counts against
+//     maxResumes and backs off first;
+//   - a whole-blob stream with verify set ends with ErrDigestMismatch
+//     instead of io.EOF if the bytes were wrong.
 type resumableReader struct {
 	// what names the blob in errors and logs.
 	what string
@@ -386,10 +359,10 @@ func (s *resumeStream) Close() error {
 }
 
 // pipedDigester hashes a stream on a goroutine of its own, so that hashing
-// (about 1 ms per MiB with SHA-NI) overlaps the reading instead of adding
-// to it. The bytes are copied into a ring of pipeChunks chunks: the caller
-// may reuse its buffer as soon as write returns, and write waits only when
-// the hasher is the whole ring behind (which bounds the memory).
+// overlaps the reading. The bytes are copied into a ring of pipeChunks
+// chunks: the caller may reuse its buffer as soon as write returns, and
+// write waits only when the hasher is the whole ring behind (which bounds
+// the memory).
 type pipedDigester struct {
 	cur     []byte      // the chunk being filled
 	full    chan []byte // chunks to hash, in order
@@ -406,10 +379,9 @@ const (
 	pipeChunks = 4
 )
 
-// pipeChunkFree keeps the chunks of finished rings for the next stream
-// (at most two rings' worth, a fixed overhead): memory new to the process
-// costs a page fault per 4 KiB on first touch, several times the copy into
-// memory already touched. (A sync.Pool would be emptied by every GC.)
+// pipeChunkFree keeps the chunks of finished rings for the next stream, at
+// most two rings' worth: fresh memory pays a page fault per page on first
+// touch. Not a sync.Pool, which every GC empties.
 var pipeChunkFree = make(chan []byte, 2*pipeChunks)
 
 func getPipeChunk() []byte {

@@ -1,12 +1,12 @@
 package registry
 
 import (
-	"github.com/regfs/regfs/blobio"
-
 	"context"
 	"fmt"
 	"io"
 	"net/http"
+
+	"github.com/regfs/regfs/blobio"
 )
 
 // v1Blob is one v1 layer, GET /v1/images/<id>/layer on the repository's
@@ -45,7 +45,7 @@ func (c *v1Client) newV1Blob(repo, id string, size int64) *v1Blob {
 		what: what,
 		size: size,
 		fetch: func(ctx context.Context, rangeHeader string) (*http.Response, error) {
-			return c.endpointGet(ctx, repo, what, "images/"+id+"/layer", func(r *http.Request) {
+			return c.endpointGet(ctx, repo, what, "images/"+id+"/layer", true, func(r *http.Request) {
 				// identity: Go's transport would otherwise ask for gzip and
 				// decompress a gzip-encoded answer, changing the bytes.
 				r.Header.Set("Accept-Encoding", "identity")
@@ -58,8 +58,8 @@ func (c *v1Client) newV1Blob(repo, id string, size int64) *v1Blob {
 		ranges:     &c.ranges,
 		maxResumes: c.opts.MaxResumes,
 		maxSkip:    c.opts.MaxRangeSkip,
-		backoffMin: c.opts.RetryBase,
-		backoffMax: c.opts.RetryMax,
+		backoffMin: c.opts.RetryBackoffMin,
+		backoffMax: c.opts.RetryBackoffMax,
 		log:        c.log,
 	}
 	return b
@@ -69,7 +69,7 @@ func (c *v1Client) newV1Blob(repo, id string, size int64) *v1Blob {
 // from the Content-Range (or Content-Length) of a one-byte request.
 func (b *v1Blob) probeSize(ctx context.Context) (int64, error) {
 	what := b.rr.what + " size"
-	resp, err := b.c.endpointGet(ctx, b.repo, what, "images/"+b.id+"/layer", func(r *http.Request) {
+	resp, err := b.c.endpointGet(ctx, b.repo, what, "images/"+b.id+"/layer", true, func(r *http.Request) {
 		r.Header.Set("Range", "bytes=0-0")
 		r.Header.Set("Accept-Encoding", "identity")
 	})

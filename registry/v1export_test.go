@@ -1,13 +1,46 @@
 package registry
 
+import (
+	"net/http"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
 // Exports for the external v1 tests (package registry_test), which import
-// registrytest; an internal test could not without an import cycle once
-// registrytest imports registry.
+// registrytest's v1 server beside the v2 one.
 
-// V1TestOptions are the v1 client's options.
-type V1TestOptions = v1Options
+// V1TestOptions are the Options a v1 test client is made with, in the v1
+// tests' words. Zero fields mean the Options defaults.
+type V1TestOptions struct {
+	Username, Password  string
+	PlainHTTP           bool
+	Transport           http.RoundTripper
+	MaxRetries          int
+	RetryBase, RetryMax time.Duration
+	RetryAfterMax       time.Duration
+	UserAgent           string
+	RequestTimeout      time.Duration
+	MaxResumes          int
+	MaxRangeSkip        int64
+	Logger              *logrus.Entry
+}
 
-// NewV1TestClient is newV1Client.
-func NewV1TestClient(host string, opts V1TestOptions) (*v1Client, error) {
-	return newV1Client(host, opts)
+// NewV1TestClient is newV1Client with o.
+func NewV1TestClient(host string, o V1TestOptions) (*v1Client, error) {
+	opts := Options{
+		API:             APIV1,
+		PlainHTTP:       o.PlainHTTP,
+		Transport:       o.Transport,
+		MaxRetries:      o.MaxRetries,
+		RetryBackoffMin: o.RetryBase,
+		RetryBackoffMax: o.RetryMax,
+		RetryAfterMax:   o.RetryAfterMax,
+		UserAgent:       o.UserAgent,
+		RequestTimeout:  o.RequestTimeout,
+		MaxResumes:      o.MaxResumes,
+		MaxRangeSkip:    o.MaxRangeSkip,
+		Logger:          o.Logger,
+	}.withDefaults()
+	return newV1Client(host, opts, o.Username, o.Password)
 }

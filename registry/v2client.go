@@ -26,10 +26,11 @@ type v2Client struct {
 	reg    name.Registry
 	auth   authn.Authenticator
 	base   http.RoundTripper // Options.Transport or the default clone
-	// authBase is what ggcr's auth transports wrap: user agent, scheme
-	// guard, base.
+	// authBase is what ggcr's auth transports wrap: the pipeline's hop
+	// layers over base (pipeline.go).
 	authBase http.RoundTripper
 	opts     Options
+	retry    retryPolicy
 	log      *logrus.Entry
 
 	scopes *scopeCache

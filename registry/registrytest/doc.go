@@ -62,8 +62,7 @@
 // under LargeCacheDir() keyed by seed, size and format version),
 // test/deep/nested/repo:v1, and test/paging with 25 tags. It then resets the
 // registry's counters. PushFixturesTo does the same without testing.T.
-// Images are built once per process. Pushing takes about 1 s on filesystem
-// storage (0.15 s in memory without the large image).
+// Images are built once per process.
 //
 // # Fault proxy
 //
@@ -76,6 +75,16 @@
 // closes every k-th TCP connection. EnableBlobRedirect answers blob GETs
 // with 307 to a second listener that serves the bytes (with Range) and
 // counts requests carrying an Authorization header.
+//
+// # v1 server
+//
+// StartV1Server(t, opts...) runs a Docker Registry v1 index and registry
+// (v1server.go: options, faults, request log; v1images.go: images, IDs,
+// tarsums; v1handlers.go: the routes). V1With* options turn on token and
+// cookie checks, Basic auth, extra listeners as endpoints, and servers
+// without Range, size headers or search; InjectFault makes one host or path
+// fail, stall or cut a body; SetEndpoints and SetLayerRedirect shape the
+// handshake and the layer URLs.
 //
 // This package must never reach beyond 127.0.0.1, and never be imported by
 // regfs's production code (only tests, benchmarks and scripts).

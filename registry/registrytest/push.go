@@ -56,7 +56,7 @@ func (p *Pusher) client(ctx context.Context, repo string) (*http.Client, error) 
 			return nil, fmt.Errorf("registry %s: %w", p.host, err)
 		}
 		scope := reg.Repo(repo).Scope(transport.PushScope)
-		t, err = transport.NewWithContext(ctx, reg, p.auth, p.inner, []string{scope})
+		t, err = transport.NewWithContext(ctx, reg, p.auth, &rewindBody{next: p.inner}, []string{scope})
 		if err != nil {
 			return nil, fmt.Errorf("auth for %s/%s: %w", p.host, repo, err)
 		}
@@ -148,6 +148,7 @@ func (p *Pusher) PushBlob(ctx context.Context, repo string, d digest.Digest, siz
 		return err
 	}
 	req.ContentLength = size
+	req.GetBody = open
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err = do(c, req, http.StatusCreated)
 	if err != nil {
@@ -232,4 +233,23 @@ func (p *Pusher) PushIndex(ctx context.Context, repo string, idx *Index, tags ..
 		}
 	}
 	return nil
+}
+
+// rewindBody sends every attempt of a request with a fresh body from
+// GetBody: go-containerregistry's bearer transport sends the same request
+// again after refreshing an expired token, and the first attempt consumed
+// the body.
+type rewindBody struct{ next http.RoundTripper }
+
+func (t *rewindBody) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.GetBody == nil || req.Body == nil || req.Body == http.NoBody {
+		return t.next.RoundTrip(req)
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil, fmt.Errorf("rewind request body: %w", err)
+	}
+	r := req.Clone(req.Context())
+	r.Body = body
+	return t.next.RoundTrip(r)
 }

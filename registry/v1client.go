@@ -1,31 +1,11 @@
 package registry
 
-// The Docker Registry v1 client, after docker's old registry/session.go and
-// the v1 registry and index API documents:
-//
-//   - the index (the host the client was made for) answers
-//     GET /v1/repositories/<ns>/<repo>/images with "X-Docker-Token: true":
-//     the image list with checksums, a token (X-Docker-Token), the registry
-//     endpoints that hold the repository (X-Docker-Endpoints) and a session
-//     cookie, kept in the client's jar;
-//   - the endpoints answer tags, image JSON, ancestry and layers, given
-//     "Authorization: Token <token>"; a connection error or 5xx on one
-//     endpoint moves on to the next, and the endpoint that answered last is
-//     tried first next time;
-//   - a 401 from an endpoint means the token expired: the handshake is done
-//     again once.
-//
-// One-component names get "library/", as docker did.
-
 import (
-	"github.com/regfs/regfs/blobio"
-
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -37,9 +17,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/regfs/regfs/tarsum"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/regfs/regfs/blobio"
+	"github.com/regfs/regfs/tarsum"
 )
 
 // maxV1JSON bounds the JSON bodies the v1 client reads (lists, image JSON).
@@ -67,16 +49,30 @@ type V1SearchResult struct {
 	IsAutomated bool   `json:"is_automated"`
 }
 
-// v1Client is a Client for the Docker Registry v1 API.
+// v1Client is a Client for the Docker Registry v1 API. Per repository it
+// asks the index (the host it was made for) for the image list with
+// "X-Docker-Token: true" and keeps the token, endpoints and cookie that
+// answer gives (v1Session); tags, image JSON, ancestry and layers then come
+// from the endpoints with "Authorization: Token …", failing over across
+// them; a 401 from an endpoint redoes the handshake once. One-component
+// names get "library/", as docker did. docs/design/registry.md has the
+// protocol.
 type v1Client struct {
 	host  string // index host[:port]
 	index string // "scheme://host/v1/"
-	hc    *http.Client
-	opts  v1Options
-	log   *logrus.Entry
+	// exchange is the pipeline under the retry layer (pipeline.go), with
+	// the client's cookie jar; index requests retry over it, endpoint
+	// requests retry and fail over (v1Session.rt).
+	exchange           http.RoundTripper
+	retry              retryPolicy
+	opts               Options
+	username, password string
+	log                *logrus.Entry
 	// ranges remembers whether the endpoints honour Range (rangeUnknown,
 	// rangeHonoured, rangeIgnored), for resumableReader.
 	ranges atomic.Int32
+	// locations remembers where layers were redirected.
+	locations blobLocations
 
 	mu       sync.Mutex
 	sessions map[string]*v1Session // by normalized repository
@@ -90,50 +86,41 @@ type v1Session struct {
 	token     string            // "Token …" for Authorization; "" when the index gave none
 	endpoints []string          // base URLs, "scheme://host/v1/", in the index's order
 	checksums map[string]string // image id → checksum from the images list
-	good      atomic.Int64      // index into endpoints of the one that answered last
+	// rt sends requests to the endpoints: retries that fail over across
+	// them, starting from the one that answered last.
+	rt http.RoundTripper
 }
 
-// newV1Client makes a v1 client for the index at host ("host[:port]"). It
-// does no I/O.
-func newV1Client(host string, opts v1Options) (*v1Client, error) {
+// newV1Client makes a v1 client for the index at host ("host[:port]") with
+// opts (defaults filled) and Basic credentials (empty: anonymous). It does
+// no I/O.
+func newV1Client(host string, opts Options, username, password string) (*v1Client, error) {
 	if host == "" || strings.ContainsAny(host, "/ ") || strings.Contains(host, "://") {
 		return nil, fmt.Errorf("v1 client: bad registry host %q: want host[:port]", host)
 	}
-	scheme := "https"
-	if opts.PlainHTTP || isLoopbackHost(host) {
-		scheme = "http"
-	}
-	opts = opts.withDefaults()
-	tr := opts.Transport
-	if tr == nil {
-		tr = http.DefaultTransport.(*http.Transport).Clone()
-	}
+	scheme := schemeFor(host, opts.PlainHTTP)
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		return nil, fmt.Errorf("v1 client: cookie jar: %w", err)
 	}
+	hc := &http.Client{Transport: hopTransport(baseTransport(opts), host, scheme, opts), Jar: jar}
 	return &v1Client{
 		host:     host,
 		index:    scheme + "://" + host + "/v1/",
-		hc:       &http.Client{Transport: tr, Jar: jar, CheckRedirect: v1CheckRedirect},
+		exchange: &exchange{client: fixedClient(hc)},
+		retry:    newRetryPolicy(opts),
 		opts:     opts,
+		username: username,
+		password: password,
 		log:      opts.Logger.WithField("registry", host),
 		sessions: map[string]*v1Session{},
 	}, nil
 }
 
-// v1CheckRedirect follows up to 10 redirects (layers may live on a storage
-// host) and never sends the registry's Authorization to another host:port.
-// Go's own rule would keep it for the same hostname on any port and for
-// subdomains.
-func v1CheckRedirect(req *http.Request, via []*http.Request) error {
-	if len(via) >= 10 {
-		return errors.New("stopped after 10 redirects")
-	}
-	if req.URL.Host != via[0].URL.Host || req.URL.Scheme != via[0].URL.Scheme {
-		req.Header.Del("Authorization")
-	}
-	return nil
+// retrying is the retry layer over the exchange; with f, failing over
+// across f's hosts.
+func (c *v1Client) retrying(f *failover) http.RoundTripper {
+	return &retryTransport{next: c.exchange, policy: c.retry, failover: f, log: c.log}
 }
 
 func (c *v1Client) Host() string { return c.host }
@@ -160,112 +147,40 @@ func v1StatusErr(what string, resp *http.Response) error {
 	return fmt.Errorf("%s: %w", what, newHTTPError(resp))
 }
 
-// get sends GET base+path to each base in turn, starting at start, for up to
-// 1+MaxRetries rounds with capped, jittered back-off between rounds (at
-// least the servers' Retry-After). A connection error, a stall, 5xx, 408 or
-// 429 moves on to the next base; any other answer is returned with the
-// index of the base that gave it, for the caller to judge. A round in which
-// no failure was temporary (TLS verification, say) is not repeated.
-func (c *v1Client) get(ctx context.Context, what string, bases []string, start int, path string, prep func(*http.Request)) (*http.Response, int, error) {
-	if len(bases) == 0 {
-		return nil, 0, fmt.Errorf("%s: no endpoints", what)
-	}
-	var lastErr error
-	rounds := 1 + c.opts.MaxRetries
-	for round := 0; round < rounds; round++ {
-		var wait time.Duration
-		temporary := false
-		for k := range bases {
-			i := (start + k) % len(bases)
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, bases[i]+path, nil)
-			if err != nil {
-				return nil, 0, fmt.Errorf("%s: %w", what, err)
-			}
-			req.Header.Set("User-Agent", c.opts.UserAgent)
-			req.Header.Set("Accept", "application/json")
-			if prep != nil {
-				prep(req)
-			}
-			resp, err := c.send(ctx, req)
-			if err != nil {
-				if cerr := ctx.Err(); cerr != nil {
-					return nil, 0, fmt.Errorf("%s: %w", what, cerr)
-				}
-				temporary = temporary || IsTemporary(err)
-				lastErr = err
-				c.log.WithError(err).Debugf("%s: endpoint %s failed", what, bases[i])
-				continue
-			}
-			if retryableStatus(resp.StatusCode) {
-				he := newHTTPError(resp)
-				if he.RetryAfter > c.opts.RetryAfterMax {
-					return nil, 0, fmt.Errorf("%s: server asks to retry after %v, longer than %v: %w", what, he.RetryAfter, c.opts.RetryAfterMax, he)
-				}
-				wait = max(wait, he.RetryAfter)
-				temporary = true
-				lastErr = he
-				c.log.WithError(he).Debugf("%s: endpoint %s failed", what, bases[i])
-				continue
-			}
-			return resp, i, nil
-		}
-		if round == rounds-1 || !temporary {
-			break
-		}
-		d := c.opts.RetryBase
-		for j := 0; j < round && d < c.opts.RetryMax; j++ {
-			d *= 2
-		}
-		d = time.Duration(float64(min(d, c.opts.RetryMax)) * (0.8 + 0.4*rand.Float64()))
-		if err := sleepCtx(ctx, max(wait, d)); err != nil {
-			return nil, 0, fmt.Errorf("%s: %w (last error: %v)", what, err, lastErr)
-		}
-	}
-	return nil, 0, fmt.Errorf("%s: %d endpoint(s) failed, %d round(s): %w", what, len(bases), rounds, lastErr)
-}
-
-// send makes one attempt under the stall watchdog: no response headers, or
-// no bytes during a body Read, within RequestTimeout cancels the attempt
-// with an error that wraps errStalled (a temporary error: the next endpoint
-// is tried, or a layer stream resumes). Time between Reads is the caller's.
-func (c *v1Client) send(ctx context.Context, req *http.Request) (*http.Response, error) {
-	rctx, cancel := context.WithCancelCause(ctx)
-	req = req.WithContext(rctx)
-	timeout := c.opts.RequestTimeout
-	if timeout < 0 {
-		resp, err := c.hc.Do(req)
-		if err != nil {
-			cancel(nil)
-			return nil, err
-		}
-		resp.Body = &watchedBody{body: resp.Body, ctx: rctx, cancel: cancel}
-		return resp, nil
-	}
-	stall := &stalledError{timeout: timeout}
-	timer := time.AfterFunc(timeout, func() { cancel(stall) })
-	resp, err := c.hc.Do(req)
-	timer.Stop()
+// get sends GET url through rt with "Accept: application/json" and prep's
+// headers. Any status but a retryable one is returned for the caller to
+// judge.
+func (c *v1Client) get(ctx context.Context, rt http.RoundTripper, what, url string, prep func(*http.Request)) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		if errors.Is(context.Cause(rctx), errStalled) && ctx.Err() == nil {
-			err = fmt.Errorf("GET %s: %w", redactURL(req.URL), stall)
-		}
-		cancel(nil)
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	resp.Body = &watchedBody{body: resp.Body, ctx: rctx, cancel: cancel, timer: timer, timeout: timeout}
+	req.Header.Set("Accept", "application/json")
+	if prep != nil {
+		prep(req)
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
 	return resp, nil
 }
 
+// indexGet is get of path on the index, with retries.
+func (c *v1Client) indexGet(ctx context.Context, what, path string, prep func(*http.Request)) (*http.Response, error) {
+	return c.get(ctx, c.retrying(nil), what, c.index+path, prep)
+}
+
 func (c *v1Client) setBasic(req *http.Request) {
-	if c.opts.Username != "" || c.opts.Password != "" {
-		req.SetBasicAuth(c.opts.Username, c.opts.Password)
+	if c.username != "" || c.password != "" {
+		req.SetBasicAuth(c.username, c.password)
 	}
 }
 
 // Ping asks the index whether it speaks v1.
 func (c *v1Client) Ping(ctx context.Context) (V1Ping, error) {
 	what := "v1 ping " + c.host
-	resp, _, err := c.get(ctx, what, []string{c.index}, 0, "_ping", nil)
+	resp, err := c.indexGet(ctx, what, "_ping", nil)
 	if err != nil {
 		return V1Ping{}, err
 	}
@@ -311,7 +226,7 @@ func (c *v1Client) session(ctx context.Context, repo string, stale *v1Session) (
 // handshake is GET /v1/repositories/<repo>/images with X-Docker-Token: true.
 func (c *v1Client) handshake(ctx context.Context, repo string) (*v1Session, error) {
 	what := fmt.Sprintf("v1 images of %s/%s", c.host, repo)
-	resp, _, err := c.get(ctx, what, []string{c.index}, 0, "repositories/"+repo+"/images", func(r *http.Request) {
+	resp, err := c.indexGet(ctx, what, "repositories/"+repo+"/images", func(r *http.Request) {
 		r.Header.Set("X-Docker-Token", "true")
 		c.setBasic(r)
 	})
@@ -337,6 +252,7 @@ func (c *v1Client) handshake(ctx context.Context, repo string) (*v1Session, erro
 		s.token = "Token " + strings.Join(toks, ",")
 	}
 	scheme := strings.SplitN(c.index, "://", 2)[0]
+	var hosts []string
 	for _, v := range resp.Header.Values("X-Docker-Endpoints") {
 		for _, ep := range strings.Split(v, ",") {
 			ep = strings.TrimSpace(ep)
@@ -347,26 +263,34 @@ func (c *v1Client) handshake(ctx context.Context, repo string) (*v1Session, erro
 				return nil, fmt.Errorf("%s: bad endpoint %q in X-Docker-Endpoints", what, ep)
 			}
 			s.endpoints = append(s.endpoints, scheme+"://"+ep+"/v1/")
+			hosts = append(hosts, ep)
 		}
 	}
 	if len(s.endpoints) == 0 {
 		// No endpoints listed: the index is the registry too.
 		s.endpoints = []string{c.index}
+		hosts = []string{c.host}
 	}
+	s.rt = c.retrying(&failover{hosts: hosts})
 	return s, nil
 }
 
 // endpointGet sends GET <endpoint>/v1/<path> for repo with its token (or
 // Basic credentials when the index gave no token), failing over across the
-// endpoints. A 401 redoes the handshake once. Any status other than a
-// retryable one is returned for the caller to judge.
-func (c *v1Client) endpointGet(ctx context.Context, repo, what, path string, prep func(*http.Request)) (*http.Response, error) {
+// endpoints; with blob, through the redirect memory (a layer). A 401 redoes
+// the handshake once. Any status other than a retryable one is returned for
+// the caller to judge.
+func (c *v1Client) endpointGet(ctx context.Context, repo, what, path string, blob bool, prep func(*http.Request)) (*http.Response, error) {
 	s, err := c.session(ctx, repo, nil)
 	if err != nil {
 		return nil, err
 	}
 	for refreshed := false; ; refreshed = true {
-		resp, i, err := c.get(ctx, what, s.endpoints, int(s.good.Load()), path, func(r *http.Request) {
+		rt := s.rt
+		if blob {
+			rt = &redirectMemory{next: rt, locations: &c.locations, log: c.log}
+		}
+		resp, err := c.get(ctx, rt, what, s.endpoints[0]+path, func(r *http.Request) {
 			if s.token != "" {
 				r.Header.Set("Authorization", s.token)
 			} else {
@@ -379,7 +303,6 @@ func (c *v1Client) endpointGet(ctx context.Context, repo, what, path string, pre
 		if err != nil {
 			return nil, err
 		}
-		s.good.Store(int64(i))
 		if resp.StatusCode == http.StatusUnauthorized && !refreshed {
 			drain(resp)
 			if s, err = c.session(ctx, repo, s); err != nil {
@@ -393,7 +316,7 @@ func (c *v1Client) endpointGet(ctx context.Context, repo, what, path string, pre
 
 // endpointJSON GETs path from repo's endpoints and decodes a 200 answer into v.
 func (c *v1Client) endpointJSON(ctx context.Context, repo, what, path string, v any) (http.Header, []byte, error) {
-	resp, err := c.endpointGet(ctx, repo, what, path, nil)
+	resp, err := c.endpointGet(ctx, repo, what, path, false, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -452,7 +375,7 @@ func (c *v1Client) Search(ctx context.Context, q string) ([]V1SearchResult, erro
 	seen := map[string]bool{}
 	for page := 1; page <= 10000; page++ {
 		path := "search?q=" + url.QueryEscape(q) + "&n=" + strconv.Itoa(pageSize) + "&page=" + strconv.Itoa(page)
-		resp, _, err := c.get(ctx, what, []string{c.index}, 0, path, c.setBasic)
+		resp, err := c.indexGet(ctx, what, path, c.setBasic)
 		if err != nil {
 			return nil, err
 		}

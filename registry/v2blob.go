@@ -1,15 +1,14 @@
 package registry
 
 import (
-	"github.com/regfs/regfs/blobio"
-
 	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/regfs/regfs/blobio"
 )
 
 // v2Blob is one blob of a repository, GET /v2/<name>/blobs/<digest>.
@@ -54,6 +53,7 @@ func (c *v2Client) OpenBlob(ctx context.Context, repo string, l Layer) (blobio.S
 			return nil, err
 		}
 	}
+	blobs := &redirectMemory{next: c.scoped(scope), locations: &c.locations, log: c.log}
 	rr := &resumableReader{
 		what: what,
 		size: size,
@@ -64,7 +64,11 @@ func (c *v2Client) OpenBlob(ctx context.Context, repo string, l Layer) (blobio.S
 			if rangeHeader != "" {
 				hdr.Set("Range", rangeHeader)
 			}
-			return c.getBlob(ctx, what, scope, url, hdr)
+			resp, err := send(ctx, blobs, http.MethodGet, url, hdr)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", what, err)
+			}
+			return resp, nil
 		},
 		statusErr: func(resp *http.Response) error {
 			return fmt.Errorf("%s: %w", what, newHTTPError(resp))
@@ -78,34 +82,6 @@ func (c *v2Client) OpenBlob(ctx context.Context, repo string, l Layer) (blobio.S
 		log:        c.log,
 	}
 	return &v2Blob{dgst: l.Digest, rr: rr}, nil
-}
-
-// getBlob sends a blob GET: to the storage URL the registry redirected
-// this blob to before, while it is valid, else to the registry, noting
-// where a redirect led. A storage URL that fails or answers anything but
-// the blob (expired, revoked) is forgotten and the registry asked again.
-func (c *v2Client) getBlob(ctx context.Context, what, scope, url string, hdr http.Header) (*http.Response, error) {
-	if loc := c.locations.get(url, time.Now()); loc != "" {
-		resp, err := c.do(ctx, what+" (storage)", scope, http.MethodGet, loc, hdr)
-		if err == nil && (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent) {
-			return resp, nil
-		}
-		if err == nil {
-			c.log.Debugf("%s: storage answered %s: asking the registry again", what, resp.Status)
-			drain(resp)
-		} else if ctx.Err() != nil {
-			return nil, err
-		} else {
-			c.log.WithError(err).Debugf("%s: storage failed: asking the registry again", what)
-		}
-		c.locations.forget(url, loc)
-	}
-	resp, err := c.do(ctx, what, scope, http.MethodGet, url, hdr)
-	if err == nil && (resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent) &&
-		resp.Request != nil && resp.Request.URL != nil && resp.Request.URL.String() != url {
-		c.locations.put(url, resp.Request.URL, time.Now())
-	}
-	return resp, err
 }
 
 // blobSize asks HEAD for a blob's size; a server that sends no
