@@ -508,61 +508,6 @@ func (d *diskTier) stats() DiskStats {
 	}
 }
 
-// PutFile stores data under name in the disk tier, atomically, counted
-// against Options.DiskBytes and evicted in LRU order like blocks. It is for
-// data derived from blobs (layerindex keeps tar indexes and gzip
-// checkpoints here); name is any string, conventionally "<blob key>.<kind>".
-// Without a disk tier PutFile does nothing and returns nil.
-func (c *Cache) PutFile(ctx context.Context, name string, data []byte) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if c.disk == nil {
-		return nil
-	}
-	if name == "" {
-		return errors.New("layercache: put file: empty name")
-	}
-	return c.disk.write(fileRel(name), data)
-}
-
-// GetFile returns what PutFile stored under name. The error wraps
-// fs.ErrNotExist when there is no disk tier, the file was never stored or
-// was evicted, or it failed verification (then it is removed).
-func (c *Cache) GetFile(ctx context.Context, name string) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if c.disk == nil {
-		return nil, fmt.Errorf("layercache: get file %q: no disk tier: %w", name, fs.ErrNotExist)
-	}
-	data, err := c.disk.read(fileRel(name), -1)
-	if err != nil {
-		if errors.Is(err, errBadFile) {
-			err = fmt.Errorf("%w (%v)", fs.ErrNotExist, err)
-		}
-		return nil, fmt.Errorf("layercache: get file %q: %w", name, err)
-	}
-	return data, nil
-}
-
-// RemoveFile deletes what PutFile stored under name; a missing file is not
-// an error.
-func (c *Cache) RemoveFile(ctx context.Context, name string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if c.disk == nil {
-		return nil
-	}
-	rel := fileRel(name)
-	c.disk.forget(rel)
-	if err := os.Remove(filepath.Join(c.disk.dir, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("layercache: remove file %q: %w", name, err)
-	}
-	return nil
-}
-
 // DefaultDiskDir is the default --cache-dir: $XDG_CACHE_HOME/regfs, or
 // ~/.cache/regfs.
 func DefaultDiskDir() (string, error) {
