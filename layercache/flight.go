@@ -9,10 +9,11 @@ import (
 
 // flight brings a run of contiguous blocks [first, first+n) of one blob:
 // disk first, then one ranged Source read per sub-run still missing (a
-// stream, when stream is set, reads its own way: stream.go). Each block
+// stream, when stream is set, reads its own way: stream.go). It publishes
+// what it brings; it knows nothing of readers. Each block
 // is published the moment it has arrived whole, so a reader waits for its
 // own block, not for the whole run. Its blocks are registered in
-// scheduler.inflight from creation until the disk writes are done, so
+// the flight table from creation until the disk writes are done, so
 // every reader of those blocks finds it.
 type flight struct {
 	s         *scheduler
@@ -41,10 +42,6 @@ type flight struct {
 
 // run does the work of f and publishes the result.
 func (f *flight) run() {
-	if f.stream != nil {
-		f.stream.run()
-		return
-	}
 	s := f.s
 	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(f.parent, s.opts.FetchTimeout)
@@ -89,10 +86,7 @@ func (f *flight) run() {
 // forgetLocked unregisters f's blocks.
 func (f *flight) forgetLocked() {
 	for j := 0; j < f.n; j++ {
-		k := f.b.block(f.first + int64(j))
-		if f.s.inflight[k] == f {
-			delete(f.s.inflight, k)
-		}
+		f.s.flights.forget(f.b, f.first+int64(j), f)
 	}
 }
 
@@ -152,7 +146,7 @@ func (f *flight) fetch(ctx context.Context, j, end int) error {
 		return f.fetchStream(ctx, j, end, off, n)
 	}
 	buf := make([]byte, n)
-	if err := s.readRange(ctx, b, buf, off, f.readahead); err != nil {
+	if err := readRange(ctx, s.st, b, buf, off, f.readahead); err != nil {
 		return fmt.Errorf("layercache: fetch %s bytes %d-%d (blocks %d-%d): %w", b.key, off, off+n, a, z, err)
 	}
 	if j == end {
@@ -252,7 +246,7 @@ func (f *flight) publishLocked(j int, d []byte) {
 		f.s.store.add(f.b, i, d)
 	} else if f.owner != nil {
 		// Under scheduler.mu: a flight stashes a block with its owner
-		// before it leaves inflight, so a block is always found in one
+		// before it leaves the flight table, so a block is always found in one
 		// of the two.
 		f.owner.add(i, d)
 	}
@@ -266,38 +260,29 @@ func (f *flight) publish(j int, d []byte) {
 	f.s.mu.Unlock()
 }
 
-// takeLocked returns block j of f for g: with a reference if it is a
-// recycled buffer, and, from a stream, counting the bytes g will read.
-func (f *flight) takeLocked(j int, g *getOpts) []byte {
-	d := f.blocks[j]
-	if d == nil {
-		return nil
+// readRange reads exactly len(p) bytes of b at off with one ranged read of
+// the Source, counted in the stats. A short read is an error
+// (ErrShortRead), never a success or an io.EOF.
+func readRange(ctx context.Context, st *counters, b *blob, p []byte, off int64, readahead bool) error {
+	st.sourceRequests.Add(1)
+	if readahead {
+		st.readaheadFetches.Add(1)
 	}
-	if f.bufs != nil && f.bufs[j] != nil {
-		f.bufs[j].ref()
-		g.refs = append(g.refs, f.bufs[j])
+	st.inFlight.Add(1)
+	got, err := b.src.ReadAt(ctx, p, off)
+	st.inFlight.Add(-1)
+	if got > 0 {
+		st.bytesFetched.Add(int64(min(got, len(p))))
 	}
-	if f.stream != nil {
-		start := (f.first + int64(j)) * f.s.bs
-		lo, hi := max(g.off, start), min(g.end, start+int64(len(d)))
-		if hi > lo {
-			f.stream.consumeLocked(j, lo, hi)
-		}
+	if got == len(p) && errors.Is(err, io.EOF) {
+		err = nil // io.ReaderAt may report EOF with a full read of the tail
 	}
-	return d
-}
-
-// awaitLocked notes that a reader waits for block i of f (a stream keeps
-// its blocks for their waiters); wait settles it with unwaitLocked.
-func (f *flight) awaitLocked(i int64) {
-	if f.stream != nil {
-		f.stream.waiters[i-f.first]++
+	if got != len(p) && (err == nil || errors.Is(err, io.EOF)) {
+		// Never let a short read look like the end of the blob to callers.
+		err = fmt.Errorf("got %d of %d bytes: %w: %w", got, len(p), ErrShortRead, io.ErrUnexpectedEOF)
 	}
-}
-
-// unwaitLocked settles a wait noted by awaitLocked.
-func (f *flight) unwaitLocked(i int64) {
-	if f.stream != nil {
-		f.stream.unwaitLocked(int(i - f.first))
+	if err != nil {
+		st.sourceErrors.Add(1)
 	}
+	return err
 }

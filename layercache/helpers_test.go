@@ -110,7 +110,7 @@ func waitIdle(t testing.TB, c *Cache) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c.sched.mu.Lock()
-		n := len(c.sched.inflight)
+		n := len(c.sched.flights.m)
 		c.sched.mu.Unlock()
 		if n == 0 {
 			return

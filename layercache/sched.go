@@ -7,15 +7,14 @@ package layercache
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"sync"
 )
 
 // scheduler brings blocks into storage and to readers: single-flight per
-// block (inflight), flights of ranged reads, streams, readahead, exact
-// reads. It reaches storage only through blockStore.
+// block (flightTable), flights of ranged reads, streams, readahead, exact
+// reads. It reaches storage only through blockStore. Calls go one way:
+// sched.go → stream.go → flight.go → table.go → store.go → the tiers.
 type scheduler struct {
 	opts  Options
 	bs    int64
@@ -25,22 +24,22 @@ type scheduler struct {
 
 	cancel context.CancelFunc
 
-	mu       sync.Mutex // guards closed, inflight, and every flight's mutable state
-	closed   bool
-	inflight map[blockKey]*flight // the flight bringing each block
-	wg       sync.WaitGroup       // flight goroutines; Add only under mu while !closed
+	mu      sync.Mutex // guards closed, flights, and every flight's mutable state
+	closed  bool
+	flights flightTable
+	wg      sync.WaitGroup // flight goroutines; Add only under mu while !closed
 }
 
 func newScheduler(opts Options, st blockStore, n *counters) *scheduler {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &scheduler{
-		opts:     opts,
-		bs:       opts.BlockSize,
-		store:    st,
-		st:       n,
-		ctx:      ctx,
-		cancel:   cancel,
-		inflight: make(map[blockKey]*flight),
+		opts:    opts,
+		bs:      opts.BlockSize,
+		store:   st,
+		st:      n,
+		ctx:     ctx,
+		cancel:  cancel,
+		flights: flightTable{m: make(map[blockKey]*flight), store: st},
 	}
 }
 
@@ -147,12 +146,12 @@ func (s *scheduler) read(ctx context.Context, r *Reader, first int64, out [][]by
 				d = g.owner.get(i)
 				ok = d != nil
 			}
-			f := s.inflight[b.block(i)]
+			f := s.flights.get(b, i)
 			if !ok && f != nil {
 				// Arrived already, but kept out of memory (a SkipMemory
 				// reader's flight, a stream) or evicted at once by a
 				// small bound.
-				d = f.takeLocked(int(i-f.first), g)
+				d = s.takeLocked(f, int(i-f.first), g)
 				ok = d != nil
 			}
 			if ok {
@@ -171,7 +170,7 @@ func (s *scheduler) read(ctx context.Context, r *Reader, first int64, out [][]by
 					f.keep = true
 				}
 				s.st.sharedWaits.Add(1)
-				f.awaitLocked(i)
+				s.awaitLocked(f, i)
 				waits = append(waits, waitRef{f, i})
 				closeRun(i - 1)
 				continue
@@ -186,7 +185,7 @@ func (s *scheduler) read(ctx context.Context, r *Reader, first int64, out [][]by
 		closeRun(last)
 		s.mu.Unlock()
 		for _, f := range toStart {
-			go f.run()
+			s.start(f)
 		}
 		if !startedRA {
 			// After the caller's own fetches, so they get slots first.
@@ -237,7 +236,7 @@ func (s *scheduler) wait(ctx context.Context, waits []waitRef, first int64, out 
 		if len(left) > 0 {
 			s.mu.Lock()
 			for _, w := range left {
-				w.f.unwaitLocked(w.i)
+				s.unwaitLocked(w.f, w.i)
 			}
 			s.mu.Unlock()
 		}
@@ -246,12 +245,12 @@ func (s *scheduler) wait(ctx context.Context, waits []waitRef, first int64, out 
 		for {
 			s.mu.Lock()
 			f := w.f
-			d := f.takeLocked(int(w.i-f.first), g)
+			d := s.takeLocked(f, int(w.i-f.first), g)
 			finished, ferr, abandoned, progress := f.finished, f.err, f.abandoned, f.progress
 			dropped := f.stream != nil && f.stream.dropped[w.i-f.first]
 			settled := d != nil || dropped || finished
 			if settled {
-				f.unwaitLocked(w.i)
+				s.unwaitLocked(f, w.i)
 				left = left[1:]
 			}
 			s.mu.Unlock()
@@ -290,19 +289,54 @@ func (s *scheduler) wait(ctx context.Context, waits []waitRef, first int64, out 
 	return retry, nil
 }
 
-// heldLocked reports whether block i of r's blob is in memory, with r, or
-// being brought by a flight: present other than on disk.
-func (s *scheduler) heldLocked(r *Reader, i int64) bool {
-	return s.inflight[r.b.block(i)] != nil || s.store.has(r.b, i, tierMemory) || r.priv.has(i)
+// takeLocked returns block j of f for g: with a reference if it is a
+// recycled buffer, and, from a stream, counting the bytes g will read.
+func (s *scheduler) takeLocked(f *flight, j int, g *getOpts) []byte {
+	d := f.blocks[j]
+	if d == nil {
+		return nil
+	}
+	if f.bufs != nil && f.bufs[j] != nil {
+		f.bufs[j].ref()
+		g.refs = append(g.refs, f.bufs[j])
+	}
+	if f.stream != nil {
+		start := (f.first + int64(j)) * s.bs
+		lo, hi := max(g.off, start), min(g.end, start+int64(len(d)))
+		if hi > lo {
+			f.stream.consumeLocked(j, lo, hi)
+		}
+	}
+	return d
 }
 
-// presentLocked is heldLocked, or on disk as far as disk tier t tells.
-func (s *scheduler) presentLocked(r *Reader, i int64, t tier) bool {
-	return s.heldLocked(r, i) || s.store.has(r.b, i, t)
+// awaitLocked notes that a reader waits for block i of f (a stream keeps
+// its blocks for their waiters); wait settles it with unwaitLocked.
+func (s *scheduler) awaitLocked(f *flight, i int64) {
+	if f.stream != nil {
+		f.stream.waiters[i-f.first]++
+	}
+}
+
+// unwaitLocked settles a wait noted by awaitLocked.
+func (s *scheduler) unwaitLocked(f *flight, i int64) {
+	if f.stream != nil {
+		f.stream.unwaitLocked(int(i - f.first))
+	}
+}
+
+// start runs f, made by newFlightLocked or newStreamLocked, on its own
+// goroutine.
+func (s *scheduler) start(f *flight) {
+	if f.stream != nil {
+		go f.stream.run()
+	} else {
+		go f.run()
+	}
 }
 
 // newFlightLocked registers a flight for blocks [a, z] and accounts its
-// goroutine; the caller starts it with go f.run() after unlocking.
+// goroutine; the caller starts it with s.start(f) after unlocking.
 func (s *scheduler) newFlightLocked(b *blob, a, z int64, g *getOpts, parent context.Context, readahead bool) *flight {
 	f := &flight{
 		s:         s,
@@ -318,7 +352,7 @@ func (s *scheduler) newFlightLocked(b *blob, a, z int64, g *getOpts, parent cont
 		progress:  make(chan struct{}),
 	}
 	for i := a; i <= z; i++ {
-		s.inflight[b.block(i)] = f
+		s.flights.set(b, i, f)
 	}
 	s.wg.Add(1)
 	return f
@@ -339,7 +373,7 @@ const (
 // r's blob, given r's running stream active.
 func (s *scheduler) sourceLocked(r *Reader, i int64, active *flight) source {
 	switch {
-	case s.heldLocked(r, i):
+	case s.flights.held(r.b, r.priv, i):
 		return fromHeld
 	case active != nil && i < active.first+int64(active.n):
 		return fromStream
@@ -424,7 +458,7 @@ func (s *scheduler) readahead(r *Reader, plan pacePlan) {
 	}
 	s.mu.Unlock()
 	for _, f := range toStart {
-		go f.run()
+		s.start(f)
 	}
 }
 
@@ -443,14 +477,14 @@ func (s *scheduler) speculate(r *Reader) {
 	}
 	s.mu.Unlock()
 	if f != nil {
-		go f.run()
+		s.start(f)
 	}
 }
 
 // newStreamLocked makes r's stream of blocks from i on, from the Source
 // or (fromDisk) the disk tier, registers its first block (missing: the
 // caller checked) and those r's window reaches; the caller starts it with
-// go f.run() after unlocking. A reader has at most one stream, beside the
+// s.start(f) after unlocking. A reader has at most one stream, beside the
 // MaxParallel fetches its slots bound: a stream must not wait behind the
 // small fetches it replaces.
 //
@@ -461,8 +495,8 @@ func (s *scheduler) newStreamLocked(r *Reader, i int64, g *getOpts, fromDisk boo
 	n := 1
 	for last := min(r.b.nblocks, i+maxStreamBlocks); i+int64(n) < last; n++ {
 		j := i + int64(n)
-		if fromDisk && (s.heldLocked(r, j) || !s.store.has(r.b, j, tierDiskIndex)) ||
-			!fromDisk && s.presentLocked(r, j, tierDiskIndex) {
+		if fromDisk && (s.flights.held(r.b, r.priv, j) || !s.store.has(r.b, j, tierDiskIndex)) ||
+			!fromDisk && s.flights.present(r.b, r.priv, j, tierDiskIndex) {
 			break
 		}
 	}
@@ -496,7 +530,7 @@ func (s *scheduler) newStreamLocked(r *Reader, i int64, g *getOpts, fromDisk boo
 		// buffers' reference counts: those get plain memory.
 		f.bufs = make([]*buf, n)
 	}
-	s.inflight[r.b.block(i)] = f
+	s.flights.set(r.b, i, f)
 	f.stream.claimed = 1
 	f.stream.extendLocked()
 	s.wg.Add(1)
@@ -518,7 +552,7 @@ func (s *scheduler) readExact(ctx context.Context, r *Reader, p []byte, off int6
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.FetchTimeout)
 	defer cancel()
-	if err := s.readRange(ctx, b, p, off, false); err != nil {
+	if err := readRange(ctx, s.st, b, p, off, false); err != nil {
 		return true, fmt.Errorf("layercache: fetch %s bytes %d-%d: %w", b.key, off, end, err)
 	}
 	s.keepWhole(r, p, off)
@@ -531,7 +565,7 @@ func (s *scheduler) allKnown(r *Reader, first, last int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := first; i <= last; i++ {
-		if !s.presentLocked(r, i, tierDiskIndex) {
+		if !s.flights.present(r.b, r.priv, i, tierDiskIndex) {
 			return false
 		}
 	}
@@ -550,7 +584,7 @@ func (s *scheduler) keepWhole(r *Reader, data []byte, off int64) {
 			break
 		}
 		s.mu.Lock()
-		known := s.closed || s.presentLocked(r, i, tierDiskIndex)
+		known := s.closed || s.flights.present(r.b, r.priv, i, tierDiskIndex)
 		s.mu.Unlock()
 		if known {
 			continue
@@ -564,31 +598,4 @@ func (s *scheduler) keepWhole(r *Reader, data []byte, off int64) {
 		}
 		s.store.save(b, i, blk)
 	}
-}
-
-// readRange reads exactly len(p) bytes of b at off with one ranged read of
-// the Source, counted in the stats. A short read is an error
-// (ErrShortRead), never a success or an io.EOF.
-func (s *scheduler) readRange(ctx context.Context, b *blob, p []byte, off int64, readahead bool) error {
-	s.st.sourceRequests.Add(1)
-	if readahead {
-		s.st.readaheadFetches.Add(1)
-	}
-	s.st.inFlight.Add(1)
-	got, err := b.src.ReadAt(ctx, p, off)
-	s.st.inFlight.Add(-1)
-	if got > 0 {
-		s.st.bytesFetched.Add(int64(min(got, len(p))))
-	}
-	if got == len(p) && errors.Is(err, io.EOF) {
-		err = nil // io.ReaderAt may report EOF with a full read of the tail
-	}
-	if got != len(p) && (err == nil || errors.Is(err, io.EOF)) {
-		// Never let a short read look like the end of the blob to callers.
-		err = fmt.Errorf("got %d of %d bytes: %w: %w", got, len(p), ErrShortRead, io.ErrUnexpectedEOF)
-	}
-	if err != nil {
-		s.st.sourceErrors.Add(1)
-	}
-	return err
 }

@@ -13,7 +13,7 @@ import (
 // block on, read block by block into recycled buffers and published as each
 // arrives, kept at most the reader's window ahead of it. Contracts (the
 // design is in docs/design/layercache.md):
-//   - It claims blocks (registers them in inflight) as the window reaches
+//   - It claims blocks (registers them in the flight table) as the window reaches
 //     them, so concurrent requests for them wait on it, and stops,
 //     successfully, before the first block present elsewhere, on a jump or
 //     close (its context), after streamIdle without the reader moving on,
@@ -72,11 +72,12 @@ func (st *stream) extendLocked() {
 		if i > limit {
 			return
 		}
-		if st.fromDisk && s.heldLocked(st.reader, i) || !st.fromDisk && s.presentLocked(st.reader, i, tierDisk) {
+		b, priv := f.b, st.reader.priv
+		if st.fromDisk && s.flights.held(b, priv, i) || !st.fromDisk && s.flights.present(b, priv, i, tierDisk) {
 			st.ended = true
 			return
 		}
-		s.inflight[f.b.block(i)] = f
+		s.flights.set(b, i, f)
 		st.claimed++
 	}
 }
@@ -146,10 +147,7 @@ func (st *stream) dropLocked(j int) {
 	}
 	st.dropped[j] = true
 	st.live--
-	k := f.b.block(f.first + int64(j))
-	if f.s.inflight[k] == f {
-		delete(f.s.inflight, k)
-	}
+	f.s.flights.forget(f.b, f.first+int64(j), f)
 	f.blocks[j] = nil
 	if f.bufs != nil && f.bufs[j] != nil {
 		f.bufs[j].release()
@@ -181,9 +179,7 @@ func (st *stream) run() {
 	close(f.progress)
 	// Claimed blocks that never arrived: whoever wants them fetches them.
 	for j := st.published; j < st.claimed; j++ {
-		if k := f.b.block(f.first + int64(j)); s.inflight[k] == f {
-			delete(s.inflight, k)
-		}
+		s.flights.forget(f.b, f.first+int64(j), f)
 	}
 	s.mu.Unlock()
 	st.pace.stream.CompareAndSwap(f, nil)

@@ -209,7 +209,7 @@ func TestStreamJumpAndSharedBlocks(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		c.sched.mu.Lock()
-		f := c.sched.inflight[blockKey{r1.b.id, 0}]
+		f := c.sched.flights.m[blockKey{r1.b.id, 0}]
 		c.sched.mu.Unlock()
 		if f != nil || time.Now().After(deadline) {
 			break
@@ -389,7 +389,7 @@ func TestStreamLateReadAfterStream(t *testing.T) {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			c.sched.mu.Lock()
-			n := len(c.sched.inflight) // the blob's last block stays a while
+			n := len(c.sched.flights.m) // the blob's last block stays a while
 			c.sched.mu.Unlock()
 			if n <= 1 && r.pace.stream.Load() == nil {
 				return
