@@ -169,17 +169,11 @@ func (r *Reader) slices(ctx context.Context, vec [][]byte, held []*buf, off int6
 	} else {
 		out = make([][]byte, nb)
 	}
-	g := readerOpts(r)
-	g.refs, g.off, g.end = held, off, end
-	r.priv.fill(first, out)
 	plan := r.pace.track(off, end, first, last)
-	if plan.tracked {
-		r.priv.prune(first)
+	held, err = r.s.readBlocks(ctx, r, first, out, held, off, end, plan)
+	if err != nil {
+		return nil, held, err
 	}
-	if err := r.s.read(ctx, r, first, out, &g, plan); err != nil {
-		return nil, g.refs, err
-	}
-	r.priv.keep(first, out, g.refs)
 	for j, d := range out {
 		start := first + int64(j)
 		lo := max(off-start*bs, 0)
@@ -188,7 +182,7 @@ func (r *Reader) slices(ctx context.Context, vec [][]byte, held []*buf, off int6
 	}
 	r.store.countServed(r.b, first, n)
 	if eof {
-		return vec, g.refs, io.EOF
+		return vec, held, io.EOF
 	}
-	return vec, g.refs, nil
+	return vec, held, nil
 }

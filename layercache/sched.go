@@ -77,12 +77,34 @@ func readerOpts(r *Reader) getOpts {
 	return getOpts{keep: r.priv == nil, peek: r.priv != nil, sem: r.sem, owner: r.priv}
 }
 
+// readBlocks is the one fill path of a read of bytes [off, end) of r's
+// blob: it fills out[j] with block first+j, every one of them, and returns
+// the recycled buffers taken (appended to refs), which the caller releases
+// once done with the blocks, whatever the error.
+func (s *scheduler) readBlocks(ctx context.Context, r *Reader, first int64, out [][]byte, refs []*buf, off, end int64, plan pacePlan) ([]*buf, error) {
+	g := readerOpts(r)
+	g.refs, g.off, g.end = refs, off, end
+	if r.priv != nil {
+		r.priv.fill(first, out)
+		if plan.tracked {
+			r.priv.prune(first)
+		}
+	}
+	if err := s.read(ctx, r, first, out, &g, plan); err != nil {
+		return g.refs, err
+	}
+	if r.priv != nil {
+		r.priv.keep(first, out, g.refs)
+	}
+	return g.refs, nil
+}
+
 type waitRef struct {
 	f *flight
 	i int64
 }
 
-// read is the one fill path: it fills out[j] with block first+j of r's blob
+// read fills out[j] with block first+j of r's blob
 // for every nil out[j], and tops up readahead as plan says. Each block comes
 // from memory or r's private blocks, from a flight already bringing it (a
 // ranged read or a stream), or from a new flight of its missing run (disk
@@ -142,7 +164,7 @@ func (s *scheduler) read(ctx context.Context, r *Reader, first int64, out [][]by
 				continue
 			}
 			d, ok := s.store.get(b, i, g.peek)
-			if !ok {
+			if !ok && g.owner != nil {
 				d = g.owner.get(i)
 				ok = d != nil
 			}

@@ -13,20 +13,20 @@ import (
 type blockStore interface {
 	get(b *blob, i int64, peek bool) ([]byte, bool)
 	add(b *blob, i int64, d []byte)
-	has(b *blob, i int64, t tier) bool
+	has(b *blob, i int64, t tiers) bool
 	load(b *blob, i int64, dst []byte) ([]byte, bool)
 	save(b *blob, i int64, d []byte)
 }
 
 var _ blockStore = (*store)(nil)
 
-// tier names where has looks.
-type tier int
+// tiers says where has looks.
+type tiers uint8
 
 const (
-	tierMemory    tier = iota // the memory LRU
-	tierDiskIndex             // the disk tier's index: no system call
-	tierDisk                  // on disk, asking the file system when the index does not know (another Cache may have written it)
+	tierMemory    tiers = 1 << iota // the memory LRU
+	tierDiskIndex                   // the disk tier's index: no system call
+	tierDisk                        // on disk, asking the file system when the index does not know (another Cache may have written it)
 )
 
 // store is the memory LRU and the disk tier, keyed by (blob, block). Safe
@@ -88,18 +88,19 @@ func (s *store) add(b *blob, i int64, d []byte) {
 	}
 }
 
-// has reports whether tier t holds block i of b.
-func (s *store) has(b *blob, i int64, t tier) bool {
+// has reports whether one of tiers t holds block i of b.
+func (s *store) has(b *blob, i int64, t tiers) bool {
 	switch {
-	case t == tierMemory:
-		return s.mem != nil && s.mem.contains(b.block(i))
+	case t&tierMemory != 0 && s.mem != nil && s.mem.contains(b.block(i)):
+		return true
 	case s.disk == nil:
 		return false
-	case t == tierDiskIndex:
-		return s.disk.knowsBlock(b.key, s.bs, i)
-	default:
+	case t&tierDisk != 0:
 		return s.disk.hasBlock(b.key, s.bs, i)
+	case t&tierDiskIndex != 0:
+		return s.disk.knowsBlock(b.key, s.bs, i)
 	}
+	return false
 }
 
 // load returns block i of b from disk if a whole, verified copy is there:

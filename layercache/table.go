@@ -25,10 +25,11 @@ func (t *flightTable) forget(b *blob, i int64, f *flight) {
 // reader's blocks), or being brought by a flight: present other than on
 // disk.
 func (t *flightTable) held(b *blob, priv *privateBlocks, i int64) bool {
-	return t.m[b.block(i)] != nil || t.store.has(b, i, tierMemory) || priv.has(i)
+	return t.present(b, priv, i, 0)
 }
 
-// present is held, or on disk as far as disk tier d tells.
-func (t *flightTable) present(b *blob, priv *privateBlocks, i int64, d tier) bool {
-	return t.held(b, priv, i) || t.store.has(b, i, d)
+// present is held, or on disk as far as disk (tierDiskIndex, tierDisk or
+// none) tells.
+func (t *flightTable) present(b *blob, priv *privateBlocks, i int64, disk tiers) bool {
+	return t.m[b.block(i)] != nil || priv.has(i) || t.store.has(b, i, tierMemory|disk)
 }
