@@ -198,7 +198,7 @@ func (f *flight) fetchStream(ctx context.Context, j, end int, off, n int64) erro
 		got += int64(m)
 		s.st.bytesFetched.Add(int64(m))
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return fail(fmt.Errorf("got %d of %d bytes: %w: %w", got, n, ErrShortRead, io.ErrUnexpectedEOF))
+			return fail(shortRead(got, n))
 		}
 		if err != nil {
 			return fail(err)
@@ -218,6 +218,13 @@ func (f *flight) fetchStream(ctx context.Context, j, end int, off, n int64) erro
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// shortRead is the error of a read that got fewer than the n bytes asked
+// for: ErrShortRead and io.ErrUnexpectedEOF, never io.EOF, which callers
+// would take for the end of the blob.
+func shortRead(got, n int64) error {
+	return fmt.Errorf("got %d of %d bytes: %w: %w", got, n, ErrShortRead, io.ErrUnexpectedEOF)
 }
 
 // readToEnd checks that rc, which delivered the n bytes asked for, ends
@@ -279,7 +286,7 @@ func readRange(ctx context.Context, st *counters, b *blob, p []byte, off int64, 
 	}
 	if got != len(p) && (err == nil || errors.Is(err, io.EOF)) {
 		// Never let a short read look like the end of the blob to callers.
-		err = fmt.Errorf("got %d of %d bytes: %w: %w", got, len(p), ErrShortRead, io.ErrUnexpectedEOF)
+		err = shortRead(int64(got), int64(len(p)))
 	}
 	if err != nil {
 		st.sourceErrors.Add(1)

@@ -45,9 +45,9 @@ type Options struct {
 	// Default 10 GiB.
 	DiskBytes int64
 	// Readahead is the largest number of blocks fetched ahead of a sequential
-	// reader; the window starts at 2 and doubles each time the reader moves
-	// on to the next block, and collapses on a random jump. Default 16;
-	// negative disables readahead.
+	// reader; the window starts at 4 once a run is sequential, doubles with
+	// each read that extends the run, and collapses on a random jump.
+	// Default 16; negative disables readahead.
 	Readahead int
 	// MaxParallel bounds the ranged fetches in flight started by one Reader
 	// (its own misses and its readahead). Default 4.

@@ -104,13 +104,13 @@ type waitRef struct {
 	i int64
 }
 
-// read fills out[j] with block first+j of r's blob
-// for every nil out[j], and tops up readahead as plan says. Each block comes
-// from memory or r's private blocks, from a flight already bringing it (a
-// ranged read or a stream), or from a new flight of its missing run (disk
-// first, then one ranged read); readahead's sources are chosen by source.
-// It returns ctx.Err() as soon as ctx is done, while the flights go on for
-// everyone else.
+// read fills out[j] with block first+j of r's blob for every nil out[j],
+// and tops up readahead as plan says. Each block comes from memory or r's
+// private blocks, from a flight already bringing it (a ranged read or a
+// stream), or from a new flight of its missing run (disk first, then one
+// ranged read); readahead's sources are chosen by sourceLocked. It returns
+// ctx.Err() as soon as ctx is done, while the flights go on for everyone
+// else.
 func (s *scheduler) read(ctx context.Context, r *Reader, first int64, out [][]byte, g *getOpts, plan pacePlan) error {
 	if f := r.pace.stream.Load(); f != nil {
 		f.stream.moved()
@@ -539,7 +539,7 @@ func (s *scheduler) newStreamLocked(r *Reader, i int64, g *getOpts, fromDisk boo
 		f:        f,
 		s:        s,
 		pace:     r.pace,
-		reader:   r,
+		priv:     r.priv,
 		kick:     make(chan struct{}, 1),
 		cancel:   cancel,
 		consumed: make([]int64, n),

@@ -39,9 +39,9 @@ const (
 type stream struct {
 	f      *flight
 	s      *scheduler
-	pace   *pacer        // the reader's window throttles the stream
-	reader *Reader       // whose blocks it brings (for presence checks)
-	kick   chan struct{} // the reader moved on or took bytes (capacity 1)
+	pace   *pacer         // the reader's window throttles the stream
+	priv   *privateBlocks // the reader's, if SkipMemory: presence checks
+	kick   chan struct{}  // the reader moved on or took bytes (capacity 1)
 	cancel context.CancelFunc
 
 	claimed   int     // blocks [0, claimed) are registered
@@ -72,12 +72,11 @@ func (st *stream) extendLocked() {
 		if i > limit {
 			return
 		}
-		b, priv := f.b, st.reader.priv
-		if st.fromDisk && s.flights.held(b, priv, i) || !st.fromDisk && s.flights.present(b, priv, i, tierDisk) {
+		if st.fromDisk && s.flights.held(f.b, st.priv, i) || !st.fromDisk && s.flights.present(f.b, st.priv, i, tierDisk) {
 			st.ended = true
 			return
 		}
-		s.flights.set(b, i, f)
+		s.flights.set(f.b, i, f)
 		st.claimed++
 	}
 }
@@ -384,7 +383,7 @@ func (st *stream) readSource() (stop int64, err error) {
 				bb.release()
 			}
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				err = fmt.Errorf("got %d of %d bytes: %w: %w", got, n, ErrShortRead, io.ErrUnexpectedEOF)
+				err = shortRead(got, n)
 			}
 			return fail(err)
 		}
