@@ -62,8 +62,8 @@ func (c *Cache) OpenWith(src blobio.Source, o OpenOptions) *Reader {
 		ctx:    ctx,
 		cancel: cancel,
 		sem:    make(chan struct{}, c.opts.MaxParallel),
-		pace:   newPacer(c.opts, b.nblocks, o.Sequential),
 	}
+	r.pace.init(c.opts, b.nblocks, o.Sequential)
 	if o.SkipMemory || c.store.mem == nil {
 		r.priv = newPrivateBlocks(c.opts, &r.pace.lastBlock)
 	}

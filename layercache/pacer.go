@@ -43,11 +43,11 @@ type pacePlan struct {
 	speculate             bool // the read starts a run at block 0: a stream may serve it
 }
 
-func newPacer(opts Options, nblocks int64, seq bool) *pacer {
-	p := &pacer{limit: int64(opts.Readahead), bs: opts.BlockSize, maxFetch: int64(opts.MaxFetchBlocks), nblocks: nblocks, seq: seq}
+// init sets up p, part of its Reader, for a blob of nblocks blocks.
+func (p *pacer) init(opts Options, nblocks int64, seq bool) {
+	p.limit, p.bs, p.maxFetch, p.nblocks, p.seq = int64(opts.Readahead), opts.BlockSize, int64(opts.MaxFetchBlocks), nblocks, seq
 	p.runEnd.Store(-1)
 	p.lastBlock.Store(-1)
-	return p
 }
 
 // track updates the detector with a read of [off, end) (blocks

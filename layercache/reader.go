@@ -45,7 +45,7 @@ type Reader struct {
 	cancel context.CancelFunc
 	sem    chan struct{} // fetch slots: Options.MaxParallel
 	closed atomic.Bool
-	pace   *pacer
+	pace   pacer
 	priv   *privateBlocks // SkipMemory (or no memory tier); nil otherwise
 }
 

@@ -538,7 +538,7 @@ func (s *scheduler) newStreamLocked(r *Reader, i int64, g *getOpts, fromDisk boo
 	f.stream = &stream{
 		f:        f,
 		s:        s,
-		pace:     r.pace,
+		pace:     &r.pace,
 		priv:     r.priv,
 		kick:     make(chan struct{}, 1),
 		cancel:   cancel,
