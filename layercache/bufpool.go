@@ -5,14 +5,9 @@ import (
 	"sync/atomic"
 )
 
-// Streams read into recycled buffers. Memory the process has not touched
-// before costs a page fault per 4 KiB page on first write, which on a
-// virtual machine is slower than the network: a stream that read every
-// block into new memory would run at the speed of the page faults, not of
-// the wire. A stream's blocks are therefore not kept in the memory LRU (the
-// kernel's page cache holds what a FUSE reader read, and the disk tier what
-// it fetched); they come from this pool and go back to it once the stream
-// and every reader that took one are done with them.
+// Streams read into recycled buffers, so a sequential pass touches no new
+// memory (why: docs/design/layercache.md). A buffer goes back to its pool
+// once the stream and every reader that took it are done with it.
 
 // maxPooledBytes bounds the recycled buffers (per block size), part of the
 // fixed memory overhead beside the cache's bounds. They are carved from

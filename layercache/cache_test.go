@@ -260,8 +260,8 @@ func TestMemoryBound(t *testing.T) {
 			}
 			// The count must be the sum of what the LRU holds.
 			var sum int64
-			for i := range c.mem.shards {
-				sh := &c.mem.shards[i]
+			for i := range c.store.mem.shards {
+				sh := &c.store.mem.shards[i]
 				sh.mu.Lock()
 				for _, v := range sh.lru.Values() {
 					sum += int64(len(v))
@@ -599,9 +599,9 @@ func TestSkipMemoryReader(t *testing.T) {
 	if got, want := st.BytesFetched-fetchedBefore, r.Size()-bs; got != want {
 		t.Errorf("bytes fetched by the one-pass reader: got %d want %d (each missing block once)", got, want)
 	}
-	r.privMu.Lock()
-	kept := len(r.private)
-	r.privMu.Unlock()
+	r.priv.mu.Lock()
+	kept := len(r.priv.m)
+	r.priv.mu.Unlock()
 	if limit := 8 + DefaultMaxFetchBlocks + 2; kept > limit {
 		t.Errorf("private blocks: got %d want <= %d", kept, limit)
 	}

@@ -3,7 +3,6 @@ package layercache
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,10 +23,8 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// Disk layout under Options.DiskDir (one file per block, chosen over one
-// file per blob with a bitmap because a rename makes each block appear whole
-// or not at all, with no shared bitmap to lock or tear between processes,
-// and eviction frees space block by block):
+// Disk layout under Options.DiskDir, one file per block (why:
+// docs/design/layercache.md):
 //
 //	blocks/<escaped key>/<block size>_<index>.blk   block data + trailer
 //	files/<escaped name>                            PutFile data + trailer
@@ -313,41 +310,51 @@ func readVerifiedInto(f *os.File, dst []byte) error {
 	return nil
 }
 
-func makeTrailer(data []byte) [trailerSize]byte {
-	var tr [trailerSize]byte
-	copy(tr[:8], trailerMagic)
-	binary.LittleEndian.PutUint32(tr[8:12], uint32(len(data)))
-	binary.LittleEndian.PutUint32(tr[12:16], crc32.Checksum(data, castagnoli))
-	return tr
-}
-
 func (d *diskTier) writeBlock(key string, bs, index int64, data []byte) {
 	if err := d.write(blockRel(key, bs, index), data); err != nil {
 		d.log.WithError(err).Warnf("layercache: disk write of %s block %d", key, index)
 	}
 }
 
-// write stores data under rel atomically: a temp file in the same directory,
-// then rename. No fsync: after a power loss a file may read back torn, and
-// the trailer's checksum then rejects it.
+// write stores data under rel atomically, through a fileWriter.
 func (d *diskTier) write(rel string, data []byte) error {
 	if len(data) > math.MaxUint32 {
 		return fmt.Errorf("layercache: disk write %s: %d bytes is too large", rel, len(data))
 	}
-	path := filepath.Join(d.dir, rel)
-	dir := filepath.Dir(path)
-	err := d.writeAtomic(dir, path, data)
+	err := d.writeOnce(rel, data)
 	if errors.Is(err, fs.ErrNotExist) {
 		// The directory was removed by an eviction or a clear: recreate.
-		d.dirs.Delete(dir)
-		err = d.writeAtomic(dir, path, data)
+		d.dirs.Delete(filepath.Dir(filepath.Join(d.dir, rel)))
+		err = d.writeOnce(rel, data)
 	}
 	if err != nil {
 		d.writeErrors.Add(1)
 		return fmt.Errorf("layercache: disk write %s: %w", rel, err)
 	}
+	return nil
+}
+
+// writeOnce writes rel through a fileWriter.
+func (d *diskTier) writeOnce(rel string, data []byte) error {
+	w, err := d.create(rel)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		w.Abort()
+		return err
+	}
+	if err := w.Commit(); err != nil {
+		return err
+	}
+	d.committed(rel, w.size())
+	return nil
+}
+
+// committed indexes rel, just renamed into place with size bytes, and
+// evicts what the bound no longer holds.
+func (d *diskTier) committed(rel string, size int64) {
 	d.writes.Add(1)
-	size := int64(len(data)) + trailerSize
 	d.mu.Lock()
 	if old, ok := d.lru.Peek(rel); ok {
 		d.bytes -= old.size
@@ -364,35 +371,24 @@ func (d *diskTier) write(rel string, data []byte) error {
 	if rescan {
 		d.rescan()
 	}
-	return nil
 }
 
-func (d *diskTier) writeAtomic(dir, path string, data []byte) error {
+// create starts writing rel: a temp file in its directory (made if
+// needed), which the fileWriter commits or aborts.
+func (d *diskTier) create(rel string) (*fileWriter, error) {
+	path := filepath.Join(d.dir, rel)
+	dir := filepath.Dir(path)
 	if _, ok := d.dirs.Load(dir); !ok {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
+			return nil, err
 		}
 		d.dirs.Store(dir, struct{}{})
 	}
 	tmp, err := os.CreateTemp(dir, tmpPrefix+"*")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	tr := makeTrailer(data)
-	_, err = tmp.Write(data)
-	if err == nil {
-		_, err = tmp.Write(tr[:])
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-	}
-	return err
+	return &fileWriter{path: path, tmp: tmp}, nil
 }
 
 // touch records a use of rel (found by this process or another). The
@@ -506,61 +502,6 @@ func (d *diskTier) stats() DiskStats {
 		Bytes:       bytes,
 		LimitBytes:  d.limit,
 	}
-}
-
-// PutFile stores data under name in the disk tier, atomically, counted
-// against Options.DiskBytes and evicted in LRU order like blocks. It is for
-// data derived from blobs (layerindex keeps tar indexes and gzip
-// checkpoints here); name is any string, conventionally "<blob key>.<kind>".
-// Without a disk tier PutFile does nothing and returns nil.
-func (c *Cache) PutFile(ctx context.Context, name string, data []byte) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if c.disk == nil {
-		return nil
-	}
-	if name == "" {
-		return errors.New("layercache: put file: empty name")
-	}
-	return c.disk.write(fileRel(name), data)
-}
-
-// GetFile returns what PutFile stored under name. The error wraps
-// fs.ErrNotExist when there is no disk tier, the file was never stored or
-// was evicted, or it failed verification (then it is removed).
-func (c *Cache) GetFile(ctx context.Context, name string) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if c.disk == nil {
-		return nil, fmt.Errorf("layercache: get file %q: no disk tier: %w", name, fs.ErrNotExist)
-	}
-	data, err := c.disk.read(fileRel(name), -1)
-	if err != nil {
-		if errors.Is(err, errBadFile) {
-			err = fmt.Errorf("%w (%v)", fs.ErrNotExist, err)
-		}
-		return nil, fmt.Errorf("layercache: get file %q: %w", name, err)
-	}
-	return data, nil
-}
-
-// RemoveFile deletes what PutFile stored under name; a missing file is not
-// an error.
-func (c *Cache) RemoveFile(ctx context.Context, name string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if c.disk == nil {
-		return nil
-	}
-	rel := fileRel(name)
-	c.disk.forget(rel)
-	if err := os.Remove(filepath.Join(c.disk.dir, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("layercache: remove file %q: %w", name, err)
-	}
-	return nil
 }
 
 // DefaultDiskDir is the default --cache-dir: $XDG_CACHE_HOME/regfs, or

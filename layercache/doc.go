@@ -16,8 +16,11 @@
 // their own files there through PutFile/GetFile, counted against the bound.
 // DiskUsage and Clear back `regfs cache ls|du|clear`.
 //
-// Lock order: Cache.mu before a memory shard's lock or a Reader's privMu,
-// both leaf locks; diskTier.mu is never held with any other.
+// A Cache is storage (store.go: the memory and disk tiers, keyed by blob
+// and block) and scheduling (sched.go: single-flight, flights, streams,
+// readahead), which reaches storage only through the small blockStore
+// interface; a Reader (reader.go) is a thin front over both. The lock order
+// is at the top of sched.go. docs/design/layercache.md tells the design.
 //
 // It must never parse tar or gzip, speak HTTP, or return a byte it did not
 // get whole from the Source or from a verified disk block: a short read from

@@ -61,12 +61,12 @@ func TestReadExact(t *testing.T) {
 				t.Errorf("source reads: got %v want %v", got, tt.fetched)
 			}
 			for _, i := range tt.cached {
-				if !c.memContains(blockKey{r.b.id, i}) {
+				if !c.store.has(r.b, i, tierMemory) {
 					t.Errorf("block %d: not cached, want cached", i)
 				}
 			}
 			for _, i := range tt.partial {
-				if c.memContains(blockKey{r.b.id, i}) {
+				if c.store.has(r.b, i, tierMemory) {
 					t.Errorf("block %d: cached from a partial range, want not", i)
 				}
 			}

@@ -109,9 +109,9 @@ func waitIdle(t testing.TB, c *Cache) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		c.mu.Lock()
-		n := len(c.inflight)
-		c.mu.Unlock()
+		c.sched.mu.Lock()
+		n := len(c.sched.flights.m)
+		c.sched.mu.Unlock()
 		if n == 0 {
 			return
 		}

@@ -208,9 +208,9 @@ func TestStreamJumpAndSharedBlocks(t *testing.T) {
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		c.mu.Lock()
-		f := c.inflight[blockKey{r1.b.id, 0}]
-		c.mu.Unlock()
+		c.sched.mu.Lock()
+		f := c.sched.flights.m[blockKey{r1.b.id, 0}]
+		c.sched.mu.Unlock()
 		if f != nil || time.Now().After(deadline) {
 			break
 		}
@@ -388,10 +388,10 @@ func TestStreamLateReadAfterStream(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			c.mu.Lock()
-			n := len(c.inflight) // the blob's last block stays a while
-			c.mu.Unlock()
-			if n <= 1 && r.streamF.Load() == nil {
+			c.sched.mu.Lock()
+			n := len(c.sched.flights.m) // the blob's last block stays a while
+			c.sched.mu.Unlock()
+			if n <= 1 && r.pace.stream.Load() == nil {
 				return
 			}
 			if time.Now().After(deadline) {

@@ -77,7 +77,7 @@ func TestStressConcurrentReaders(t *testing.T) {
 	if st.Memory.Bytes > 6*bs || st.InFlightFetches != 0 {
 		t.Errorf("after the storm: got %d memory bytes, %d fetches in flight", st.Memory.Bytes, st.InFlightFetches)
 	}
-	if got := dirBytes(t, c.disk.dir); got > 25*(bs+trailerSize) {
+	if got := dirBytes(t, c.store.disk.dir); got > 25*(bs+trailerSize) {
 		t.Errorf("bytes on disk: got %d above the bound %d", got, 25*(bs+trailerSize))
 	}
 }
