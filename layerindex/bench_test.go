@@ -63,7 +63,7 @@ func BenchmarkStreamInflater(b *testing.B) {
 	b.SetBytes(int64(len(tarData)))
 	buf := make([]byte, 256<<10)
 	for b.Loop() {
-		f := newInflater(newBlobReader(context.Background(), newMemBlob(gz), 0, 1<<20))
+		f := newGzipStream(newBlobReader(context.Background(), newMemBlob(gz), 0, 1<<20))
 		for {
 			_, err := f.read(buf)
 			if errors.Is(err, io.EOF) {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"io/fs"
@@ -238,5 +239,46 @@ func TestIndexLRUBound(t *testing.T) {
 	}
 	if _, ok := m.indexes.Peek("a"); ok {
 		t.Errorf("oldest index still loaded")
+	}
+}
+
+// An index persisted by an older version of the format (version 1 held
+// checkpoints as one bit offset) is ignored and rebuilt, and the rebuilt
+// one is saved in the current version.
+func TestPersistedIndexOldVersionRebuilt(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	tarData, files := randomTree(t, 12, 30, 100<<10)
+	gz := blobCases(t, tarData)[1]
+	m1 := newTestManager(t, Options{Dir: dir, Spacing: 64 << 10})
+	if _, err := m1.Layer("sha256:"+gz.name, newMemBlob(gz.blob), LayerOptions{}).Index(ctx); err != nil {
+		t.Fatalf("Index: %v", err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "*.idx"))
+	if len(names) != 1 {
+		t.Fatalf("got %d index files, want 1", len(names))
+	}
+	data, _ := os.ReadFile(names[0])
+	binary.LittleEndian.PutUint32(data[8:], persistVersion-1)
+	if err := os.WriteFile(names[0], data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	blob := newMemBlob(gz.blob)
+	m2 := newTestManager(t, Options{Dir: dir})
+	l := m2.Layer("sha256:"+gz.name, blob, LayerOptions{})
+	x, err := l.Index(ctx)
+	if err != nil {
+		t.Fatalf("Index over an old index file: %v", err)
+	}
+	if calls, _ := blob.counts(); calls == 0 {
+		t.Errorf("old index file was trusted: 0 blob reads, want a rebuild")
+	}
+	e, _ := x.Lookup(cleanName(files[10].hdr.Name))
+	if got := readFile(ctx, t, l, e); !bytes.Equal(got, files[10].body) {
+		t.Errorf("file from rebuilt index: wrong bytes")
+	}
+	data, _ = os.ReadFile(names[0])
+	if v := binary.LittleEndian.Uint32(data[8:]); v != persistVersion {
+		t.Errorf("rebuilt index saved as version %d, want %d", v, persistVersion)
 	}
 }

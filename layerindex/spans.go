@@ -9,7 +9,7 @@ import (
 // Decoded spans: a bounded LRU of the uncompressed tar stream, in aligned
 // spans, for the places a read can't cheaply restart. A zstd frame can
 // only be decoded from its start (klauspost's decoder has no state to save
-// and restore, unlike our inflater), so a blob stored as one big frame
+// and restore, unlike flate), so a blob stored as one big frame
 // would otherwise be decoded from byte 0 for every read that no cursor is
 // already near. Spans a read touched are kept, only where the restart point is further
 // back than 1.5 Options.Spacing; gzip (checkpoints) and many-framed zstd never

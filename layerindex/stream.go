@@ -8,7 +8,6 @@ import (
 	iofs "io/fs"
 	"sync"
 
-	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -48,13 +47,12 @@ func (s *readerStream) close() {
 }
 
 // streamBufs are a cursor's decoder buffers, kept across the restarts of
-// its stream: random reads restart often, and allocating a span buffer,
-// an inflater history and a decoder each time made most of the garbage
-// (and so most of the heap) of many parallel readers.
+// its stream: random reads restart often, and allocating a span buffer, a
+// deflate window and a decoder each time made most of the garbage (and so
+// most of the heap) of many parallel readers.
 type streamBufs struct {
 	blob []byte        // the blobReader's span buffer
-	hist []byte        // our inflater's history
-	gz   *gzip.Reader  // klauspost's, for a gzip blob read from its start
+	gz   *gzipStream   // the last gzip stream's bufio reader and decompressor
 	zs   *zstd.Decoder // for zstd frames
 }
 
@@ -88,16 +86,10 @@ func (l *Layer) openStream(ctx context.Context, off int64, idx *layerIndex, bufs
 	case FormatGzip:
 		if idx != nil {
 			if cp, ok := idx.checkpointFor(off); ok {
-				br := bufs.blobReader(ctx, l, cp.CBit/8)
-				inf, err := resumeInflaterInto(bufs.hist, br, cp.CBit, cp.UOff, cp.Window)
-				if err != nil {
-					return nil, fmt.Errorf("layer %s: resume gzip at %d: %w", l.key, cp.UOff, err)
-				}
-				bufs.hist = inf.hist
-				return &readerStream{br: br, r: readerFunc(inf.read), upos: cp.UOff}, nil
+				return l.openGzip(ctx, &cp, bufs)
 			}
 		}
-		return l.openGzipStart(ctx, bufs)
+		return l.openGzip(ctx, nil, bufs)
 	case FormatZstd:
 		var fr zstdFrame
 		if idx != nil {
@@ -123,21 +115,21 @@ func (l *Layer) restartPoint(off int64, idx *layerIndex) int64 {
 	return off
 }
 
-func (l *Layer) openGzipStart(ctx context.Context, bufs *streamBufs) (stream, error) {
-	br := bufs.blobReader(ctx, l, 0)
-	// klauspost's inflater is about twice as fast as ours on a plain
-	// sequential pass; ours is used where checkpoints are needed.
-	var err error
-	if bufs.gz == nil {
-		bufs.gz, err = gzip.NewReader(br)
-	} else {
-		err = bufs.gz.Reset(br)
+// openGzip starts a gzip stream at checkpoint cp, or at the blob's start
+// if cp is nil.
+func (l *Layer) openGzip(ctx context.Context, cp *checkpoint, bufs *streamBufs) (stream, error) {
+	if cp == nil {
+		br := bufs.blobReader(ctx, l, 0)
+		bufs.gz = newGzipStreamInto(bufs.gz, br)
+		return &readerStream{br: br, r: readerFunc(bufs.gz.read)}, nil
 	}
+	br := bufs.blobReader(ctx, l, cp.COff)
+	gz, err := resumeGzipStream(bufs.gz, br, *cp)
 	if err != nil {
-		bufs.gz = nil
-		return nil, fmt.Errorf("layer %s: gzip header: %w", l.key, err)
+		return nil, fmt.Errorf("layer %s: resume gzip at %d: %w", l.key, cp.UOff, err)
 	}
-	return &readerStream{br: br, r: bufs.gz}, nil
+	bufs.gz = gz
+	return &readerStream{br: br, r: readerFunc(gz.read), upos: cp.UOff}, nil
 }
 
 func (l *Layer) openZstd(ctx context.Context, fr zstdFrame, bufs *streamBufs) (stream, error) {
