@@ -130,7 +130,7 @@ func (r *layerRef) index(ctx context.Context) (*layerindex.Layer, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.ix == nil {
-		var src blobio.ReaderAt = b
+		src := layerindex.UncachedBlob(b)
 		if r.t.cache != nil {
 			// Long-lived: the Manager keeps the Layer, and with it this reader.
 			src = r.t.cache.Open(b)

@@ -2,12 +2,11 @@
 // tar stream (layer.tar) at any offset, and an index of the tar's entries
 // with a blobio.ReaderAt over each file's content.
 //
-// It reads the stored (compressed) bytes through a blobio.ReaderAt, normally served
-// by layercache, in large aligned spans so the cache and the registry see few
+// It reads the stored (compressed) bytes through a Blob, normally a
+// layercache.Reader, in large aligned spans so the cache and the registry see few
 // requests. Compression is detected by magic bytes: gzip, zstd or none.
 // Small reads far apart (the format probe, an eStargz footer and TOC, a
-// small file's chunks) ask for exactly their bytes when the blob's blobio.ReaderAt
-// can (ExactReaderAt). eStargz blobs are read through their TOC, chunks
+// small file's chunks) ask for exactly their bytes (Blob.ReadExact). eStargz blobs are read through their TOC, chunks
 // checked against their TOC digests, contiguous chunks of one read fetched
 // together; the TOC JSON is parsed here, so a hardlink into a lower layer is
 // accepted as in any layer tar. Plain gzip blobs get a

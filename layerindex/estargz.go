@@ -107,7 +107,7 @@ func (l *Layer) readStargzTail(ctx context.Context) (int64, []byte, error) {
 	size := l.blob.Size()
 	n := min(size, estargz.FooterSize)
 	footer := make([]byte, n)
-	if _, err := readExact(ctx, l.blob, footer, size-n); err != nil && !errors.Is(err, io.EOF) {
+	if _, err := l.blob.ReadExact(ctx, footer, size-n); err != nil && !errors.Is(err, io.EOF) {
 		return 0, nil, fmt.Errorf("read footer: %w", err)
 	}
 	tocOff := int64(-1)
@@ -128,7 +128,7 @@ func (l *Layer) readStargzTail(ctx context.Context) (int64, []byte, error) {
 		return 0, nil, fmt.Errorf("TOC of %d bytes: too large", size-tocOff)
 	}
 	tail := make([]byte, size-tocOff)
-	if _, err := readExact(ctx, l.blob, tail, tocOff); err != nil && !errors.Is(err, io.EOF) {
+	if _, err := l.blob.ReadExact(ctx, tail, tocOff); err != nil && !errors.Is(err, io.EOF) {
 		return 0, nil, fmt.Errorf("read TOC: %w", err)
 	}
 	return tocOff, tail, nil
@@ -480,7 +480,7 @@ func (sg *stargzLayer) chunk(ctx context.Context, c stargzChunk, name string) ([
 func (sg *stargzLayer) readCompressed(ctx context.Context, p []byte, off int64) error {
 	read := sg.l.blob.ReadAt
 	if span := sg.l.m.opts.ReadSize; int64(len(p)) < span && sg.firstInSpans(off/span, (off+int64(len(p))-1)/span) {
-		read = func(ctx context.Context, p []byte, off int64) (int, error) { return readExact(ctx, sg.l.blob, p, off) }
+		read = sg.l.blob.ReadExact
 	}
 	if _, err := read(ctx, p, off); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("layer %s: read chunk at %d: %w", sg.l.key, off, err)

@@ -41,7 +41,7 @@ func TestIndexEveryFormat(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newTestManager(t, Options{ReadSize: 64 << 10, Spacing: 128 << 10})
 			blob := newMemBlob(tc.blob)
-			l := m.Layer("sha256:"+tc.name, blob, LayerOptions{})
+			l := m.Layer("sha256:"+tc.name, UncachedBlob(blob), LayerOptions{})
 			x, err := l.Index(ctx)
 			if err != nil {
 				t.Fatalf("Index: %v", err)
@@ -100,7 +100,7 @@ func TestCheckpointReadFetchesLittle(t *testing.T) {
 	blob := newMemBlob(gzipOf(t, tarData, gzip.DefaultCompression))
 	const spacing, readSize = 256 << 10, 64 << 10
 	m := newTestManager(t, Options{ReadSize: readSize, Spacing: spacing})
-	l := m.Layer("k", blob, LayerOptions{})
+	l := m.Layer("k", UncachedBlob(blob), LayerOptions{})
 	x, err := l.Index(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -141,12 +141,12 @@ func TestPersistedIndexNeedsNoBlobReads(t *testing.T) {
 	for _, tc := range blobCases(t, tarData) {
 		blob := newMemBlob(tc.blob)
 		m1 := newTestManager(t, Options{Dir: dir, Spacing: 64 << 10})
-		if _, err := m1.Layer("sha256:"+tc.name, blob, LayerOptions{}).Index(ctx); err != nil {
+		if _, err := m1.Layer("sha256:"+tc.name, UncachedBlob(blob), LayerOptions{}).Index(ctx); err != nil {
 			t.Fatalf("%s: Index: %v", tc.name, err)
 		}
 		blob.reset()
 		m2 := newTestManager(t, Options{Dir: dir})
-		l := m2.Layer("sha256:"+tc.name, blob, LayerOptions{})
+		l := m2.Layer("sha256:"+tc.name, UncachedBlob(blob), LayerOptions{})
 		x, err := l.Index(ctx)
 		if err != nil {
 			t.Fatalf("%s: Index from disk: %v", tc.name, err)
@@ -172,7 +172,7 @@ func TestPersistedIndexNeedsNoBlobReads(t *testing.T) {
 	}
 	blob := newMemBlob(blobCases(t, tarData)[1].blob)
 	m3 := newTestManager(t, Options{Dir: dir})
-	if _, err := m3.Layer("sha256:gzip", blob, LayerOptions{}).Index(ctx); err != nil {
+	if _, err := m3.Layer("sha256:gzip", UncachedBlob(blob), LayerOptions{}).Index(ctx); err != nil {
 		t.Fatalf("Index after damage: %v", err)
 	}
 	if calls, _ := blob.counts(); calls == 0 {
@@ -188,8 +188,8 @@ func TestSingleFlightAndProgress(t *testing.T) {
 	tarData, _ := randomTree(t, 13, 40, 100<<10)
 	blob := newMemBlob(gzipOf(t, tarData, 6))
 	m := newTestManager(t, Options{})
-	l := m.Layer("k", blob, LayerOptions{})
-	if l2 := m.Layer("k", newMemBlob(nil), LayerOptions{}); l2 != l {
+	l := m.Layer("k", UncachedBlob(blob), LayerOptions{})
+	if l2 := m.Layer("k", UncachedBlob(newMemBlob(nil)), LayerOptions{}); l2 != l {
 		t.Fatal("Layer: second call for a key gave a different Layer")
 	}
 	if p := l.Progress(); p.State != "idle" {
@@ -213,7 +213,7 @@ func TestSingleFlightAndProgress(t *testing.T) {
 		t.Errorf("Progress after: got %+v, want ready with Done >= Total = %d", p, len(blob.data))
 	}
 	// A waiter whose ctx ends stops waiting, the pass goes on.
-	l2 := m.Layer("k2", newMemBlob(gzipOf(t, tarData, 6)), LayerOptions{})
+	l2 := m.Layer("k2", UncachedBlob(newMemBlob(gzipOf(t, tarData, 6))), LayerOptions{})
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	if _, err := l2.Index(cctx); !errors.Is(err, context.Canceled) {
@@ -230,7 +230,7 @@ func TestIndexLRUBound(t *testing.T) {
 	tarData, _ := randomTree(t, 14, 5, 10<<10)
 	m := newTestManager(t, Options{MaxIndexes: 2})
 	for _, k := range []string{"a", "b", "c"} {
-		if _, err := m.Layer(k, newMemBlob(gzipOf(t, tarData, 6)), LayerOptions{}).Index(ctx); err != nil {
+		if _, err := m.Layer(k, UncachedBlob(newMemBlob(gzipOf(t, tarData, 6))), LayerOptions{}).Index(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -251,7 +251,7 @@ func TestPersistedIndexOldVersionRebuilt(t *testing.T) {
 	tarData, files := randomTree(t, 12, 30, 100<<10)
 	gz := blobCases(t, tarData)[1]
 	m1 := newTestManager(t, Options{Dir: dir, Spacing: 64 << 10})
-	if _, err := m1.Layer("sha256:"+gz.name, newMemBlob(gz.blob), LayerOptions{}).Index(ctx); err != nil {
+	if _, err := m1.Layer("sha256:"+gz.name, UncachedBlob(newMemBlob(gz.blob)), LayerOptions{}).Index(ctx); err != nil {
 		t.Fatalf("Index: %v", err)
 	}
 	names, _ := filepath.Glob(filepath.Join(dir, "*.idx"))
@@ -265,7 +265,7 @@ func TestPersistedIndexOldVersionRebuilt(t *testing.T) {
 	}
 	blob := newMemBlob(gz.blob)
 	m2 := newTestManager(t, Options{Dir: dir})
-	l := m2.Layer("sha256:"+gz.name, blob, LayerOptions{})
+	l := m2.Layer("sha256:"+gz.name, UncachedBlob(blob), LayerOptions{})
 	x, err := l.Index(ctx)
 	if err != nil {
 		t.Fatalf("Index over an old index file: %v", err)

@@ -119,7 +119,7 @@ func BenchmarkRealisticInflate(b *testing.B) {
 		gz := realisticBlob(b)
 		for b.Loop() {
 			m, _ := NewManager(Options{})
-			if _, err := m.Layer("k", newMemBlob(gz), LayerOptions{}).Index(context.Background()); err != nil {
+			if _, err := m.Layer("k", UncachedBlob(newMemBlob(gz)), LayerOptions{}).Index(context.Background()); err != nil {
 				b.Fatal(err)
 			}
 		}

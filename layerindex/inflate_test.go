@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	stdgzip "compress/gzip"
+
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
 )

@@ -1,8 +1,6 @@
 package layerindex
 
 import (
-	"github.com/regfs/regfs/blobio"
-
 	"context"
 	"errors"
 	"fmt"
@@ -15,7 +13,7 @@ import (
 type Layer struct {
 	m     *Manager
 	key   string
-	blob  blobio.ReaderAt
+	blob  Blob
 	lopts LayerOptions
 
 	formatOnce sync.Once

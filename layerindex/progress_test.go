@@ -41,12 +41,12 @@ func TestManagerProgress(t *testing.T) {
 
 	// The pass reads the eStargz footer, then the blob from the start.
 	gated := &gatedBlob{memBlob: newMemBlob(gz), from: 2 * readSize, to: int64(len(gz)) - 1024, open: make(chan struct{})}
-	building := m.Layer("building", gated, LayerOptions{})
-	m.Layer("idle", newMemBlob(gz), LayerOptions{})
+	building := m.Layer("building", UncachedBlob(gated), LayerOptions{})
+	m.Layer("idle", UncachedBlob(newMemBlob(gz)), LayerOptions{})
 	failing := &gatedBlob{memBlob: newMemBlob(gz), from: readSize, to: int64(len(gz)) - 1024, fail: errors.New("registry says no")}
-	failed := m.Layer("failed", failing, LayerOptions{})
+	failed := m.Layer("failed", UncachedBlob(failing), LayerOptions{})
 	sgBlob, _ := buildStargz(t, tarData, 64<<10)
-	sg := m.Layer("estargz", newMemBlob(sgBlob), LayerOptions{})
+	sg := m.Layer("estargz", UncachedBlob(newMemBlob(sgBlob)), LayerOptions{})
 
 	building.Prefetch(ctx)
 	if _, err := failed.Index(ctx); err == nil {
@@ -104,7 +104,7 @@ func TestStartBuildAfterReady(t *testing.T) {
 	tarData, _ := randomTree(t, 3, 10, 64<<10)
 	blob := newMemBlob(gzipOf(t, tarData, 6))
 	m := newTestManager(t, Options{})
-	l := m.Layer("sha256:ready-once", blob, LayerOptions{})
+	l := m.Layer("sha256:ready-once", UncachedBlob(blob), LayerOptions{})
 	if _, err := l.Index(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ func smallRootfs(t *testing.T) *layerindex.Merged {
 		if err := registrytest.WriteTar(&buf, entries); err != nil {
 			t.Fatal(err)
 		}
-		x, err := m.Layer(fmt.Sprint("layer", i), memBlob(buf.Bytes()), layerindex.LayerOptions{}).Index(context.Background())
+		x, err := m.Layer(fmt.Sprint("layer", i), layerindex.UncachedBlob(memBlob(buf.Bytes())), layerindex.LayerOptions{}).Index(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,7 +101,7 @@ func TestLookupFollowLoop(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	x, err := m.Layer("loop", memBlob(buf.Bytes()), layerindex.LayerOptions{}).Index(context.Background())
+	x, err := m.Layer("loop", layerindex.UncachedBlob(memBlob(buf.Bytes())), layerindex.LayerOptions{}).Index(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
