@@ -337,7 +337,7 @@ func (f *tarFile) fill(ctx context.Context, a *fuse.Attr) error {
 		f.ref.mu.Lock()
 		ix := f.ref.ix
 		f.ref.mu.Unlock()
-		if ix != nil && ix.Progress().State == "ready" {
+		if ix != nil && ix.Progress().State == layerindex.IndexReady {
 			if s, err := ix.TarSize(ctx); err == nil {
 				f.ref.tar.Store(s + 1)
 				size, ok = s, true

@@ -1,6 +1,8 @@
 package layerindex
 
 import (
+	"sync/atomic"
+
 	"github.com/regfs/regfs/blobio"
 
 	"archive/tar"
@@ -54,6 +56,7 @@ type stargzState struct {
 	mu      sync.Mutex
 	checked bool
 	sg      *stargzLayer
+	opened  atomic.Bool // the TOC is read: the layer's index needs no pass
 }
 
 // stargz returns the eStargz view of the layer, or nil if the blob is not
@@ -96,7 +99,7 @@ func (l *Layer) stargz(ctx context.Context) (*stargzLayer, error) {
 		return nil, fmt.Errorf("layer %s: eStargz: %w", l.key, err)
 	}
 	l.sgState.checked, l.sgState.sg = true, sg
-	l.sgOpen.Store(true)
+	l.sgState.opened.Store(true)
 	return sg, nil
 }
 

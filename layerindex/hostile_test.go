@@ -186,7 +186,7 @@ func TestCorruptGzipLayer(t *testing.T) {
 		if _, err := l.TarSize(ctx); err == nil {
 			t.Errorf("%s: TarSize: got no error", name)
 		}
-		if p := l.Progress(); !strings.HasPrefix(p.State, "failed: ") {
+		if p := l.Progress(); p.State != IndexFailed {
 			t.Errorf("%s: Progress: got %q, want failed", name, p.State)
 		}
 		// Sequential reading never returns bytes past the damage as valid:

@@ -36,7 +36,7 @@ func alignDown(off int64) int64 { return off - off%spanSize }
 // more than a checkpoint spacing (gzip checkpoints lie up to a deflate
 // block more than a spacing apart: those spans are not kept).
 func (l *Layer) worthCaching(off int64, idx *layerIndex) bool {
-	return l.m.spans != nil && off-l.restartPoint(off, idx) > l.m.opts.Spacing+l.m.opts.Spacing/2
+	return l.m.spans != nil && off-l.decoderFor(idx).restartPoint(off) > l.m.opts.Spacing+l.m.opts.Spacing/2
 }
 
 // cachedSpan copies into p what the span cache holds from off. It returns

@@ -86,12 +86,12 @@ func (s *seekBlob) Seek(off int64, whence int) (int64, error) {
 
 // buildTarIndex indexes an uncompressed tar blob from its headers alone.
 func (l *Layer) buildTarIndex(ctx context.Context, idx *layerIndex) (*layerIndex, error) {
-	sb := &seekBlob{ctx: ctx, blob: l.blob, size: l.blob.Size(), onMove: func(pos int64) { l.done.Store(pos) }}
+	sb := &seekBlob{ctx: ctx, blob: l.blob, size: l.blob.Size(), onMove: func(pos int64) { l.build.done.Store(pos) }}
 	tarIdx, tarErr := readTarIndexAt(sb, l.m.opts.MaxEntries)
 	if sb.err != nil {
 		return nil, sb.err // the blob, not the tar, is broken
 	}
-	l.done.Store(sb.size)
+	l.build.done.Store(sb.size)
 	idx.TarSize = sb.size
 	idx.Tar = tarIdx
 	if tarErr != nil {

@@ -100,7 +100,7 @@ func TestTarReaderSharesPass(t *testing.T) {
 			if fetched > passes*int64(len(tc.gz))+int64(len(tc.gz))/10 {
 				t.Errorf("blob bytes read: got %d, want about %d (%d pass(es) at most)", fetched, len(tc.gz), passes)
 			}
-			if l.share.Load() != nil {
+			if l.share.cur.Load() != nil {
 				t.Errorf("share still held after the pass and its readers ended")
 			}
 			rng := rand.New(rand.NewSource(1))
