@@ -9,19 +9,10 @@ import (
 	"time"
 )
 
-// A gzip layer's index pass decodes the whole tar stream once. A TarReader
-// opened at the same time (cat layer.tar on a cold layer) would decode it
-// a second time, and read the blob a second time, on a machine where those
-// two decodes compete for the same cores. Instead the pass publishes its
-// output to a ring of the latest shareRing bytes, and TarReaders that read
-// within it copy from there. The pass waits for attached readers that lag
-// half a ring behind, so a reader that keeps reading never decodes on its
-// own (and, in turn, a reader that keeps reading slowly slows the pass);
-// one that stops for shareStall is dropped and, if it comes back, decodes
-// for itself from the nearest checkpoint the pass has recorded so far.
-// Memory: one ring per layer whose pass runs while a TarReader is open on
-// it, kept after the pass only while it still holds the stream's start
-// (a layer smaller than the ring) and a TarReader is open.
+// A gzip layer's index pass publishes its output to a bounded ring that
+// TarReaders open meanwhile read from, so the stream is decoded and the
+// blob read once (docs/design/layerindex.md tells how). Memory: one ring
+// per layer whose pass runs while a TarReader is open on it.
 
 // Variables so tests can make them small.
 var (

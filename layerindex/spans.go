@@ -6,14 +6,10 @@ import (
 	"io"
 )
 
-// Decoded spans: a bounded LRU of the uncompressed tar stream, in aligned
-// spans, for the places a read can't cheaply restart. A zstd frame can
-// only be decoded from its start (klauspost's decoder has no state to save
-// and restore, unlike flate), so a blob stored as one big frame
-// would otherwise be decoded from byte 0 for every read that no cursor is
-// already near. Spans a read touched are kept, only where the restart point is further
-// back than 1.5 Options.Spacing; gzip (checkpoints) and many-framed zstd never
-// need them.
+// Decoded spans: a bounded LRU of the tar stream in aligned spans, for
+// blobs a read can't restart near (a zstd blob in one long frame). Only
+// spans a read touched are kept, and only where the restart point lies
+// more than 1.5 Options.Spacing back.
 
 // spanSize is the unit of the span cache.
 const spanSize = 256 << 10

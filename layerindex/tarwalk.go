@@ -9,10 +9,8 @@ import (
 	"io"
 )
 
-// An uncompressed tar's index needs only its headers: archive/tar skips a
-// file's data with Seek when its reader can seek, then reads the data's last
-// byte (to notice a truncated archive) and the padding. Over a seekBlob that
-// costs one small ranged read per entry: the data is never fetched.
+// An uncompressed tar's index is read from its headers alone: archive/tar
+// seeks over a file's data, so a pass costs one small read per entry.
 
 // tarWalkWindow is what a seekBlob read fetches: enough for the data's last
 // byte, the padding and the next header together, and for several headers
