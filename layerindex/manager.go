@@ -73,7 +73,7 @@ type Manager struct {
 	layers  map[string]*Layer
 	indexes *lru.Cache[string, *layerIndex]
 	chunks  *lru.Cache[chunkKey, []byte] // verified eStargz chunks
-	spans   *lru.Cache[spanKey, span]    // decoded spans; nil when disabled
+	spans   *spanCache                   // decoded spans; nil when disabled
 	cursors *cursorPool
 }
 
@@ -116,10 +116,8 @@ func NewManager(opts Options) (*Manager, error) {
 	if opts.SpanCacheBytes == 0 {
 		m.opts.SpanCacheBytes = defaultSpanCache
 	}
-	if n := m.opts.SpanCacheBytes / spanSize; n > 0 {
-		if m.spans, err = lru.New[spanKey, span](int(n)); err != nil {
-			return nil, fmt.Errorf("span cache: %w", err)
-		}
+	if m.spans, err = newSpanCache(m.opts.SpanCacheBytes); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
