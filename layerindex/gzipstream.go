@@ -124,7 +124,7 @@ func (s *gzipStream) startDeflate(cp flate.InflateCheckpoint) error {
 // up to 3 bytes per stored block. Called once per block, when flate has
 // taken exactly the input up to the block's end, it works the lead out: a
 // stored block ends with no bits buffered (CompressedOffset is then flate's
-// count, BitOffset 0); any other block leaves 0-31 bits buffered, with the
+// count, BitOffset 0); any other block leaves 0-32 bits buffered, with the
 // lead unchanged. If a block fits neither, the member's later checkpoints
 // are dropped, never recorded wrong.
 func (s *gzipStream) eob(cp flate.InflateCheckpoint) {
@@ -133,7 +133,7 @@ func (s *gzipStream) eob(cp flate.InflateCheckpoint) {
 	switch {
 	case buffered < 0 && cp.BitOffset == 0 && buffered%8 == 0:
 		s.drift += -buffered / 8 // a stored block that grew the lead
-	case buffered < 0 || buffered >= 32:
+	case buffered < 0 || buffered > 32:
 		s.cpLost = true
 	}
 	if cp.Final || s.cpLost {
