@@ -263,7 +263,7 @@ const unknownTTL = 0
 func (f *tarFile) fill(ctx context.Context, a *fuse.Attr) error {
 	size, ok := f.ref.knownTarSize()
 	if !ok {
-		if ix := f.ref.l.OpenedIndex(); ix != nil && ix.Progress().State == "ready" {
+		if ix := f.ref.l.OpenedIndex(); ix != nil && ix.Progress().State == layerindex.IndexReady {
 			if s, err := ix.TarSize(ctx); err == nil {
 				f.ref.tar.Store(s + 1)
 				size, ok = s, true

@@ -44,7 +44,7 @@ func TestStatsIndexBuilds(t *testing.T) {
 			}
 			for i, l := range h.small.img.Layers {
 				p, ok := after.IndexBuilds[l.Digest.String()]
-				if want := int64(len(h.small.blobs[i])); !ok || p.State != "ready" || p.Done != want || p.Total != want {
+				if want := int64(len(h.small.blobs[i])); !ok || p.State != layerindex.IndexReady || p.Done != want || p.Total != want {
 					t.Errorf("index_builds[%s]: got %+v (present %v), want ready %d/%d", l.Digest, p, ok, want, want)
 				}
 			}

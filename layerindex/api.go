@@ -8,21 +8,25 @@ import (
 	"time"
 )
 
-// ExactReaderAt is optionally implemented by a blob blobio.ReaderAt (the block
-// cache's Reader is one): ReadExact reads like ReadAt but, when the bytes
-// are not cached, fetches only them rather than every cache block they
-// touch. The index uses it for small reads far apart: a format probe, an
-// eStargz footer and TOC, one file's chunks.
-type ExactReaderAt interface {
+// Blob is a layer's stored bytes as the index reads them: ReadAt for
+// passes and decoders (in read spans, which the cache serves whole and
+// reads ahead of), ReadExact for small reads far apart (a format probe, an
+// eStargz footer and TOC, one small file's chunks), which fetches only the
+// bytes asked for when they are not cached. layercache.Reader is one; for a
+// source with no blocks around its reads, UncachedBlob makes one.
+type Blob interface {
+	blobio.ReaderAt
 	ReadExact(ctx context.Context, p []byte, off int64) (int, error)
 }
 
-// readExact reads with blob's ReadExact if it has one, else ReadAt.
-func readExact(ctx context.Context, blob blobio.ReaderAt, p []byte, off int64) (int, error) {
-	if x, ok := blob.(ExactReaderAt); ok {
-		return x.ReadExact(ctx, p, off)
-	}
-	return blob.ReadAt(ctx, p, off)
+// UncachedBlob is a Blob over r whose every read fetches just its bytes:
+// ReadExact is r's ReadAt.
+func UncachedBlob(r blobio.ReaderAt) Blob { return uncachedBlob{r} }
+
+type uncachedBlob struct{ blobio.ReaderAt }
+
+func (b uncachedBlob) ReadExact(ctx context.Context, p []byte, off int64) (int, error) {
+	return b.ReadAt(ctx, p, off)
 }
 
 // Entry is one tar entry, with its header fields and where its data lives

@@ -63,7 +63,7 @@ func BenchmarkStreamInflater(b *testing.B) {
 	b.SetBytes(int64(len(tarData)))
 	buf := make([]byte, 256<<10)
 	for b.Loop() {
-		f := newInflater(newBlobReader(context.Background(), newMemBlob(gz), 0, 1<<20))
+		f := newGzipStream(newBlobReader(context.Background(), newMemBlob(gz), 0, 1<<20))
 		for {
 			_, err := f.read(buf)
 			if errors.Is(err, io.EOF) {
@@ -116,7 +116,7 @@ func BenchmarkIndexPass(b *testing.B) {
 	b.SetBytes(int64(len(tarData)))
 	for b.Loop() {
 		m, _ := NewManager(Options{})
-		if _, err := m.Layer("k", newMemBlob(gz), LayerOptions{}).Index(context.Background()); err != nil {
+		if _, err := m.Layer("k", UncachedBlob(newMemBlob(gz)), LayerOptions{}).Index(context.Background()); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -132,7 +132,7 @@ func BenchmarkCheckpointRead(b *testing.B) {
 			ctx := context.Background()
 			blob := newMemBlob(gz)
 			m, _ := NewManager(Options{Spacing: spacing})
-			l := m.Layer("k", blob, LayerOptions{})
+			l := m.Layer("k", UncachedBlob(blob), LayerOptions{})
 			if _, err := l.Index(ctx); err != nil {
 				b.Fatal(err)
 			}
@@ -192,7 +192,7 @@ func BenchmarkZstdSingleFrameRead(b *testing.B) {
 			ctx := context.Background()
 			blob := newMemBlob(zst)
 			m, _ := NewManager(Options{SpanCacheBytes: tc.spans})
-			l := m.Layer("k", blob, LayerOptions{})
+			l := m.Layer("k", UncachedBlob(blob), LayerOptions{})
 			x, err := l.Index(ctx)
 			if err != nil {
 				b.Fatal(err)
@@ -236,7 +236,7 @@ func BenchmarkTarIndexPass(b *testing.B) {
 			for b.Loop() {
 				if mode == "headers" {
 					m, _ := NewManager(Options{})
-					if _, err := m.Layer("k", blob, LayerOptions{}).Index(ctx); err != nil {
+					if _, err := m.Layer("k", UncachedBlob(blob), LayerOptions{}).Index(ctx); err != nil {
 						b.Fatal(err)
 					}
 				} else if _, err := readTarIndex(&countingReader{r: newBlobReader(ctx, blob, 0, defaultReadSize)}, defaultMaxEntries); err != nil {

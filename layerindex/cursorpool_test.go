@@ -27,7 +27,7 @@ func TestCursorPoolBound(t *testing.T) {
 	m := newTestManager(t, Options{MaxCursors: 3, Spacing: 64 << 10, SpanCacheBytes: -1})
 	var layers []*Layer
 	for _, tc := range blobCases(t, tarData) {
-		l := m.Layer(tc.name, newMemBlob(tc.blob), LayerOptions{})
+		l := m.Layer(tc.name, UncachedBlob(newMemBlob(tc.blob)), LayerOptions{})
 		if _, err := l.Index(ctx); err != nil {
 			t.Fatalf("%s: Index: %v", tc.name, err)
 		}
@@ -74,7 +74,7 @@ func TestCursorPoolWaitHonoursContext(t *testing.T) {
 	ctx := context.Background()
 	tarData, _ := randomTree(t, 4, 10, 50<<10)
 	m := newTestManager(t, Options{MaxCursors: 1})
-	l := m.Layer("k", newMemBlob(gzipOf(t, tarData, 6)), LayerOptions{})
+	l := m.Layer("k", UncachedBlob(newMemBlob(gzipOf(t, tarData, 6))), LayerOptions{})
 	held, err := m.cursors.take(ctx, l, 0, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -109,8 +109,8 @@ func TestTarReaderCursorTakenOver(t *testing.T) {
 	ctx := context.Background()
 	tarData, _ := randomTree(t, 5, 30, 100<<10)
 	m := newTestManager(t, Options{MaxCursors: 1, Spacing: 64 << 10})
-	a := m.Layer("a", newMemBlob(gzipOf(t, tarData, 6)), LayerOptions{})
-	b := m.Layer("b", newMemBlob(zstdOf(t, tarData, 100<<10)), LayerOptions{})
+	a := m.Layer("a", UncachedBlob(newMemBlob(gzipOf(t, tarData, 6))), LayerOptions{})
+	b := m.Layer("b", UncachedBlob(newMemBlob(zstdOf(t, tarData, 100<<10))), LayerOptions{})
 	for _, l := range []*Layer{a, b} {
 		if _, err := l.Index(ctx); err != nil {
 			t.Fatal(err)

@@ -1,6 +1,9 @@
 package layerindex
 
 import (
+	"sync/atomic"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/regfs/regfs/blobio"
 
 	"archive/tar"
@@ -26,12 +29,13 @@ import (
 // hold (the target is in a layer below). Every chunk is still checked
 // against its TOC digest, and the TOC against the annotation when given.
 type stargzLayer struct {
-	l        *Layer
-	index    *Index
-	chunks   map[string][]stargzChunk // regular file → its chunks, by FileOff
-	tocEntry *Entry                   // stargz.index.json itself, the tar's last entry
-	tocOff   int64
-	tail     []byte // the blob from tocOff to its end: TOC and footer
+	src        blobSource                   // the blob the chunks are read from
+	chunkCache *lru.Cache[chunkKey, []byte] // verified chunks, the Manager's
+	index      *Index
+	chunks     map[string][]stargzChunk // regular file → its chunks, by FileOff
+	tocEntry   *Entry                   // stargz.index.json itself, the tar's last entry
+	tocOff     int64
+	tail       []byte // the blob from tocOff to its end: TOC and footer
 
 	// spans notes the read spans (ReadSize pieces of the blob) small
 	// chunk reads have fetched exactly: a second small read in one
@@ -54,6 +58,7 @@ type stargzState struct {
 	mu      sync.Mutex
 	checked bool
 	sg      *stargzLayer
+	opened  atomic.Bool // the TOC is read: the layer's index needs no pass
 }
 
 // stargz returns the eStargz view of the layer, or nil if the blob is not
@@ -96,7 +101,7 @@ func (l *Layer) stargz(ctx context.Context) (*stargzLayer, error) {
 		return nil, fmt.Errorf("layer %s: eStargz: %w", l.key, err)
 	}
 	l.sgState.checked, l.sgState.sg = true, sg
-	l.sgOpen.Store(true)
+	l.sgState.opened.Store(true)
 	return sg, nil
 }
 
@@ -107,7 +112,7 @@ func (l *Layer) readStargzTail(ctx context.Context) (int64, []byte, error) {
 	size := l.blob.Size()
 	n := min(size, estargz.FooterSize)
 	footer := make([]byte, n)
-	if _, err := readExact(ctx, l.blob, footer, size-n); err != nil && !errors.Is(err, io.EOF) {
+	if _, err := l.blob.ReadExact(ctx, footer, size-n); err != nil && !errors.Is(err, io.EOF) {
 		return 0, nil, fmt.Errorf("read footer: %w", err)
 	}
 	tocOff := int64(-1)
@@ -128,7 +133,7 @@ func (l *Layer) readStargzTail(ctx context.Context) (int64, []byte, error) {
 		return 0, nil, fmt.Errorf("TOC of %d bytes: too large", size-tocOff)
 	}
 	tail := make([]byte, size-tocOff)
-	if _, err := readExact(ctx, l.blob, tail, tocOff); err != nil && !errors.Is(err, io.EOF) {
+	if _, err := l.blob.ReadExact(ctx, tail, tocOff); err != nil && !errors.Is(err, io.EOF) {
 		return 0, nil, fmt.Errorf("read TOC: %w", err)
 	}
 	return tocOff, tail, nil
@@ -185,7 +190,7 @@ func (l *Layer) openStargz(tocOff int64, tail []byte) (*stargzLayer, error) {
 			return nil, fmt.Errorf("verify TOC: %w: TOC JSON is %s, the annotation says %s", errCorrupt, tocDigest, want)
 		}
 	}
-	sg := &stargzLayer{l: l, tocOff: tocOff, tail: tail}
+	sg := &stargzLayer{src: l.source(), chunkCache: l.m.chunks, tocOff: tocOff, tail: tail}
 	if err := sg.buildIndex(toc, hdr, l.m.opts.MaxEntries); err != nil {
 		return nil, err
 	}
@@ -363,7 +368,7 @@ func (f *stargzFile) Size() int64 { return f.size }
 
 func (f *stargzFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, fmt.Errorf("layer %s: negative offset %d", f.sg.l.key, off)
+		return 0, fmt.Errorf("layer %s: negative offset %d", f.sg.src.key, off)
 	}
 	if err := f.fetchAhead(ctx, off, int64(len(p))); err != nil {
 		return 0, err
@@ -376,7 +381,7 @@ func (f *stargzFile) ReadAt(ctx context.Context, p []byte, off int64) (int, erro
 		}
 		i := f.chunkAt(o)
 		if i < 0 {
-			return n, fmt.Errorf("layer %s: %q: %w: no chunk at offset %d", f.sg.l.key, f.name, errCorrupt, o)
+			return n, fmt.Errorf("layer %s: %q: %w: no chunk at offset %d", f.sg.src.key, f.name, errCorrupt, o)
 		}
 		c := f.chunks[i]
 		data, err := f.sg.chunk(ctx, c, f.name)
@@ -410,7 +415,6 @@ func (f *stargzFile) fetchAhead(ctx context.Context, off, n int64) error {
 	if first < 0 || last <= first {
 		return nil // one chunk (or a bad offset ReadAt reports): nothing to merge
 	}
-	m := f.sg.l.m
 	var run []stargzChunk
 	flush := func() error {
 		defer func() { run = run[:0] }()
@@ -430,7 +434,7 @@ func (f *stargzFile) fetchAhead(ctx context.Context, off, n int64) error {
 		return nil
 	}
 	for _, c := range f.chunks[first : last+1] {
-		if b, ok := m.chunks.Peek(chunkKey{f.sg.l.key, c.Offset, c.Inner}); ok && int64(len(b)) == c.Size {
+		if b, ok := f.sg.chunkCache.Peek(chunkKey{f.sg.src.key, c.Offset, c.Inner}); ok && int64(len(b)) == c.Size {
 			if err := flush(); err != nil {
 				return err
 			}
@@ -460,8 +464,8 @@ type chunkKey struct {
 }
 
 func (sg *stargzLayer) chunk(ctx context.Context, c stargzChunk, name string) ([]byte, error) {
-	k := chunkKey{sg.l.key, c.Offset, c.Inner}
-	if b, ok := sg.l.m.chunks.Get(k); ok && int64(len(b)) == c.Size {
+	k := chunkKey{sg.src.key, c.Offset, c.Inner}
+	if b, ok := sg.chunkCache.Get(k); ok && int64(len(b)) == c.Size {
 		return b, nil
 	}
 	comp := make([]byte, c.End-c.Offset)
@@ -478,12 +482,12 @@ func (sg *stargzLayer) chunk(ctx context.Context, c stargzChunk, name string) ([
 // blocks, their readahead and their sharing between readers, which reads
 // of many files, and a sequential read of a large file, want.
 func (sg *stargzLayer) readCompressed(ctx context.Context, p []byte, off int64) error {
-	read := sg.l.blob.ReadAt
-	if span := sg.l.m.opts.ReadSize; int64(len(p)) < span && sg.firstInSpans(off/span, (off+int64(len(p))-1)/span) {
-		read = func(ctx context.Context, p []byte, off int64) (int, error) { return readExact(ctx, sg.l.blob, p, off) }
+	read := sg.src.blob.ReadAt
+	if span := sg.src.readSize; int64(len(p)) < span && sg.firstInSpans(off/span, (off+int64(len(p))-1)/span) {
+		read = sg.src.blob.ReadExact
 	}
 	if _, err := read(ctx, p, off); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("layer %s: read chunk at %d: %w", sg.l.key, off, err)
+		return fmt.Errorf("layer %s: read chunk at %d: %w", sg.src.key, off, err)
 	}
 	return nil
 }
@@ -511,20 +515,20 @@ func (sg *stargzLayer) firstInSpans(a, b int64) bool {
 func (sg *stargzLayer) decodeChunk(comp []byte, c stargzChunk, name string) ([]byte, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(comp))
 	if err != nil {
-		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.l.key, c.Offset, errCorrupt, err)
+		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.src.key, c.Offset, errCorrupt, err)
 	}
 	zr.Multistream(false)
 	if _, err := io.CopyN(io.Discard, zr, c.Inner); err != nil {
-		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.l.key, c.Offset, errCorrupt, err)
+		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.src.key, c.Offset, errCorrupt, err)
 	}
 	data := make([]byte, c.Size)
 	if _, err := io.ReadFull(zr, data); err != nil {
-		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.l.key, c.Offset, errCorrupt, err)
+		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.src.key, c.Offset, errCorrupt, err)
 	}
 	if got := c.Digest.Algorithm().FromBytes(data); got != c.Digest {
-		return nil, fmt.Errorf("layer %s: chunk at %d of %q: %w: digest %s, the TOC says %s", sg.l.key, c.Offset, name, errCorrupt, got, c.Digest)
+		return nil, fmt.Errorf("layer %s: chunk at %d of %q: %w: digest %s, the TOC says %s", sg.src.key, c.Offset, name, errCorrupt, got, c.Digest)
 	}
-	sg.l.m.chunks.Add(chunkKey{sg.l.key, c.Offset, c.Inner}, data)
+	sg.chunkCache.Add(chunkKey{sg.src.key, c.Offset, c.Inner}, data)
 	return data, nil
 }
 
@@ -558,10 +562,10 @@ func (f *stargzTOCFile) ReadAt(_ context.Context, p []byte, off int64) (int, err
 		}
 	})
 	if f.err != nil {
-		return 0, fmt.Errorf("layer %s: %s: %w", f.sg.l.key, estargz.TOCTarName, f.err)
+		return 0, fmt.Errorf("layer %s: %s: %w", f.sg.src.key, estargz.TOCTarName, f.err)
 	}
 	if off < 0 {
-		return 0, fmt.Errorf("layer %s: negative offset %d", f.sg.l.key, off)
+		return 0, fmt.Errorf("layer %s: negative offset %d", f.sg.src.key, off)
 	}
 	if off >= f.size {
 		return 0, io.EOF

@@ -54,7 +54,7 @@ func TestEStargz(t *testing.T) {
 			lo.TOCDigest = tocDigest
 		}
 		m := newTestManager(t, Options{})
-		l := m.Layer("sha256:sg", blob, lo)
+		l := m.Layer("sha256:sg", UncachedBlob(blob), lo)
 		x, err := l.Index(ctx)
 		if err != nil {
 			t.Fatalf("Index: %v", err)
@@ -99,10 +99,10 @@ func TestEStargz(t *testing.T) {
 
 	// A wrong TOC digest is refused; a corrupted chunk is an error, not data.
 	m := newTestManager(t, Options{})
-	if _, err := m.Layer("bad-toc", newMemBlob(blobData), LayerOptions{TOCDigest: "sha256:" + strings.Repeat("0", 64)}).Index(ctx); err == nil {
+	if _, err := m.Layer("bad-toc", UncachedBlob(newMemBlob(blobData)), LayerOptions{TOCDigest: "sha256:" + strings.Repeat("0", 64)}).Index(ctx); err == nil {
 		t.Error("Index with a wrong TOC digest: got no error")
 	}
-	l := m.Layer("ok", newMemBlob(blobData), LayerOptions{TOCDigest: tocDigest})
+	l := m.Layer("ok", UncachedBlob(newMemBlob(blobData)), LayerOptions{TOCDigest: tocDigest})
 	x, err := l.Index(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func TestEStargz(t *testing.T) {
 	ce := sg.chunks[e.Name][0]
 	bad := append([]byte(nil), blobData...)
 	// Rewrite the chunk with other content of the same size, validly compressed.
-	bl := m.Layer("tampered", newMemBlob(bad), LayerOptions{TOCDigest: tocDigest})
+	bl := m.Layer("tampered", UncachedBlob(newMemBlob(bad)), LayerOptions{TOCDigest: tocDigest})
 	if _, err := bl.Index(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestEStargzPrefetchReadsOnlyTOC(t *testing.T) {
 	blobData, tocDigest := buildStargz(t, makeTar(t, files), 32<<10)
 	blob := newMemBlob(blobData)
 	m := newTestManager(t, Options{})
-	l := m.Layer("sha256:sg-prefetch", blob, LayerOptions{TOCDigest: tocDigest})
+	l := m.Layer("sha256:sg-prefetch", UncachedBlob(blob), LayerOptions{TOCDigest: tocDigest})
 	l.Prefetch(ctx)
 	l.Prefetch(ctx) // a second call while the first runs starts nothing more
 	x, err := l.Index(ctx)

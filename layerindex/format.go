@@ -1,8 +1,6 @@
 package layerindex
 
 import (
-	"github.com/regfs/regfs/blobio"
-
 	"bytes"
 	"context"
 	"fmt"
@@ -37,7 +35,7 @@ var (
 
 // detectFormat looks at the first bytes of a blob. Anything that is neither
 // gzip nor zstd is taken as an uncompressed tar; the tar reader judges it.
-func detectFormat(ctx context.Context, blob blobio.ReaderAt) (Format, error) {
+func detectFormat(ctx context.Context, blob Blob) (Format, error) {
 	var head [4]byte
 	n := int64(len(head))
 	if s := blob.Size(); s < n {
@@ -46,7 +44,7 @@ func detectFormat(ctx context.Context, blob blobio.ReaderAt) (Format, error) {
 	if n == 0 {
 		return FormatTar, nil
 	}
-	got, err := readExact(ctx, blob, head[:n], 0)
+	got, err := blob.ReadExact(ctx, head[:n], 0)
 	if err != nil && !(err == io.EOF && int64(got) == n) {
 		return 0, fmt.Errorf("read blob header: %w", err)
 	}

@@ -30,7 +30,7 @@ func TestHardlinkIntoLowerLayer(t *testing.T) {
 	}
 	upper := makeTar(t, upperFiles)
 
-	baseLayer := newTestManager(t, Options{}).Layer("base", newMemBlob(gzipOf(t, base, 6)), LayerOptions{})
+	baseLayer := newTestManager(t, Options{}).Layer("base", UncachedBlob(newMemBlob(gzipOf(t, base, 6))), LayerOptions{})
 	if _, err := baseLayer.Index(ctx); err != nil {
 		t.Fatalf("base Index: %v", err)
 	}
@@ -49,7 +49,7 @@ func TestHardlinkIntoLowerLayer(t *testing.T) {
 
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newTestManager(t, Options{}).Layer("upper", newMemBlob(tc.blob), tc.lo)
+			l := newTestManager(t, Options{}).Layer("upper", UncachedBlob(newMemBlob(tc.blob)), tc.lo)
 			x, err := l.Index(ctx)
 			if err != nil {
 				t.Fatalf("Index: %v", err)
@@ -85,13 +85,13 @@ func TestEStargzMatchesGzipIndex(t *testing.T) {
 	ctx := context.Background()
 	tarData, _ := randomTree(t, 9, 30, 40<<10)
 	blob, _ := buildStargz(t, tarData, 8<<10)
-	sgl := newTestManager(t, Options{}).Layer("sg", newMemBlob(blob), LayerOptions{})
+	sgl := newTestManager(t, Options{}).Layer("sg", UncachedBlob(newMemBlob(blob)), LayerOptions{})
 	sgIdx, err := sgl.Index(ctx)
 	if err != nil {
 		t.Fatalf("eStargz Index: %v", err)
 	}
 	// The same blob read as plain gzip: a Layer whose eStargz check is done and negative.
-	gl := newTestManager(t, Options{}).Layer("gz", newMemBlob(blob), LayerOptions{})
+	gl := newTestManager(t, Options{}).Layer("gz", UncachedBlob(newMemBlob(blob)), LayerOptions{})
 	gl.sgState.checked = true
 	gzIdx, err := gl.Index(ctx)
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 func indexOf(t *testing.T, blob []byte) (*Layer, *Index, error) {
 	t.Helper()
 	m := newTestManager(t, Options{})
-	l := m.Layer("k", newMemBlob(blob), LayerOptions{})
+	l := m.Layer("k", UncachedBlob(newMemBlob(blob)), LayerOptions{})
 	x, err := l.Index(context.Background())
 	return l, x, err
 }
@@ -61,7 +61,7 @@ func TestHostileNames(t *testing.T) {
 		}
 	}
 	m := newTestManager(t, Options{})
-	l := m.Layer("k", newMemBlob(gzipOf(t, makeTar(t, files), 6)), LayerOptions{})
+	l := m.Layer("k", UncachedBlob(newMemBlob(gzipOf(t, makeTar(t, files), 6))), LayerOptions{})
 	x, _ = l.Index(ctx)
 	hm, _ := x.Lookup("hl-missing")
 	if _, err := l.OpenFile(ctx, hm); !errors.Is(err, fs.ErrNotExist) {
@@ -89,7 +89,7 @@ func TestReplacementRules(t *testing.T) {
 		dir("./"),
 	}
 	m := newTestManager(t, Options{})
-	l := m.Layer("k", newMemBlob(makeTar(t, files)), LayerOptions{})
+	l := m.Layer("k", UncachedBlob(newMemBlob(makeTar(t, files))), LayerOptions{})
 	x, err := l.Index(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +142,7 @@ func TestHugePAXHeader(t *testing.T) {
 	}
 	copy(hdr[148:156], []byte(fmtOctal(sum)))
 	m := newTestManager(t, Options{})
-	l := m.Layer("k", newMemBlob(gzipOf(t, tarData, 6)), LayerOptions{})
+	l := m.Layer("k", UncachedBlob(newMemBlob(gzipOf(t, tarData, 6))), LayerOptions{})
 	if _, err := l.Index(ctx); !errors.Is(err, tar.ErrFieldTooLong) {
 		t.Errorf("Index of a tar with a 2 MiB PAX header: got %v, want tar.ErrFieldTooLong", err)
 	}
@@ -178,7 +178,7 @@ func TestCorruptGzipLayer(t *testing.T) {
 	}
 	for name, blob := range cases {
 		m := newTestManager(t, Options{})
-		l := m.Layer(name, newMemBlob(blob), LayerOptions{})
+		l := m.Layer(name, UncachedBlob(newMemBlob(blob)), LayerOptions{})
 		_, err := l.Index(ctx)
 		if err == nil || !(errors.Is(err, errCorrupt) || errors.Is(err, errTruncated)) {
 			t.Errorf("%s: Index: got %v, want a corrupt/truncated gzip error", name, err)
@@ -186,7 +186,7 @@ func TestCorruptGzipLayer(t *testing.T) {
 		if _, err := l.TarSize(ctx); err == nil {
 			t.Errorf("%s: TarSize: got no error", name)
 		}
-		if p := l.Progress(); !strings.HasPrefix(p.State, "failed: ") {
+		if p := l.Progress(); p.State != IndexFailed {
 			t.Errorf("%s: Progress: got %q, want failed", name, p.State)
 		}
 		// Sequential reading never returns bytes past the damage as valid:

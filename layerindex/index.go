@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"sort"
+
+	"github.com/klauspost/compress/flate"
 )
 
 // ErrBadTar means the layer decompresses fine but is not a tar this package
@@ -28,10 +30,11 @@ type layerIndex struct {
 }
 
 // checkpoint is a place a gzip stream can be resumed: at the start of a
-// deflate block, with the 32 KiB of output before it.
+// deflate block inside a member, with the 32 KiB of output before it.
 type checkpoint struct {
 	UOff   int64  // offset in the uncompressed tar stream
-	CBit   int64  // bit offset of the deflate block in the blob
+	COff   int64  // blob offset of the byte the deflate block starts in
+	Bit    uint8  // bits of that byte before the block (0-7)
 	Window []byte // the output before UOff, up to 32 KiB
 }
 
@@ -40,28 +43,30 @@ type zstdFrame struct {
 	COff, UOff int64
 }
 
-// checkpointFor returns the last checkpoint at or before off, ok false if
-// there is none (start from the beginning).
-func (x *layerIndex) checkpointFor(off int64) (checkpoint, bool) {
-	i := sort.Search(len(x.Checkpoints), func(i int) bool { return x.Checkpoints[i].UOff > off })
+// checkpointFor returns the last of cps (sorted by UOff) at or before off,
+// ok false if there is none (start from the beginning).
+func checkpointFor(cps []checkpoint, off int64) (checkpoint, bool) {
+	i := sort.Search(len(cps), func(i int) bool { return cps[i].UOff > off })
 	if i == 0 {
 		return checkpoint{}, false
 	}
-	return x.Checkpoints[i-1], true
+	return cps[i-1], true
 }
 
-func (x *layerIndex) frameFor(off int64) zstdFrame {
-	i := sort.Search(len(x.Frames), func(i int) bool { return x.Frames[i].UOff > off })
+// frameFor returns the last of frames (sorted by UOff) at or before off,
+// or the blob's start.
+func frameFor(frames []zstdFrame, off int64) zstdFrame {
+	i := sort.Search(len(frames), func(i int) bool { return frames[i].UOff > off })
 	if i == 0 {
 		return zstdFrame{}
 	}
-	return x.Frames[i-1]
+	return frames[i-1]
 }
 
 // progressReader counts blob bytes fetched by a pass into the Layer's progress.
 func (l *Layer) progressBlobReader(ctx context.Context, off int64) *blobReader {
 	br := newBlobReader(ctx, l.blob, off, l.m.opts.ReadSize)
-	br.onFill = func(n int64) { l.done.Add(n) }
+	br.onFill = func(n int64) { l.build.done.Add(n) }
 	return br
 }
 
@@ -88,20 +93,21 @@ func (l *Layer) buildIndex(ctx context.Context) (_ *layerIndex, err error) {
 	case FormatTar:
 		return l.buildTarIndex(ctx, idx)
 	case FormatGzip:
-		inf := newInflater(l.progressBlobReader(ctx, 0))
-		share := l.startShare()
-		defer func() { l.finishShare(share, err == nil) }()
+		gz := newGzipStream(l.progressBlobReader(ctx, 0))
+		share := l.share.start()
+		defer func() { l.share.finish(share, err == nil) }()
 		spacing, last := l.m.opts.Spacing, int64(0)
-		inf.onBlock = func() {
-			if u := inf.uoff(); u-last >= spacing {
-				idx.Checkpoints = append(idx.Checkpoints, checkpoint{UOff: u, CBit: inf.bitOffset(), Window: inf.window()})
+		gz.onCheckpoint = func(cp flate.InflateCheckpoint) {
+			if u := cp.UncompressedOffset; u-last >= spacing {
+				idx.Checkpoints = append(idx.Checkpoints, checkpoint{UOff: u, COff: cp.CompressedOffset, Bit: cp.BitOffset,
+					Window: append([]byte(nil), cp.Window...)})
 				share.checkpointed(idx.Checkpoints)
 				last = u
 			}
 		}
 		// Every byte of the stream goes through the tee: TarReaders open
 		// meanwhile read it from there rather than inflating it again.
-		src = &teeShare{ctx: ctx, r: readerFunc(inf.read), l: l, s: share}
+		src = &teeShare{ctx: ctx, r: readerFunc(gz.read), ps: &l.share, s: share}
 	case FormatZstd:
 		zs, err := newZstdFrameStream(l.progressBlobReader(ctx, 0))
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"io/fs"
@@ -40,7 +41,7 @@ func TestIndexEveryFormat(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newTestManager(t, Options{ReadSize: 64 << 10, Spacing: 128 << 10})
 			blob := newMemBlob(tc.blob)
-			l := m.Layer("sha256:"+tc.name, blob, LayerOptions{})
+			l := m.Layer("sha256:"+tc.name, UncachedBlob(blob), LayerOptions{})
 			x, err := l.Index(ctx)
 			if err != nil {
 				t.Fatalf("Index: %v", err)
@@ -99,7 +100,7 @@ func TestCheckpointReadFetchesLittle(t *testing.T) {
 	blob := newMemBlob(gzipOf(t, tarData, gzip.DefaultCompression))
 	const spacing, readSize = 256 << 10, 64 << 10
 	m := newTestManager(t, Options{ReadSize: readSize, Spacing: spacing})
-	l := m.Layer("k", blob, LayerOptions{})
+	l := m.Layer("k", UncachedBlob(blob), LayerOptions{})
 	x, err := l.Index(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -140,12 +141,12 @@ func TestPersistedIndexNeedsNoBlobReads(t *testing.T) {
 	for _, tc := range blobCases(t, tarData) {
 		blob := newMemBlob(tc.blob)
 		m1 := newTestManager(t, Options{Dir: dir, Spacing: 64 << 10})
-		if _, err := m1.Layer("sha256:"+tc.name, blob, LayerOptions{}).Index(ctx); err != nil {
+		if _, err := m1.Layer("sha256:"+tc.name, UncachedBlob(blob), LayerOptions{}).Index(ctx); err != nil {
 			t.Fatalf("%s: Index: %v", tc.name, err)
 		}
 		blob.reset()
 		m2 := newTestManager(t, Options{Dir: dir})
-		l := m2.Layer("sha256:"+tc.name, blob, LayerOptions{})
+		l := m2.Layer("sha256:"+tc.name, UncachedBlob(blob), LayerOptions{})
 		x, err := l.Index(ctx)
 		if err != nil {
 			t.Fatalf("%s: Index from disk: %v", tc.name, err)
@@ -171,7 +172,7 @@ func TestPersistedIndexNeedsNoBlobReads(t *testing.T) {
 	}
 	blob := newMemBlob(blobCases(t, tarData)[1].blob)
 	m3 := newTestManager(t, Options{Dir: dir})
-	if _, err := m3.Layer("sha256:gzip", blob, LayerOptions{}).Index(ctx); err != nil {
+	if _, err := m3.Layer("sha256:gzip", UncachedBlob(blob), LayerOptions{}).Index(ctx); err != nil {
 		t.Fatalf("Index after damage: %v", err)
 	}
 	if calls, _ := blob.counts(); calls == 0 {
@@ -187,8 +188,8 @@ func TestSingleFlightAndProgress(t *testing.T) {
 	tarData, _ := randomTree(t, 13, 40, 100<<10)
 	blob := newMemBlob(gzipOf(t, tarData, 6))
 	m := newTestManager(t, Options{})
-	l := m.Layer("k", blob, LayerOptions{})
-	if l2 := m.Layer("k", newMemBlob(nil), LayerOptions{}); l2 != l {
+	l := m.Layer("k", UncachedBlob(blob), LayerOptions{})
+	if l2 := m.Layer("k", UncachedBlob(newMemBlob(nil)), LayerOptions{}); l2 != l {
 		t.Fatal("Layer: second call for a key gave a different Layer")
 	}
 	if p := l.Progress(); p.State != "idle" {
@@ -212,7 +213,7 @@ func TestSingleFlightAndProgress(t *testing.T) {
 		t.Errorf("Progress after: got %+v, want ready with Done >= Total = %d", p, len(blob.data))
 	}
 	// A waiter whose ctx ends stops waiting, the pass goes on.
-	l2 := m.Layer("k2", newMemBlob(gzipOf(t, tarData, 6)), LayerOptions{})
+	l2 := m.Layer("k2", UncachedBlob(newMemBlob(gzipOf(t, tarData, 6))), LayerOptions{})
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	if _, err := l2.Index(cctx); !errors.Is(err, context.Canceled) {
@@ -229,7 +230,7 @@ func TestIndexLRUBound(t *testing.T) {
 	tarData, _ := randomTree(t, 14, 5, 10<<10)
 	m := newTestManager(t, Options{MaxIndexes: 2})
 	for _, k := range []string{"a", "b", "c"} {
-		if _, err := m.Layer(k, newMemBlob(gzipOf(t, tarData, 6)), LayerOptions{}).Index(ctx); err != nil {
+		if _, err := m.Layer(k, UncachedBlob(newMemBlob(gzipOf(t, tarData, 6))), LayerOptions{}).Index(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -238,5 +239,46 @@ func TestIndexLRUBound(t *testing.T) {
 	}
 	if _, ok := m.indexes.Peek("a"); ok {
 		t.Errorf("oldest index still loaded")
+	}
+}
+
+// An index persisted by an older version of the format (version 1 held
+// checkpoints as one bit offset) is ignored and rebuilt, and the rebuilt
+// one is saved in the current version.
+func TestPersistedIndexOldVersionRebuilt(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	tarData, files := randomTree(t, 12, 30, 100<<10)
+	gz := blobCases(t, tarData)[1]
+	m1 := newTestManager(t, Options{Dir: dir, Spacing: 64 << 10})
+	if _, err := m1.Layer("sha256:"+gz.name, UncachedBlob(newMemBlob(gz.blob)), LayerOptions{}).Index(ctx); err != nil {
+		t.Fatalf("Index: %v", err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "*.idx"))
+	if len(names) != 1 {
+		t.Fatalf("got %d index files, want 1", len(names))
+	}
+	data, _ := os.ReadFile(names[0])
+	binary.LittleEndian.PutUint32(data[8:], persistVersion-1)
+	if err := os.WriteFile(names[0], data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	blob := newMemBlob(gz.blob)
+	m2 := newTestManager(t, Options{Dir: dir})
+	l := m2.Layer("sha256:"+gz.name, UncachedBlob(blob), LayerOptions{})
+	x, err := l.Index(ctx)
+	if err != nil {
+		t.Fatalf("Index over an old index file: %v", err)
+	}
+	if calls, _ := blob.counts(); calls == 0 {
+		t.Errorf("old index file was trusted: 0 blob reads, want a rebuild")
+	}
+	e, _ := x.Lookup(cleanName(files[10].hdr.Name))
+	if got := readFile(ctx, t, l, e); !bytes.Equal(got, files[10].body) {
+		t.Errorf("file from rebuilt index: wrong bytes")
+	}
+	data, _ = os.ReadFile(names[0])
+	if v := binary.LittleEndian.Uint32(data[8:]); v != persistVersion {
+		t.Errorf("rebuilt index saved as version %d, want %d", v, persistVersion)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
 	"github.com/sirupsen/logrus"
 
@@ -49,7 +50,7 @@ func realisticBlob(b *testing.B) []byte {
 	return realisticData.gz
 }
 
-func drainInflater(b *testing.B, f *inflater, buf []byte) {
+func drainInflater(b *testing.B, f *gzipStream, buf []byte) {
 	for {
 		_, err := f.read(buf)
 		if errors.Is(err, io.EOF) {
@@ -69,19 +70,19 @@ func BenchmarkRealisticInflate(b *testing.B) {
 		gz := realisticBlob(b)
 		buf := make([]byte, 256<<10)
 		for b.Loop() {
-			drainInflater(b, newInflater(newBlobReader(context.Background(), newMemBlob(gz), 0, 1<<20)), buf)
+			drainInflater(b, newGzipStream(newBlobReader(context.Background(), newMemBlob(gz), 0, 1<<20)), buf)
 		}
 	})
 	b.Run("ours-checkpoints", func(b *testing.B) {
 		gz := realisticBlob(b)
 		buf := make([]byte, 256<<10)
 		for b.Loop() {
-			f := newInflater(newBlobReader(context.Background(), newMemBlob(gz), 0, 1<<20))
+			f := newGzipStream(newBlobReader(context.Background(), newMemBlob(gz), 0, 1<<20))
 			var cps []checkpoint
 			last := int64(0)
-			f.onBlock = func() {
-				if u := f.uoff(); u-last >= defaultSpacing {
-					cps = append(cps, checkpoint{UOff: u, CBit: f.bitOffset(), Window: f.window()})
+			f.onCheckpoint = func(cp flate.InflateCheckpoint) {
+				if u := cp.UncompressedOffset; u-last >= defaultSpacing {
+					cps = append(cps, checkpoint{UOff: u, COff: cp.CompressedOffset, Bit: cp.BitOffset, Window: append([]byte(nil), cp.Window...)})
 					last = u
 				}
 			}
@@ -118,7 +119,7 @@ func BenchmarkRealisticInflate(b *testing.B) {
 		gz := realisticBlob(b)
 		for b.Loop() {
 			m, _ := NewManager(Options{})
-			if _, err := m.Layer("k", newMemBlob(gz), LayerOptions{}).Index(context.Background()); err != nil {
+			if _, err := m.Layer("k", UncachedBlob(newMemBlob(gz)), LayerOptions{}).Index(context.Background()); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -9,13 +9,15 @@ import (
 	"testing"
 
 	stdgzip "compress/gzip"
+
+	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
 )
 
 func inflateAll(t testing.TB, blob []byte, span int64) ([]byte, error) {
 	t.Helper()
 	br := newBlobReader(context.Background(), newMemBlob(blob), 0, span)
-	f := newInflater(br)
+	f := newGzipStream(br)
 	var out []byte
 	buf := make([]byte, 100<<10)
 	for {
@@ -88,10 +90,11 @@ func TestInflateResume(t *testing.T) {
 	for _, blob := range [][]byte{stdGzip(t, data, 6), gzipOf(t, data, gzip.BestSpeed), gzipMembers(t, data, 3), stdGzip(t, data, 0)} {
 		mb := newMemBlob(blob)
 		br := newBlobReader(context.Background(), mb, 0, 64<<10)
-		f := newInflater(br)
+		f := newGzipStream(br)
 		var cps []checkpoint
-		f.onBlock = func() {
-			cps = append(cps, checkpoint{UOff: f.uoff(), CBit: f.bitOffset(), Window: f.window()})
+		f.onCheckpoint = func(cp flate.InflateCheckpoint) {
+			cps = append(cps, checkpoint{UOff: cp.UncompressedOffset, COff: cp.CompressedOffset, Bit: cp.BitOffset,
+				Window: append([]byte(nil), cp.Window...)})
 		}
 		buf := make([]byte, 32<<10)
 		for {
@@ -107,15 +110,15 @@ func TestInflateResume(t *testing.T) {
 			t.Fatalf("got %d checkpoints, want several", len(cps))
 		}
 		for _, cp := range cps {
-			br := newBlobReader(context.Background(), mb, cp.CBit/8, 64<<10)
-			r, err := resumeInflater(br, cp.CBit, cp.UOff, cp.Window)
+			br := newBlobReader(context.Background(), mb, cp.COff, 64<<10)
+			r, err := resumeGzipStream(nil, br, cp)
 			if err != nil {
 				t.Fatalf("resume at %d: %v", cp.UOff, err)
 			}
 			got := make([]byte, min(100000, int64(len(data))-cp.UOff))
 			n, err := io.ReadFull(readerFunc(r.read), got)
 			if err != nil || !bytes.Equal(got[:n], data[cp.UOff:cp.UOff+int64(n)]) {
-				t.Fatalf("resume at %d (bit %d): got %d bytes, err %v, equal %v", cp.UOff, cp.CBit, n, err, bytes.Equal(got[:n], data[cp.UOff:cp.UOff+int64(n)]))
+				t.Fatalf("resume at %d (byte %d bit %d): got %d bytes, err %v, equal %v", cp.UOff, cp.COff, cp.Bit, n, err, bytes.Equal(got[:n], data[cp.UOff:cp.UOff+int64(n)]))
 			}
 		}
 	}

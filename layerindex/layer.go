@@ -1,8 +1,6 @@
 package layerindex
 
 import (
-	"github.com/regfs/regfs/blobio"
-
 	"context"
 	"errors"
 	"fmt"
@@ -12,39 +10,25 @@ import (
 
 // Layer is one blob's uncompressed views. Get it from Manager.Layer; it is
 // safe for concurrent use and shared by everything that reads the blob.
+//
+// Its parts: the index pass (build, build.go), the pass's output shared
+// with TarReaders (share, passshare.go), the eStargz TOC (sgState,
+// estargz.go); decoding restarts through a decoder (decoder.go) and runs
+// on cursors from the Manager's pool (cursor.go, cursorpool.go).
 type Layer struct {
 	m     *Manager
 	key   string
-	blob  blobio.ReaderAt
+	blob  Blob
 	lopts LayerOptions
 
 	formatOnce sync.Once
 	format     Format
 	formatErr  error
 
-	// Lock order: mu, then a cursor's mu (never the other way round).
-	mu          sync.Mutex
-	building    *build    // the running index pass, nil when none
-	prefetching bool      // a Prefetch is settling eStargz before any pass
-	lastErr     error     // how the last pass ended
-	pool        []*cursor // shared cursors for TarReadAt, most recent last
-
+	build       indexBuild
+	share       passSharing
 	sgState     stargzState
 	noDiskIndex atomic.Bool // no persisted index was found
-	sgOpen      atomic.Bool // the eStargz TOC is read: the layer's index needs no pass
-
-	share      atomic.Pointer[passShare] // the gzip pass's output, for TarReaders (inflateshare.go)
-	tarReaders atomic.Int32              // open TarReaders
-
-	done  atomic.Int64 // blob bytes read by the running (or last) pass
-	state atomic.Value // string: "idle", "building", "ready", "failed: ..."
-}
-
-// build is one index pass; waiters hold it, the Layer forgets it when done.
-type build struct {
-	done chan struct{}
-	idx  *layerIndex
-	err  error
 }
 
 // Key returns the blob key this Layer was made for.
@@ -68,34 +52,15 @@ func (l *Layer) Format(ctx context.Context) (Format, error) {
 	return l.format, nil
 }
 
-// Progress is the state of a layer's index, for status files.
-type Progress struct {
-	// State is "idle" (no index asked for yet), "building", "ready" (built,
-	// loaded from disk, or an eStargz TOC read) or "failed: <error>".
-	State string `json:"state"`
-	// Done is how far into the stored blob the index pass has got: the
-	// bytes it read, or for an uncompressed tar, whose pass reads only the
-	// headers, the offset of the last header read.
-	Done  int64 `json:"done"`
-	Total int64 `json:"total"` // blob size
+// source is what the layer's decoders read.
+func (l *Layer) source() blobSource {
+	return blobSource{key: l.key, blob: l.blob, readSize: l.m.opts.ReadSize}
 }
 
-// Progress reports the index pass; cheap, never does I/O or waits on it.
-func (l *Layer) Progress() Progress {
-	s, _ := l.state.Load().(string)
-	if s == "" {
-		s = "idle"
-		if _, ok := l.m.indexes.Peek(l.key); ok || l.sgOpen.Load() {
-			s = "ready"
-		}
-	}
-	p := Progress{State: s, Done: l.done.Load(), Total: l.blob.Size()}
-	if s == "ready" {
-		// A ready index may have come from disk or the TOC with no pass, or
-		// its pass may not have counted its last bytes yet: it is all done.
-		p.Done = p.Total
-	}
-	return p
+// decoderFor returns the layer's decoder with the restart points of idx
+// (nil: none). The format must be known: Format returned without error.
+func (l *Layer) decoderFor(idx *layerIndex) decoder {
+	return newDecoder(l.format, l.source(), idx)
 }
 
 // Prefetch gets the layer's index ready in the background and returns at
@@ -103,16 +68,12 @@ func (l *Layer) Progress() Progress {
 // index; a pass would fetch the whole blob), otherwise it starts the index
 // pass if no index is loaded or being built.
 func (l *Layer) Prefetch(ctx context.Context) {
-	if _, ok := l.m.indexes.Get(l.key); ok || l.sgOpen.Load() {
+	if _, ok := l.m.indexes.Get(l.key); ok || l.sgState.opened.Load() {
 		return
 	}
-	l.mu.Lock()
-	if l.building != nil || l.prefetching {
-		l.mu.Unlock()
+	if !l.build.beginPrefetch() {
 		return
 	}
-	l.prefetching = true
-	l.mu.Unlock()
 	jctx, cancel := l.m.jobContext(ctx)
 	go func() {
 		defer cancel()
@@ -121,64 +82,8 @@ func (l *Layer) Prefetch(ctx context.Context) {
 		if sg, err := l.stargz(jctx); err != nil || sg == nil {
 			l.startBuild(jctx)
 		}
-		l.mu.Lock()
-		l.prefetching = false
-		l.mu.Unlock()
+		l.build.endPrefetch()
 	}()
-}
-
-func (l *Layer) startBuild(ctx context.Context) *build {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.building != nil {
-		return l.building
-	}
-	if idx, ok := l.m.indexes.Peek(l.key); ok {
-		// Built or loaded since the caller looked (Prefetch looks before
-		// its eStargz check, which takes a round trip): no second pass.
-		b := &build{done: make(chan struct{}), idx: idx}
-		close(b.done)
-		return b
-	}
-	b := &build{done: make(chan struct{})}
-	l.building = b
-	l.state.Store("building")
-	l.done.Store(0)
-	jctx, cancel := l.m.jobContext(ctx)
-	go func() {
-		defer cancel()
-		b.idx, b.err = l.loadOrBuild(jctx)
-		l.mu.Lock()
-		l.building = nil
-		l.lastErr = b.err
-		if b.err != nil {
-			l.state.Store("failed: " + b.err.Error())
-		} else {
-			l.m.indexes.Add(l.key, b.idx)
-			l.state.Store("ready")
-		}
-		l.mu.Unlock()
-		close(b.done)
-	}()
-	return b
-}
-
-// index returns the layer's index, building it (once, shared) if needed.
-// A cancelled ctx stops the wait, not the shared pass.
-func (l *Layer) index(ctx context.Context) (*layerIndex, error) {
-	if idx, ok := l.m.indexes.Get(l.key); ok {
-		return idx, nil
-	}
-	b := l.startBuild(ctx)
-	select {
-	case <-b.done:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("wait for index of layer %s: %w", l.key, ctx.Err())
-	}
-	if b.err != nil {
-		return nil, b.err
-	}
-	return b.idx, nil
 }
 
 // loadedIndex returns the index if it is in memory or persisted, without

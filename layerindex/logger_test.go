@@ -31,7 +31,7 @@ func TestFailedSaveLogsOneLine(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			log, hook := logtest.NewNullLogger()
 			m := newTestManager(t, Options{Dir: notDir, Logger: log})
-			if _, err := m.Layer("sha256:k", newMemBlob(tc.blob), LayerOptions{}).Index(ctx); err != nil {
+			if _, err := m.Layer("sha256:k", UncachedBlob(newMemBlob(tc.blob)), LayerOptions{}).Index(ctx); err != nil {
 				t.Fatalf("Index: %v", err)
 			}
 			entries := hook.AllEntries()

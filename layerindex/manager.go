@@ -1,8 +1,6 @@
 package layerindex
 
 import (
-	"github.com/regfs/regfs/blobio"
-
 	"context"
 	"fmt"
 	"maps"
@@ -24,7 +22,9 @@ type Options struct {
 	// nil; "" (and no Store) keeps them in memory only. Created if missing.
 	Dir string
 	// ReadSize is the span read from a blob at a time on sequential passes,
-	// and the alignment of those reads. Default 1 MiB.
+	// and the alignment of those reads. It must equal the block size of the
+	// cache behind the layers' Blobs (the wiring derives it from the cache),
+	// so each read is whole cache blocks. Default 1 MiB.
 	ReadSize int64
 	// Spacing is the uncompressed distance between gzip checkpoints; a read
 	// at a random offset inflates at most this much before its first byte.
@@ -73,7 +73,7 @@ type Manager struct {
 	layers  map[string]*Layer
 	indexes *lru.Cache[string, *layerIndex]
 	chunks  *lru.Cache[chunkKey, []byte] // verified eStargz chunks
-	spans   *lru.Cache[spanKey, span]    // decoded spans; nil when disabled
+	spans   *spanCache                   // decoded spans; nil when disabled
 	cursors *cursorPool
 }
 
@@ -116,10 +116,8 @@ func NewManager(opts Options) (*Manager, error) {
 	if opts.SpanCacheBytes == 0 {
 		m.opts.SpanCacheBytes = defaultSpanCache
 	}
-	if n := m.opts.SpanCacheBytes / spanSize; n > 0 {
-		if m.spans, err = lru.New[spanKey, span](int(n)); err != nil {
-			return nil, fmt.Errorf("span cache: %w", err)
-		}
+	if m.spans, err = newSpanCache(m.opts.SpanCacheBytes); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -136,7 +134,7 @@ type LayerOptions struct {
 // Layer returns the shared Layer for key (the blob digest). The blob and
 // options of the first call for a key are kept; later calls get the same
 // Layer. It does no I/O.
-func (m *Manager) Layer(key string, blob blobio.ReaderAt, lo LayerOptions) *Layer {
+func (m *Manager) Layer(key string, blob Blob, lo LayerOptions) *Layer {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if l, ok := m.layers[key]; ok {

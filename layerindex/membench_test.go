@@ -74,7 +74,7 @@ func BenchmarkParallelRandomFiles(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	l := m.Layer("k", newMemBlob(gz), LayerOptions{})
+	l := m.Layer("k", UncachedBlob(newMemBlob(gz)), LayerOptions{})
 	x, err := l.Index(ctx)
 	if err != nil {
 		b.Fatal(err)

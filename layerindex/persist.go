@@ -26,7 +26,7 @@ import (
 // ignored and rebuilt. Files under Dir are written to a temp file and
 // renamed.
 const (
-	persistVersion = 1
+	persistVersion = 2 // 2: checkpoints as klauspost/compress/flate's (byte offset + bit)
 	idxMagic       = "RGFSIDX\x00"
 	tocMagic       = "RGFSTOC\x00"
 )

@@ -1,7 +1,9 @@
 package layerindex
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -41,12 +43,12 @@ func TestManagerProgress(t *testing.T) {
 
 	// The pass reads the eStargz footer, then the blob from the start.
 	gated := &gatedBlob{memBlob: newMemBlob(gz), from: 2 * readSize, to: int64(len(gz)) - 1024, open: make(chan struct{})}
-	building := m.Layer("building", gated, LayerOptions{})
-	m.Layer("idle", newMemBlob(gz), LayerOptions{})
+	building := m.Layer("building", UncachedBlob(gated), LayerOptions{})
+	m.Layer("idle", UncachedBlob(newMemBlob(gz)), LayerOptions{})
 	failing := &gatedBlob{memBlob: newMemBlob(gz), from: readSize, to: int64(len(gz)) - 1024, fail: errors.New("registry says no")}
-	failed := m.Layer("failed", failing, LayerOptions{})
+	failed := m.Layer("failed", UncachedBlob(failing), LayerOptions{})
 	sgBlob, _ := buildStargz(t, tarData, 64<<10)
-	sg := m.Layer("estargz", newMemBlob(sgBlob), LayerOptions{})
+	sg := m.Layer("estargz", UncachedBlob(newMemBlob(sgBlob)), LayerOptions{})
 
 	building.Prefetch(ctx)
 	if _, err := failed.Index(ctx); err == nil {
@@ -63,13 +65,14 @@ func TestManagerProgress(t *testing.T) {
 	got := m.Progress()
 	total := int64(len(gz))
 	for _, tc := range []struct {
-		key, state string
-		done       int64
+		key   string
+		state IndexState
+		done  int64
 	}{
-		{"building", "building", 2 * readSize},
-		{"idle", "idle", 0},
-		{"failed", "failed: ", readSize},
-		{"estargz", "ready", -1}, // ready: done is the whole blob, though only the TOC was read
+		{"building", IndexBuilding, 2 * readSize},
+		{"idle", IndexIdle, 0},
+		{"failed", IndexFailed, readSize},
+		{"estargz", IndexReady, -1}, // ready: done is the whole blob, though only the TOC was read
 	} {
 		p, ok := got[tc.key]
 		if !ok {
@@ -80,18 +83,26 @@ func TestManagerProgress(t *testing.T) {
 		if tc.done < 0 {
 			tc.done = want
 		}
-		if !strings.HasPrefix(p.State, tc.state) || p.Done != tc.done || p.Total != want {
+		if p.State != tc.state || p.Done != tc.done || p.Total != want {
 			t.Errorf("Progress[%s]: got %+v, want state %q done %d total %d", tc.key, p, tc.state, tc.done, want)
 		}
 	}
-	if p := got["failed"]; !strings.Contains(p.State, "registry says no") {
-		t.Errorf("Progress[failed]: got state %q, want the cause", p.State)
+	if p := got["failed"]; !strings.Contains(p.Err, "registry says no") {
+		t.Errorf("Progress[failed]: got error %q, want the cause", p.Err)
+	}
+	// Status files show a failed state with its cause, as one string.
+	if b, err := json.Marshal(got["failed"]); err != nil || !bytes.Contains(b, []byte(`"state":"failed: `)) || !bytes.Contains(b, []byte("registry says no")) {
+		t.Errorf("Progress[failed] as JSON: got %s, %v; want state \"failed: <cause>\"", b, err)
+	}
+	var back Progress
+	if b, _ := json.Marshal(got["failed"]); json.Unmarshal(b, &back) != nil || back != got["failed"] {
+		t.Errorf("Progress[failed] through JSON: got %+v, want %+v", back, got["failed"])
 	}
 	close(gated.open)
 	if _, err := building.Index(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if p := m.Progress()["building"]; p.State != "ready" || p.Done != total || p.Total != total {
+	if p := m.Progress()["building"]; p.State != IndexReady || p.Done != total || p.Total != total {
 		t.Errorf("Progress[building] after the pass: got %+v, want ready %d/%d", p, total, total)
 	}
 }
@@ -104,7 +115,7 @@ func TestStartBuildAfterReady(t *testing.T) {
 	tarData, _ := randomTree(t, 3, 10, 64<<10)
 	blob := newMemBlob(gzipOf(t, tarData, 6))
 	m := newTestManager(t, Options{})
-	l := m.Layer("sha256:ready-once", blob, LayerOptions{})
+	l := m.Layer("sha256:ready-once", UncachedBlob(blob), LayerOptions{})
 	if _, err := l.Index(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +129,7 @@ func TestStartBuildAfterReady(t *testing.T) {
 	if b.err != nil || b.idx == nil {
 		t.Errorf("startBuild after the index is ready: got %v, %v; want the index", b.idx, b.err)
 	}
-	if p := l.Progress(); p.State != "ready" || p.Done != p.Total {
+	if p := l.Progress(); p.State != IndexReady || p.Done != p.Total {
 		t.Errorf("progress: got %+v, want ready and done", p)
 	}
 	if calls, _ := blob.counts(); calls != 0 {

@@ -3,17 +3,16 @@ package layerindex
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
-// Decoded spans: a bounded LRU of the uncompressed tar stream, in aligned
-// spans, for the places a read can't cheaply restart. A zstd frame can
-// only be decoded from its start (klauspost's decoder has no state to save
-// and restore, unlike our inflater), so a blob stored as one big frame
-// would otherwise be decoded from byte 0 for every read that no cursor is
-// already near. Spans a read touched are kept, only where the restart point is further
-// back than 1.5 Options.Spacing; gzip (checkpoints) and many-framed zstd never
-// need them.
+// Decoded spans: a bounded LRU of the tar stream in aligned spans, for
+// blobs a read can't restart near (a zstd blob in one long frame). Only
+// spans a read touched are kept, and only where the restart point lies
+// more than 1.5 Options.Spacing back.
 
 // spanSize is the unit of the span cache.
 const spanSize = 256 << 10
@@ -36,17 +35,37 @@ func alignDown(off int64) int64 { return off - off%spanSize }
 // more than a checkpoint spacing (gzip checkpoints lie up to a deflate
 // block more than a spacing apart: those spans are not kept).
 func (l *Layer) worthCaching(off int64, idx *layerIndex) bool {
-	return l.m.spans != nil && off-l.restartPoint(off, idx) > l.m.opts.Spacing+l.m.opts.Spacing/2
+	return l.m.spans != nil && off-l.decoderFor(idx).restartPoint(off) > l.m.opts.Spacing+l.m.opts.Spacing/2
 }
 
-// cachedSpan copies into p what the span cache holds from off. It returns
-// io.EOF when off is at or past the end of the stream the cache knows of.
-func (l *Layer) cachedSpan(p []byte, off int64) (int, error) {
-	if l.m.spans == nil {
-		return 0, errNoSpan
+// spanCache is the Manager's decoded spans, across its layers.
+type spanCache struct {
+	lru *lru.Cache[spanKey, span]
+}
+
+func newSpanCache(bytes int64) (*spanCache, error) {
+	n := bytes / spanSize
+	if n <= 0 {
+		return nil, nil
 	}
+	c, err := lru.New[spanKey, span](int(n))
+	if err != nil {
+		return nil, fmt.Errorf("span cache: %w", err)
+	}
+	return &spanCache{c}, nil
+}
+
+// Len is the number of spans held.
+func (c *spanCache) Len() int { return c.lru.Len() }
+
+func (c *spanCache) contains(key string, off int64) bool { return c.lru.Contains(spanKey{key, off}) }
+
+// read copies into p what the cache holds of key's stream from off. It
+// returns io.EOF when off is at or past the end of the stream the cache
+// knows of, errNoSpan when it holds nothing there.
+func (c *spanCache) read(key string, p []byte, off int64) (int, error) {
 	start := alignDown(off)
-	s, ok := l.m.spans.Get(spanKey{l.key, start})
+	s, ok := c.lru.Get(spanKey{key, start})
 	if !ok {
 		return 0, errNoSpan
 	}
@@ -61,13 +80,18 @@ func (l *Layer) cachedSpan(p []byte, off int64) (int, error) {
 
 var errNoSpan = errors.New("span not cached")
 
-// storeSpan keeps a copy of data, the decoded bytes at aligned off.
-func (l *Layer) storeSpan(off int64, data []byte, last bool) {
-	k := spanKey{l.key, off}
-	if l.m.spans.Contains(k) {
-		return
+// add keeps data, the decoded bytes of key's stream at aligned off; the
+// cache owns data from here on.
+func (c *spanCache) add(key string, off int64, data []byte, last bool) {
+	c.lru.Add(spanKey{key, off}, span{data: data, last: last})
+}
+
+// cachedSpan is the span cache's read for l: errNoSpan if there is none.
+func (l *Layer) cachedSpan(p []byte, off int64) (int, error) {
+	if l.m.spans == nil {
+		return 0, errNoSpan
 	}
-	l.m.spans.Add(k, span{data: append([]byte(nil), data...), last: last})
+	return l.m.spans.read(l.key, p, off)
 }
 
 // keepSpans stores the spans a read of [from, to) touched, decoding on to
@@ -80,7 +104,7 @@ func (c *cursor) keepSpans(ctx context.Context, from, to int64, idx *layerIndex)
 		return
 	}
 	for s := alignDown(from); s < to; s += spanSize {
-		if !c.l.worthCaching(s, idx) || s < c.winOff || c.l.m.spans.Contains(spanKey{c.l.key, s}) {
+		if !c.l.worthCaching(s, idx) || s < c.winOff || c.l.m.spans.contains(c.l.key, s) {
 			continue
 		}
 		for c.end() < s+spanSize && !c.eof && c.s != nil {
@@ -92,7 +116,9 @@ func (c *cursor) keepSpans(ctx context.Context, from, to int64, idx *layerIndex)
 		if s < c.winOff || e <= s || e < s+spanSize && !c.eof {
 			continue
 		}
-		c.l.storeSpan(s, c.win[s-c.winOff:e-c.winOff], c.eof && e == c.end())
+		if !c.l.m.spans.contains(c.l.key, s) {
+			c.l.m.spans.add(c.l.key, s, append([]byte(nil), c.win[s-c.winOff:e-c.winOff]...), c.eof && e == c.end())
+		}
 	}
 }
 
@@ -130,7 +156,7 @@ func (t *spanTee) Read(p []byte) (int, error) {
 
 func (t *spanTee) flush(last bool) {
 	if t.l.worthCaching(t.off, t.idx) {
-		t.l.m.spans.Add(spanKey{t.l.key, t.off}, span{data: t.buf, last: last})
+		t.l.m.spans.add(t.l.key, t.off, t.buf, last)
 		t.buf = nil // stored: the next span gets a buffer of its own
 	} else {
 		t.buf = t.buf[:0]

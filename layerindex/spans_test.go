@@ -35,7 +35,7 @@ func TestZstdSingleFrameSpans(t *testing.T) {
 	t.Run("small layer", func(t *testing.T) {
 		blob := newMemBlob(blobData)
 		m := newTestManager(t, Options{Spacing: spacing, ReadSize: 64 << 10, SpanCacheBytes: 4 * int64(len(tarData))})
-		l := m.Layer("k", blob, LayerOptions{})
+		l := m.Layer("k", UncachedBlob(blob), LayerOptions{})
 		x, err := l.Index(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -70,7 +70,7 @@ func TestZstdSingleFrameSpans(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			blob := newMemBlob(blobData)
 			m := newTestManager(t, Options{Spacing: spacing, SpanCacheBytes: tc.spanCache})
-			l := m.Layer("k", blob, LayerOptions{})
+			l := m.Layer("k", UncachedBlob(blob), LayerOptions{})
 			x, err := l.Index(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -113,7 +113,7 @@ func TestGzipKeepsNoSpans(t *testing.T) {
 	ctx := context.Background()
 	tarData, files, _ := singleFrameLayer(t, 16, 128<<10)
 	m := newTestManager(t, Options{Spacing: 256 << 10})
-	l := m.Layer("k", newMemBlob(gzipOf(t, tarData, 6)), LayerOptions{})
+	l := m.Layer("k", UncachedBlob(newMemBlob(gzipOf(t, tarData, 6))), LayerOptions{})
 	x, err := l.Index(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -40,7 +40,7 @@ func TestIndexesInCacheStore(t *testing.T) {
 	c1 := openCache()
 	for _, tc := range cases {
 		m := newTestManager(t, Options{Store: c1})
-		if _, err := m.Layer("sha256:"+tc.name, newMemBlob(tc.blob), LayerOptions{}).Index(ctx); err != nil {
+		if _, err := m.Layer("sha256:"+tc.name, UncachedBlob(newMemBlob(tc.blob)), LayerOptions{}).Index(ctx); err != nil {
 			t.Fatalf("%s: Index: %v", tc.name, err)
 		}
 	}
@@ -53,7 +53,7 @@ func TestIndexesInCacheStore(t *testing.T) {
 	}
 	for _, tc := range cases {
 		blob := newMemBlob(tc.blob)
-		l := newTestManager(t, Options{Store: c2}).Layer("sha256:"+tc.name, blob, LayerOptions{})
+		l := newTestManager(t, Options{Store: c2}).Layer("sha256:"+tc.name, UncachedBlob(blob), LayerOptions{})
 		x, err := l.Index(ctx)
 		if err != nil {
 			t.Fatalf("%s: Index from the cache: %v", tc.name, err)

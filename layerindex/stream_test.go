@@ -61,7 +61,7 @@ func TestTarStream(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newTestManager(t, Options{ReadSize: 256 << 10, Spacing: 256 << 10})
 			blob := newMemBlob(tc.blob)
-			l := m.Layer("sha256:"+tc.name, blob, LayerOptions{})
+			l := m.Layer("sha256:"+tc.name, UncachedBlob(blob), LayerOptions{})
 			if got, err := l.Format(ctx); err != nil || got != tc.fmt {
 				t.Fatalf("Format: got %v, %v; want %v", got, err, tc.fmt)
 			}
@@ -114,7 +114,7 @@ func TestTarReaderBackwardWithinWindow(t *testing.T) {
 	tarData := makeTar(t, []tarFile{reg("big", content(rand.New(rand.NewSource(3)), 1<<20))})
 	blob := newMemBlob(gzipOf(t, tarData, gzip.DefaultCompression))
 	m := newTestManager(t, Options{})
-	r := m.Layer("k", blob, LayerOptions{}).NewTarReader()
+	r := m.Layer("k", UncachedBlob(blob), LayerOptions{}).NewTarReader()
 	defer r.Close()
 	p := make([]byte, 128<<10)
 	for _, off := range []int64{0, 256 << 10, 128 << 10, 512 << 10, 384 << 10} {

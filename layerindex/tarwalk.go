@@ -9,10 +9,8 @@ import (
 	"io"
 )
 
-// An uncompressed tar's index needs only its headers: archive/tar skips a
-// file's data with Seek when its reader can seek, then reads the data's last
-// byte (to notice a truncated archive) and the padding. Over a seekBlob that
-// costs one small ranged read per entry: the data is never fetched.
+// An uncompressed tar's index is read from its headers alone: archive/tar
+// seeks over a file's data, so a pass costs one small read per entry.
 
 // tarWalkWindow is what a seekBlob read fetches: enough for the data's last
 // byte, the padding and the next header together, and for several headers
@@ -86,12 +84,12 @@ func (s *seekBlob) Seek(off int64, whence int) (int64, error) {
 
 // buildTarIndex indexes an uncompressed tar blob from its headers alone.
 func (l *Layer) buildTarIndex(ctx context.Context, idx *layerIndex) (*layerIndex, error) {
-	sb := &seekBlob{ctx: ctx, blob: l.blob, size: l.blob.Size(), onMove: func(pos int64) { l.done.Store(pos) }}
+	sb := &seekBlob{ctx: ctx, blob: l.blob, size: l.blob.Size(), onMove: func(pos int64) { l.build.done.Store(pos) }}
 	tarIdx, tarErr := readTarIndexAt(sb, l.m.opts.MaxEntries)
 	if sb.err != nil {
 		return nil, sb.err // the blob, not the tar, is broken
 	}
-	l.done.Store(sb.size)
+	l.build.done.Store(sb.size)
 	idx.TarSize = sb.size
 	idx.Tar = tarIdx
 	if tarErr != nil {

@@ -45,12 +45,12 @@ func TestTarWalkMatchesStream(t *testing.T) {
 	ctx := context.Background()
 	tarData := oddTar(t)
 	blob := newMemBlob(tarData)
-	tl := newTestManager(t, Options{}).Layer("tar", blob, LayerOptions{})
+	tl := newTestManager(t, Options{}).Layer("tar", UncachedBlob(blob), LayerOptions{})
 	tx, err := tl.Index(ctx)
 	if err != nil {
 		t.Fatalf("tar Index: %v", err)
 	}
-	gl := newTestManager(t, Options{}).Layer("gz", newMemBlob(gzipOf(t, tarData, 6)), LayerOptions{})
+	gl := newTestManager(t, Options{}).Layer("gz", UncachedBlob(newMemBlob(gzipOf(t, tarData, 6))), LayerOptions{})
 	gx, err := gl.Index(ctx)
 	if err != nil {
 		t.Fatalf("gzip Index: %v", err)
@@ -113,7 +113,7 @@ func TestTarWalkErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newMemBlob(tc.blob)
 			b.fail = tc.fail
-			l := newTestManager(t, Options{}).Layer("k", b, LayerOptions{})
+			l := newTestManager(t, Options{}).Layer("k", UncachedBlob(b), LayerOptions{})
 			_, err := l.Index(ctx)
 			if !errors.Is(err, tc.wantErr) {
 				t.Errorf("Index: got %v, want %v", err, tc.wantErr)
@@ -121,7 +121,7 @@ func TestTarWalkErrors(t *testing.T) {
 		})
 	}
 	// The blob error happens after the format check: fail reads past the start.
-	l := newTestManager(t, Options{}).Layer("late", &gatedBlob{memBlob: newMemBlob(tarData), from: 512, to: int64(len(tarData)), fail: blobErr}, LayerOptions{})
+	l := newTestManager(t, Options{}).Layer("late", UncachedBlob(&gatedBlob{memBlob: newMemBlob(tarData), from: 512, to: int64(len(tarData)), fail: blobErr}), LayerOptions{})
 	if _, err := l.Index(ctx); !errors.Is(err, blobErr) || errors.Is(err, ErrBadTar) {
 		t.Errorf("Index with reads failing after the first header: got %v, want the blob's error", err)
 	}

@@ -30,7 +30,7 @@ func TestHardlinkIntoLowerLayer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return m.Layer(key, memBlob(l.Blob), layerindex.LayerOptions{TOCDigest: tocDigest})
+		return m.Layer(key, layerindex.UncachedBlob(memBlob(l.Blob)), layerindex.LayerOptions{TOCDigest: tocDigest})
 	}
 	base := open("base", build(registrytest.Gzip, registrytest.Dir("app"), registrytest.File("app/main.sh", "#!/bin/sh\necho main\n")), "")
 	baseIdx, err := base.Index(ctx)

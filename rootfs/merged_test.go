@@ -35,7 +35,7 @@ func indexOf(t *testing.T, key string, tarData []byte) *layerindex.Index {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := m.Layer(key, memBlob(tarData), layerindex.LayerOptions{}).Index(context.Background())
+	x, err := m.Layer(key, layerindex.UncachedBlob(memBlob(tarData)), layerindex.LayerOptions{}).Index(context.Background())
 	if err != nil {
 		t.Fatalf("index %s: %v", key, err)
 	}

@@ -87,7 +87,7 @@ func (l *Layer) Index(ctx context.Context) (*layerindex.Layer, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ix == nil {
-		var src blobio.ReaderAt = b
+		src := layerindex.UncachedBlob(b)
 		if l.s.cache != nil {
 			// Long-lived: the Manager keeps the Layer, and with it this reader.
 			src = l.s.cache.OpenWith(b, l.s.indexReads)

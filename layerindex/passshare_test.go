@@ -62,7 +62,7 @@ func TestTarReaderSharesPass(t *testing.T) {
 			smallShare(t, tc.ring, 5*time.Second)
 			blob := newMemBlob(tc.gz)
 			m, _ := NewManager(Options{ReadSize: 64 << 10, Spacing: 256 << 10})
-			l := m.Layer("k", blob, LayerOptions{})
+			l := m.Layer("k", UncachedBlob(blob), LayerOptions{})
 			var trs []*TarReader
 			for i := 0; i < tc.readers; i++ {
 				trs = append(trs, l.NewTarReader())
@@ -100,7 +100,7 @@ func TestTarReaderSharesPass(t *testing.T) {
 			if fetched > passes*int64(len(tc.gz))+int64(len(tc.gz))/10 {
 				t.Errorf("blob bytes read: got %d, want about %d (%d pass(es) at most)", fetched, len(tc.gz), passes)
 			}
-			if l.share.Load() != nil {
+			if l.share.cur.Load() != nil {
 				t.Errorf("share still held after the pass and its readers ended")
 			}
 			rng := rand.New(rand.NewSource(1))
@@ -125,7 +125,7 @@ func TestTarReaderLeftBehind(t *testing.T) {
 	tarData, _ := randomTree(t, 6, 30, 512<<10)
 	gz := gzipOf(t, tarData, gzip.BestSpeed)
 	m, _ := NewManager(Options{ReadSize: 64 << 10, Spacing: 256 << 10})
-	l := m.Layer("k", newMemBlob(gz), LayerOptions{})
+	l := m.Layer("k", UncachedBlob(newMemBlob(gz)), LayerOptions{})
 	tr := l.NewTarReader()
 	defer tr.Close()
 	p := make([]byte, 10000)
@@ -154,7 +154,7 @@ func TestTarReaderWaitCancelled(t *testing.T) {
 	blob := &heldBlob{memBlob: newMemBlob(gz), gate: int64(len(gz)) / 2, open: make(chan struct{})}
 	defer close(blob.open)
 	m, _ := NewManager(Options{ReadSize: 16 << 10})
-	l := m.Layer("k", blob, LayerOptions{})
+	l := m.Layer("k", UncachedBlob(blob), LayerOptions{})
 	tr := l.NewTarReader()
 	defer tr.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -178,7 +178,7 @@ func TestTarReaderPassFails(t *testing.T) {
 	bad[len(bad)/2] ^= 0x5a
 	m, _ := NewManager(Options{ReadSize: 16 << 10})
 	blob := newMemBlob(bad)
-	l := m.Layer("k", blob, LayerOptions{})
+	l := m.Layer("k", UncachedBlob(blob), LayerOptions{})
 	tr := l.NewTarReader()
 	defer tr.Close()
 	var got []byte
@@ -247,7 +247,7 @@ func TestTarSizeOrStream(t *testing.T) {
 			gz := gzipOf(t, tarData, gzip.BestSpeed)
 			blob := newMemBlob(gz)
 			m, _ := NewManager(Options{ReadSize: 64 << 10})
-			l := m.Layer("k", blob, LayerOptions{})
+			l := m.Layer("k", UncachedBlob(blob), LayerOptions{})
 			tr := l.NewTarReader()
 			defer tr.Close()
 			size, known, err := l.TarSizeOrStream(ctx)
@@ -286,7 +286,7 @@ func TestTarReaderPassEndsUnpublished(t *testing.T) {
 	tarData, _ := randomTree(t, 10, 10, 64<<10)
 	gz := gzipOf(t, tarData, gzip.BestSpeed)
 	m, _ := NewManager(Options{ReadSize: 4 << 10})
-	l := m.Layer("k", tailFailBlob{newMemBlob(gz)}, LayerOptions{})
+	l := m.Layer("k", UncachedBlob(tailFailBlob{newMemBlob(gz)}), LayerOptions{})
 	tr := l.NewTarReader()
 	defer tr.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

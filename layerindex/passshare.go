@@ -9,19 +9,10 @@ import (
 	"time"
 )
 
-// A gzip layer's index pass decodes the whole tar stream once. A TarReader
-// opened at the same time (cat layer.tar on a cold layer) would decode it
-// a second time, and read the blob a second time, on a machine where those
-// two decodes compete for the same cores. Instead the pass publishes its
-// output to a ring of the latest shareRing bytes, and TarReaders that read
-// within it copy from there. The pass waits for attached readers that lag
-// half a ring behind, so a reader that keeps reading never decodes on its
-// own (and, in turn, a reader that keeps reading slowly slows the pass);
-// one that stops for shareStall is dropped and, if it comes back, decodes
-// for itself from the nearest checkpoint the pass has recorded so far.
-// Memory: one ring per layer whose pass runs while a TarReader is open on
-// it, kept after the pass only while it still holds the stream's start
-// (a layer smaller than the ring) and a TarReader is open.
+// A gzip layer's index pass publishes its output to a bounded ring that
+// TarReaders open meanwhile read from, so the stream is decoded and the
+// blob read once (docs/design/layerindex.md tells how). Memory: one ring
+// per layer whose pass runs while a TarReader is open on it.
 
 // Variables so tests can make them small.
 var (
@@ -42,6 +33,14 @@ var shareCounts struct {
 	fallbacks atomic.Int64 // reads a share could not serve (behind its ring, pass failed)
 	dropped   atomic.Int64 // readers the pass left behind
 	passWait  atomic.Int64 // nanoseconds passes waited for readers
+}
+
+// passSharing is a layer's link between its gzip index pass and its
+// TarReaders: the share the pass publishes to, and how many TarReaders are
+// open (a ring is kept only while one is).
+type passSharing struct {
+	cur        atomic.Pointer[passShare]
+	tarReaders atomic.Int32
 }
 
 // passShare is the output of one running (or just finished) gzip index
@@ -118,23 +117,23 @@ func (s *passShare) waitOrLocked(ctx context.Context, d time.Duration, also <-ch
 type teeShare struct {
 	ctx context.Context
 	r   io.Reader
-	l   *Layer
+	ps  *passSharing
 	s   *passShare
 }
 
 func (t *teeShare) Read(p []byte) (int, error) {
 	n, err := t.r.Read(p)
 	if n > 0 {
-		t.s.publish(t.ctx, t.l, p[:n])
+		t.s.publish(t.ctx, t.ps, p[:n])
 	}
 	return n, err
 }
 
-// startShare returns the share a gzip pass that is starting publishes to:
-// the one a TarReader made for it (shareFor), else a new one.
-func (l *Layer) startShare() *passShare {
+// start returns the share a gzip pass that is starting publishes to: the
+// one a TarReader made for it (Layer.shareFor), else a new one.
+func (ps *passSharing) start() *passShare {
 	for {
-		old := l.share.Load()
+		old := ps.cur.Load()
 		if old != nil {
 			old.mu.Lock()
 			fresh := !old.done && !old.started
@@ -146,99 +145,19 @@ func (l *Layer) startShare() *passShare {
 		}
 		s := newPassShare()
 		s.started = true
-		if l.share.CompareAndSwap(old, s) {
+		if ps.cur.CompareAndSwap(old, s) {
 			return s
 		}
 	}
 }
 
-// shareFor readies a TarReader's read of a gzip layer with no index yet:
-// it makes sure a pass runs with a share to publish to before the read
-// needs it, so the reader never starts a decode of its own at offset 0
-// while the pass is getting ready.
-// After a failed pass it starts none (nil, nil): the reader decodes on its
-// own, rather than every read starting another pass.
-func (l *Layer) shareFor(ctx context.Context) (*passShare, *build) {
-	l.mu.Lock()
-	failed := l.building == nil && l.lastErr != nil
-	l.mu.Unlock()
-	if failed {
-		return nil, nil
-	}
-	if l.share.Load() == nil {
-		l.share.CompareAndSwap(nil, newPassShare())
-	}
-	b := l.startBuild(ctx)
-	s := l.share.Load()
-	if s != nil {
-		s.mu.Lock()
-		if s.build == nil {
-			s.build = b
-		}
-		s.mu.Unlock()
-	}
-	return s, b
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
-
-// TarSizeOrStream is TarSize for the opener of a TarReader (made before
-// this call) who can also stream without knowing the size: for a gzip
-// layer whose index pass runs, it returns known false as soon as the pass
-// holds back its output for that reader's first read (the pass shares its
-// output with TarReaders, keeping a bounded ring of it), rather than
-// waiting for the pass to end, which would mean decoding the stream twice.
-func (l *Layer) TarSizeOrStream(ctx context.Context) (size int64, known bool, err error) {
-	f, err := l.Format(ctx)
-	if err != nil {
-		return 0, false, err
-	}
-	if f != FormatGzip || l.loadedIndex(ctx) != nil {
-		size, err := l.TarSize(ctx)
-		return size, err == nil, err
-	}
-	if sg, err := l.stargz(ctx); err != nil {
-		return 0, false, err
-	} else if sg != nil {
-		size, err := l.TarSize(ctx)
-		return size, err == nil, err
-	}
-	s, b := l.shareFor(ctx)
-	if b == nil {
-		size, err := l.TarSize(ctx)
-		return size, err == nil, err
-	}
-	var held <-chan struct{}
-	if s != nil {
-		held = s.held
-	}
-	select {
-	case <-b.done:
-		if b.err != nil {
-			return 0, false, b.err
-		}
-		return b.idx.TarSize, true, nil
-	case <-held:
-		return 0, false, nil
-	case <-ctx.Done():
-		return 0, false, fmt.Errorf("wait for index of layer %s: %w", l.key, ctx.Err())
-	}
-}
-
 // publish appends p to the ring. The ring exists only once a TarReader is
 // open on the layer: a pass nobody streams along with costs no memory.
-func (s *passShare) publish(ctx context.Context, l *Layer, p []byte) {
+func (s *passShare) publish(ctx context.Context, ps *passSharing, p []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ring == nil {
-		if l.tarReaders.Load() == 0 {
+		if ps.tarReaders.Load() == 0 {
 			s.end += int64(len(p))
 			return
 		}
@@ -309,31 +228,32 @@ func (s *passShare) checkpointed(cps []checkpoint) {
 	s.mu.Unlock()
 }
 
-// finish ends the pass: ok if it decoded the whole stream. Readers waiting
-// beyond its end are woken (to io.EOF, or to decode for themselves).
-func (l *Layer) finishShare(s *passShare, ok bool) {
+// finish ends the pass that published to s: ok if it decoded the whole
+// stream. Readers waiting beyond its end are woken (to io.EOF, or to
+// decode for themselves).
+func (ps *passSharing) finish(s *passShare, ok bool) {
 	s.mu.Lock()
 	s.done, s.ok = true, ok
 	s.wakeLocked()
-	s.dropIfUnusedLocked(l)
+	s.dropIfUnusedLocked(ps)
 	s.mu.Unlock()
 }
 
 // dropIfUnusedLocked forgets a finished share no reader is attached to,
 // unless a TarReader is open (fs opens, then reads) and the ring still
 // holds the whole stream.
-func (s *passShare) dropIfUnusedLocked(l *Layer) {
-	if s.done && len(s.readers) == 0 && (l.tarReaders.Load() == 0 || s.start() > 0) {
-		l.share.CompareAndSwap(s, nil)
+func (s *passShare) dropIfUnusedLocked(ps *passSharing) {
+	if s.done && len(s.readers) == 0 && (ps.tarReaders.Load() == 0 || s.start() > 0) {
+		ps.cur.CompareAndSwap(s, nil)
 	}
 }
 
-// readShared copies into p the bytes at off that l's index pass published,
+// read copies into p the bytes at off that the layer's index pass published,
 // waiting for the pass if off is ahead of it. ok is false if the share
 // can't serve off (no pass, no ring, off already overwritten, the pass
 // failed): r then decodes for itself. io.EOF at the end of the stream.
-func (l *Layer) readShared(ctx context.Context, r *TarReader, p []byte, off int64) (n int, err error, ok bool) {
-	s := l.share.Load()
+func (ps *passSharing) read(ctx context.Context, r *TarReader, p []byte, off int64) (n int, err error, ok bool) {
+	s := ps.cur.Load()
 	if s == nil || len(p) == 0 {
 		return 0, nil, false
 	}
@@ -360,7 +280,7 @@ func (l *Layer) readShared(ctx context.Context, r *TarReader, p []byte, off int6
 		if s.done {
 			if s.ok && off >= s.end {
 				delete(s.readers, r)
-				s.dropIfUnusedLocked(l)
+				s.dropIfUnusedLocked(ps)
 				return 0, io.EOF, true
 			}
 			break
@@ -373,7 +293,7 @@ func (l *Layer) readShared(ctx context.Context, r *TarReader, p []byte, off int6
 			passEnded = s.build.done
 		}
 		if !s.waitOrLocked(ctx, 0, passEnded) && ctx.Err() != nil {
-			return 0, fmt.Errorf("layer %s: wait for the index pass at %d: %w", l.key, off, ctx.Err()), true
+			return 0, fmt.Errorf("layer %s: wait for the index pass at %d: %w", r.l.key, off, ctx.Err()), true
 		}
 		if !s.done && s.build != nil && isClosed(s.build.done) {
 			// The pass ended without publishing here (it found a
@@ -386,16 +306,16 @@ func (l *Layer) readShared(ctx context.Context, r *TarReader, p []byte, off int6
 		// Nothing more to come, or r is wholly behind: it decodes on its own.
 		delete(s.readers, r)
 		s.wakeLocked()
-		s.dropIfUnusedLocked(l)
+		s.dropIfUnusedLocked(ps)
 	}
 	// Else one straggling READ (the kernel's readahead is out of order)
 	// decodes from a checkpoint; r stays attached for its next reads.
 	return 0, nil, false
 }
 
-// detachShare forgets reader r (closed).
-func (l *Layer) detachShare(r *TarReader) {
-	s := l.share.Load()
+// detach forgets reader r (closed).
+func (ps *passSharing) detach(r *TarReader) {
+	s := ps.cur.Load()
 	if s == nil {
 		return
 	}
@@ -404,14 +324,14 @@ func (l *Layer) detachShare(r *TarReader) {
 		delete(s.readers, r)
 		s.wakeLocked()
 	}
-	s.dropIfUnusedLocked(l)
+	s.dropIfUnusedLocked(ps)
 	s.mu.Unlock()
 }
 
 // partialIndex is the restart points of the running pass, for a reader
 // that fell behind its ring; nil if there are none.
-func (l *Layer) partialIndex() *layerIndex {
-	s := l.share.Load()
+func (ps *passSharing) partialIndex() *layerIndex {
+	s := ps.cur.Load()
 	if s == nil {
 		return nil
 	}
@@ -424,17 +344,11 @@ func (l *Layer) partialIndex() *layerIndex {
 	return &layerIndex{Format: FormatGzip, Checkpoints: cps}
 }
 
-// waitPass waits for a running index pass to finish (its index ready or
-// its error recorded); it never starts one.
-func (l *Layer) waitPass(ctx context.Context) {
-	l.mu.Lock()
-	b := l.building
-	l.mu.Unlock()
-	if b == nil {
-		return
-	}
+func isClosed(ch <-chan struct{}) bool {
 	select {
-	case <-b.done:
-	case <-ctx.Done():
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
