@@ -1,9 +1,11 @@
 package layerindex
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 
 	"github.com/klauspost/compress/zstd"
@@ -107,7 +109,19 @@ func (d gzipDecoder) open(ctx context.Context, off int64, bufs *streamBufs) (*st
 		return nil, fmt.Errorf("layer %s: resume gzip at %d: %w", d.src.key, cp.UOff, err)
 	}
 	bufs.gz = gz
-	return &stream{br: br, r: readerFunc(gz.read), upos: cp.UOff}, nil
+	var r io.Reader = readerFunc(gz.read)
+	if cp.CheckLen > 0 {
+		head := make([]byte, cp.CheckLen)
+		if _, err := io.ReadFull(r, head); err != nil {
+			return nil, fmt.Errorf("layer %s: resume gzip at %d: %w", d.src.key, cp.UOff, inflateErr(err))
+		}
+		if got := crc32.ChecksumIEEE(head); got != cp.Check {
+			return nil, fmt.Errorf("layer %s: resume gzip at %d: %w", d.src.key, cp.UOff,
+				corrupt("the checkpoint decodes to other bytes than the index pass saw (crc %08x, want %08x)", got, cp.Check))
+		}
+		r = io.MultiReader(bytes.NewReader(head), r)
+	}
+	return &stream{br: br, r: r, upos: cp.UOff}, nil
 }
 
 // zstdDecoder restarts a zstd blob at its frames.

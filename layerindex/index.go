@@ -1,6 +1,8 @@
 package layerindex
 
 import (
+	"hash/crc32"
+
 	"github.com/regfs/regfs/blobio"
 
 	"context"
@@ -36,6 +38,33 @@ type checkpoint struct {
 	COff   int64  // blob offset of the byte the deflate block starts in
 	Bit    uint8  // bits of that byte before the block (0-7)
 	Window []byte // the output before UOff, up to 32 KiB
+	// Check is the CRC-32 of the CheckLen (at most checkLen) bytes of output
+	// at UOff as the index pass decoded them. A stream resumed here decodes
+	// and compares them before it hands out a byte: a checkpoint recorded at
+	// a wrong bit fails the read instead of serving wrong bytes.
+	Check    uint32
+	CheckLen uint32
+}
+
+// checkLen is how much output after a checkpoint its Check covers.
+const checkLen = 4 << 10
+
+// checkOutput feeds out, the pass's output at uncompressed offset at, to
+// the Checks of cps[pending:], and returns the new pending: the first
+// checkpoint whose Check still needs output (len(cps) at the stream's end).
+func checkOutput(cps []checkpoint, pending int, at int64, out []byte, end bool) int {
+	for i := pending; i < len(cps); i++ {
+		cp := &cps[i]
+		lo, hi := max(cp.UOff+int64(cp.CheckLen), at), min(cp.UOff+checkLen, at+int64(len(out)))
+		if lo < hi {
+			cp.Check = crc32.Update(cp.Check, crc32.IEEETable, out[lo-at:hi-at])
+			cp.CheckLen += uint32(hi - lo)
+		}
+	}
+	for pending < len(cps) && (end || cps[pending].CheckLen == checkLen) {
+		pending++
+	}
+	return pending
 }
 
 // zstdFrame is where a zstd frame starts, stored and uncompressed.
@@ -101,13 +130,26 @@ func (l *Layer) buildIndex(ctx context.Context) (_ *layerIndex, err error) {
 			if u := cp.UncompressedOffset; u-last >= spacing {
 				idx.Checkpoints = append(idx.Checkpoints, checkpoint{UOff: u, COff: cp.CompressedOffset, Bit: cp.BitOffset,
 					Window: append([]byte(nil), cp.Window...)})
-				share.checkpointed(idx.Checkpoints)
 				last = u
 			}
 		}
+		// A checkpoint is shared with readers once its Check is complete;
+		// from then on it is never written again.
+		pending, decoded := 0, int64(0)
+		checked := readerFunc(func(p []byte) (int, error) {
+			n, err := gz.read(p)
+			if was := pending; len(idx.Checkpoints) > pending {
+				pending = checkOutput(idx.Checkpoints, pending, decoded, p[:n], err != nil)
+				if pending > was {
+					share.checkpointed(idx.Checkpoints[:pending])
+				}
+			}
+			decoded += int64(n)
+			return n, err
+		})
 		// Every byte of the stream goes through the tee: TarReaders open
 		// meanwhile read it from there rather than inflating it again.
-		src = &teeShare{ctx: ctx, r: readerFunc(gz.read), ps: &l.share, s: share}
+		src = &teeShare{ctx: ctx, r: checked, ps: &l.share, s: share}
 	case FormatZstd:
 		zs, err := newZstdFrameStream(l.progressBlobReader(ctx, 0))
 		if err != nil {
