@@ -87,12 +87,7 @@ func (l *Layer) Index(ctx context.Context) (*layerindex.Layer, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ix == nil {
-		src := layerindex.UncachedBlob(b)
-		if l.s.cache != nil {
-			// Long-lived: the Manager keeps the Layer, and with it this reader.
-			src = l.s.cache.OpenWith(b, l.s.indexReads)
-		}
-		l.ix = l.s.index.Layer(b.Key(), src, layerindex.LayerOptions{
+		l.ix = l.s.layerIndex(b, layerindex.LayerOptions{
 			TOCDigest: l.desc.Annotations[layerindex.EStargzTOCAnnotation],
 		})
 	}

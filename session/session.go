@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/regfs/regfs/blobio"
 	"github.com/regfs/regfs/layercache"
 	"github.com/regfs/regfs/layerindex"
 	"github.com/regfs/regfs/registry"
@@ -43,9 +44,10 @@ type Session struct {
 	indexReads layercache.OpenOptions
 	detach     bool
 
-	mu     sync.Mutex
-	layers map[layerKey]*Layer
-	images map[string]*Image
+	mu      sync.Mutex // taken after a Layer's mu, never before
+	layers  map[layerKey]*Layer
+	images  map[string]*Image
+	indexes map[string]*layerindex.Layer // by blob key
 }
 
 type layerKey struct{ repo, id, digest string }
@@ -67,7 +69,7 @@ func New(o Options) (*Session, error) {
 	}
 	return &Session{
 		client: o.Client, cache: o.Cache, index: index, indexReads: o.IndexReads, detach: o.DetachIndexBuilds,
-		layers: map[layerKey]*Layer{}, images: map[string]*Image{},
+		layers: map[layerKey]*Layer{}, images: map[string]*Image{}, indexes: map[string]*layerindex.Layer{},
 	}, nil
 }
 
@@ -93,6 +95,24 @@ func (s *Session) Layer(repo string, l registry.Layer) *Layer {
 		s.layers[k] = h
 	}
 	return h
+}
+
+// layerIndex returns the index of blob b, one per blob key: the first
+// caller's cache reader serves it for the Session's life, and a later
+// handle on the same blob opens none.
+func (s *Session) layerIndex(b blobio.Source, lo layerindex.LayerOptions) *layerindex.Layer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ix, ok := s.indexes[b.Key()]; ok {
+		return ix
+	}
+	src := layerindex.UncachedBlob(b)
+	if s.cache != nil {
+		src = s.cache.OpenWith(b, s.indexReads)
+	}
+	ix := s.index.Layer(b.Key(), src, lo)
+	s.indexes[b.Key()] = ix
+	return ix
 }
 
 // Image returns the shared handle on img, known to the caller as key (a
