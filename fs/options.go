@@ -75,6 +75,9 @@ type MountConfig struct {
 	// AllowOther lets other users read the mount (needs user_allow_other in
 	// /etc/fuse.conf for non-root mounts).
 	AllowOther bool
+	// AllowNonEmpty mounts over a directory that has files (they are hidden
+	// while mounted); otherwise Mount refuses it (CheckMountpoint).
+	AllowNonEmpty bool
 	// MaxRead is the largest READ request the kernel sends, and the kernel
 	// readahead. Default 1 MiB: one cache block per request.
 	MaxRead int
@@ -140,6 +143,9 @@ func (r *Root) fuseOptions(mc MountConfig) *gofs.Options {
 // Mount mounts root on mountpoint and starts serving on goroutines of its
 // own. The caller waits with server.Wait and unmounts with server.Unmount.
 func (r *Root) Mount(mountpoint string, mc MountConfig) (*fuse.Server, error) {
+	if err := CheckMountpoint(mountpoint, mc.AllowNonEmpty); err != nil {
+		return nil, err
+	}
 	server, err := gofs.Mount(mountpoint, r, r.fuseOptions(mc))
 	if err != nil {
 		return nil, err

@@ -26,6 +26,7 @@ type mountFlags struct {
 	TagTTL     time.Duration `json:"tag_ttl"`
 	Timeout    time.Duration `json:"timeout"`
 	AllowOther bool          `json:"allow_other"`
+	NonEmpty   bool          `json:"allow_non_empty"`
 	Daemon     bool          `json:"daemon"`
 	DebugFUSE  bool          `json:"debug_fuse"`
 }
@@ -63,6 +64,12 @@ Unmount with "fusermount3 -u MOUNTPOINT", or stop regfs with Ctrl-C/SIGTERM.`,
   fusermount3 -u /mnt/local`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkRegistryArg(args[0]); err != nil {
+				return err
+			}
+			if err := regfs.CheckMountpoint(args[1], f.NonEmpty); err != nil {
+				return err
+			}
 			if f.Daemon && os.Getenv(readyFDEnv) == "" {
 				return daemonize(args[1])
 			}
@@ -74,6 +81,7 @@ Unmount with "fusermount3 -u MOUNTPOINT", or stop regfs with Ctrl-C/SIGTERM.`,
 	fl.DurationVar(&f.TagTTL, "tag-ttl", regfs.DefaultTagTTL, "how long tag lists and tag → digest answers are trusted")
 	fl.DurationVar(&f.Timeout, "timeout", regfs.DefaultOpTimeout, "bound on any one filesystem operation")
 	fl.BoolVar(&f.AllowOther, "allow-other", false, "let other users read the mount (non-root needs user_allow_other in /etc/fuse.conf)")
+	fl.BoolVar(&f.NonEmpty, "allow-non-empty", false, "mount over a directory that has files (hidden while mounted)")
 	fl.BoolVar(&f.Daemon, "daemon", false, "run in the background; return once the mount answers")
 	fl.BoolVar(&f.DebugFUSE, "debug-fuse", false, "log every FUSE request")
 	fl.MarkHidden("debug-fuse")
@@ -125,7 +133,7 @@ func runMount(ctx context.Context, f mountFlags, host, mountpoint string) (err e
 	if err != nil {
 		return err
 	}
-	server, err := root.Mount(mountpoint, regfs.MountConfig{AllowOther: f.AllowOther, Debug: f.DebugFUSE})
+	server, err := root.Mount(mountpoint, regfs.MountConfig{AllowOther: f.AllowOther, AllowNonEmpty: f.NonEmpty, Debug: f.DebugFUSE})
 	if err != nil {
 		return fmt.Errorf("mount %s on %s: %w", host, mountpoint, err)
 	}
@@ -243,3 +251,22 @@ func daemonize(mountpoint string) error {
 }
 
 const fuseSuperMagic = 0x65735546
+
+// checkRegistryArg catches the REGISTRY forms people try that are not
+// host[:port] (a URL, an image reference) and says what to type instead;
+// registry.New checks the host itself.
+func checkRegistryArg(arg string) error {
+	if i := strings.Index(arg, "://"); i >= 0 {
+		rest := strings.TrimSuffix(arg[i+3:], "/")
+		hint := ""
+		if strings.HasPrefix(arg, "http://") {
+			hint = " (add --plain-http for plain HTTP to a registry that is not on loopback)"
+		}
+		return fmt.Errorf("REGISTRY %q: want host[:port] without a scheme: regfs mount %s MOUNTPOINT%s", arg, rest, hint)
+	}
+	if i := strings.IndexByte(arg, '/'); i >= 0 {
+		host, image := arg[:i], arg[i+1:]
+		return fmt.Errorf("REGISTRY %q: want host[:port], not an image: mount the registry (regfs mount %s MOUNTPOINT) and open MOUNTPOINT/%s/", arg, host, image)
+	}
+	return nil
+}

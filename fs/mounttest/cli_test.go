@@ -3,6 +3,7 @@ package mounttest
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -180,5 +181,90 @@ func TestCLIUsage(t *testing.T) {
 		if (err == nil) != tc.wantOK || !strings.Contains(string(out), tc.contains) {
 			t.Errorf("regfs %v: got %v and %q, want success=%v and output with %q", tc.args, err, out, tc.wantOK, tc.contains)
 		}
+	}
+}
+
+// mountsAt counts the mounts on path (its mountinfo lines).
+func mountsAt(t *testing.T, path string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == path {
+			n++
+		}
+	}
+	return n
+}
+
+// A mountpoint regfs cannot use is refused before anything is mounted, in
+// the foreground and with --daemon, with one line that names the fix; no
+// dead or stacked mount is left.
+func TestCLIRefusesBadMountpoints(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	full := filepath.Join(dir, "full")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(full, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	busy := startRegfs(t).mnt
+	for _, tc := range []struct {
+		name       string
+		registry   string
+		mountpoint string
+		want       string
+	}{
+		{"regular file", reg.Host, file, "is not a directory"},
+		{"missing", reg.Host, filepath.Join(dir, "missing"), "does not exist: create it first"},
+		{"not empty", reg.Host, full, "is not empty"},
+		{"mounted already", reg.Host, busy, "is mounted already"},
+		{"URL as registry", "http://" + reg.Host, t.TempDir(), "want host[:port] without a scheme"},
+		{"image as registry", reg.Host + "/test/small:latest", t.TempDir(), "not an image"},
+	} {
+		for _, daemon := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s daemon=%v", tc.name, daemon), func(t *testing.T) {
+				before := mountsAt(t, tc.mountpoint)
+				args := []string{"mount", "--cache-dir", t.TempDir()}
+				if daemon {
+					args = append(args, "--daemon")
+				}
+				cmd := exec.Command(regfsBin, append(args, tc.registry, tc.mountpoint)...)
+				out, err := cmd.CombinedOutput()
+				t.Cleanup(func() {
+					if mountsAt(t, tc.mountpoint) > before {
+						forceUnmount(tc.mountpoint)
+					}
+				})
+				if err == nil || !strings.Contains(string(out), tc.want) {
+					t.Errorf("got %v and %q, want a failure saying %q", err, out, tc.want)
+				}
+				if lines := strings.Count(strings.TrimSpace(string(out)), "\n") + 1; lines != 1 {
+					t.Errorf("got %d lines of output, want one: %q", lines, out)
+				}
+				if got := mountsAt(t, tc.mountpoint); got != before {
+					t.Errorf("mounts on %s: got %d, want %d as before", tc.mountpoint, got, before)
+				}
+			})
+		}
+	}
+
+	// --allow-non-empty mounts over the files.
+	out, err := exec.Command(regfsBin, "mount", "--daemon", "--allow-non-empty", "--cache-dir", t.TempDir(), reg.Host, full).CombinedOutput()
+	t.Cleanup(func() { forceUnmount(full) })
+	if err != nil {
+		t.Fatalf("regfs mount --allow-non-empty: %v: %s", err, out)
+	}
+	if !isFUSEMount(full) {
+		t.Fatalf("regfs mount --allow-non-empty returned, but %s is not mounted", full)
+	}
+	if out, err := exec.Command("fusermount3", "-u", full).CombinedOutput(); err != nil {
+		t.Fatalf("fusermount3 -u: %v: %s", err, out)
 	}
 }
