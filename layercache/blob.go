@@ -6,8 +6,11 @@ import "github.com/regfs/regfs/blobio"
 // (memory) and key (disk); scheduling reads them from src.
 type blob struct {
 	src     blobio.Source
-	stream  bool // multi-block runs may be read with src.Open (not OpenOptions.Ranged)
-	key     string
+	stream  bool   // multi-block runs may be read with src.Open (not OpenOptions.Ranged)
+	key     string // what its blocks are stored under until verified: cacheKey
+	digest  string // the Source's declared digest, "" if none: the key of verified blocks
+	host    string // the Source's origin host
+	trust   *blobTrust
 	id      uint64 // small number for key, so memory block keys hash fast
 	size    int64
 	bs      int64 // block size

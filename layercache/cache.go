@@ -62,6 +62,7 @@ func (c *Cache) OpenWith(src blobio.Source, o OpenOptions) *Reader {
 		ctx:    ctx,
 		cancel: cancel,
 		sem:    make(chan struct{}, c.opts.MaxParallel),
+		cache:  c,
 	}
 	r.pace.init(c.opts, b.nblocks, o.Sequential)
 	if o.SkipMemory || c.store.mem == nil {

@@ -30,16 +30,20 @@ import (
 //	files/<escaped name>                            PutFile data + trailer
 //	.../.tmp-*                                      files being written
 //
-// Every file ends with a 16-byte trailer: "RGFSBLK1", the data length
-// (uint32 LE) and the CRC-32C of the data (uint32 LE). A file whose size,
-// magic, length or checksum disagrees is removed and never served.
+// Every file ends with a 16-byte trailer: "RGFSBLK2", the data length
+// (uint32 LE) and the CRC-32C of the data followed by the file's path
+// relative to DiskDir (uint32 LE), which binds the data to its blob key,
+// block size and index: a file moved to another name (a block swapped with
+// its neighbour) fails like a torn one. A file whose size, magic, length or
+// checksum disagrees is removed and never served. The layout's version is
+// stamped by an empty file (diskversion.go).
 const (
 	blocksDirName = "blocks"
 	filesDirName  = "files"
 	tmpPrefix     = ".tmp-"
 	blockExt      = ".blk"
 	trailerSize   = 16
-	trailerMagic  = "RGFSBLK1"
+	trailerMagic  = "RGFSBLK2"
 
 	// staleTempAge: temp files older than this belong to a dead writer.
 	staleTempAge = time.Hour
@@ -79,6 +83,9 @@ type diskTier struct {
 }
 
 func openDiskTier(dir string, limit int64, log logrus.FieldLogger) (*diskTier, error) {
+	if err := checkLayout(dir, log); err != nil {
+		return nil, err
+	}
 	for _, sub := range []string{blocksDirName, filesDirName} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 			return nil, fmt.Errorf("layercache: disk tier: %w", err)
@@ -216,7 +223,7 @@ func (d *diskTier) readBlockInto(key string, bs, index int64, dst []byte) bool {
 // len(dst) bytes. A file that fails verification is removed.
 func (d *diskTier) readInto(rel string, dst []byte) error {
 	return d.readFile(rel, func(f *os.File) (int64, error) {
-		return int64(len(dst)), readVerifiedInto(f, dst)
+		return int64(len(dst)), readVerifiedInto(f, dst, rel)
 	})
 }
 
@@ -227,10 +234,10 @@ func (d *diskTier) read(rel string, want int64) ([]byte, error) {
 	err := d.readFile(rel, func(f *os.File) (int64, error) {
 		if want >= 0 && want <= math.MaxUint32 {
 			data = make([]byte, want) // only once the file is there
-			return want, readVerifiedInto(f, data)
+			return want, readVerifiedInto(f, data, rel)
 		}
 		var err error
-		data, err = readVerified(f, want)
+		data, err = readVerified(f, want, rel)
 		return int64(len(data)), err
 	})
 	if err != nil {
@@ -274,7 +281,7 @@ func (d *diskTier) failed(rel, path string, err error) {
 
 var errBadFile = errors.New("bad cache file")
 
-func readVerified(f *os.File, want int64) ([]byte, error) {
+func readVerified(f *os.File, want int64, rel string) ([]byte, error) {
 	info, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -284,7 +291,7 @@ func readVerified(f *os.File, want int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: size %d, want %d+%d", errBadFile, info.Size(), want, trailerSize)
 	}
 	data := make([]byte, n)
-	if err := readVerifiedInto(f, data); err != nil {
+	if err := readVerifiedInto(f, data, rel); err != nil {
 		return nil, err
 	}
 	return data, nil
@@ -292,8 +299,9 @@ func readVerified(f *os.File, want int64) ([]byte, error) {
 
 // readVerifiedInto reads f, which must hold exactly len(dst) bytes of data
 // and their trailer, into dst: two reads (data, then trailer and the end of
-// the file) instead of a stat and a read of unknown size.
-func readVerifiedInto(f *os.File, dst []byte) error {
+// the file) instead of a stat and a read of unknown size. The trailer must
+// bind the data to rel, its place in the tier.
+func readVerifiedInto(f *os.File, dst []byte, rel string) error {
 	n := len(dst)
 	if m, err := f.ReadAt(dst, 0); m != n {
 		return fmt.Errorf("%w: %d data bytes, want %d: %v", errBadFile, m, n, err)
@@ -304,10 +312,19 @@ func readVerifiedInto(f *os.File, dst []byte) error {
 	if m != trailerSize || err != io.EOF {
 		return fmt.Errorf("%w: size %d, want %d+%d", errBadFile, int64(n)+int64(m), n, trailerSize)
 	}
-	if want := makeTrailer(dst); [trailerSize]byte(tr[:trailerSize]) != want {
-		return fmt.Errorf("%w: trailer does not match the data", errBadFile)
+	if want := makeTrailer(dst, rel); [trailerSize]byte(tr[:trailerSize]) != want {
+		return fmt.Errorf("%w: trailer does not match the data and its place", errBadFile)
 	}
 	return nil
+}
+
+// removeBlock deletes block index of key, if there.
+func (d *diskTier) removeBlock(key string, bs, index int64) {
+	rel := blockRel(key, bs, index)
+	d.forget(rel)
+	if err := os.Remove(filepath.Join(d.dir, rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		d.log.WithError(err).Warnf("layercache: removing %s", rel)
+	}
 }
 
 func (d *diskTier) writeBlock(key string, bs, index int64, data []byte) {
@@ -388,7 +405,7 @@ func (d *diskTier) create(rel string) (*fileWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fileWriter{path: path, tmp: tmp}, nil
+	return &fileWriter{path: path, bind: rel, tmp: tmp}, nil
 }
 
 // touch records a use of rel (found by this process or another). The

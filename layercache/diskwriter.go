@@ -14,6 +14,7 @@ import (
 // after a power loss a file may read back torn, and its trailer rejects it.
 type fileWriter struct {
 	path string // where Commit puts it
+	bind string // its path relative to DiskDir, bound by the trailer
 	tmp  *os.File
 	n    int64  // data bytes written
 	crc  uint32 // their CRC-32C
@@ -32,7 +33,7 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 // Commit writes the trailer and puts the file in place; on error the file
 // is removed.
 func (w *fileWriter) Commit() error {
-	tr := trailer(w.n, w.crc)
+	tr := trailer(w.n, crc32.Update(w.crc, castagnoli, []byte(w.bind)))
 	_, err := w.tmp.Write(tr[:])
 	if cerr := w.tmp.Close(); err == nil {
 		err = cerr
@@ -56,11 +57,14 @@ func (w *fileWriter) Abort() {
 	_ = os.Remove(w.tmp.Name())
 }
 
-func makeTrailer(data []byte) [trailerSize]byte {
-	return trailer(int64(len(data)), crc32.Checksum(data, castagnoli))
+// makeTrailer is the trailer of data stored at rel (relative to DiskDir).
+func makeTrailer(data []byte, rel string) [trailerSize]byte {
+	crc := crc32.Checksum(data, castagnoli)
+	return trailer(int64(len(data)), crc32.Update(crc, castagnoli, []byte(rel)))
 }
 
-// trailer is the trailer of n data bytes whose CRC-32C is crc.
+// trailer is the trailer of n data bytes whose CRC-32C (then of their
+// place) is crc.
 func trailer(n int64, crc uint32) [trailerSize]byte {
 	var tr [trailerSize]byte
 	copy(tr[:8], trailerMagic)

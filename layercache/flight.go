@@ -149,6 +149,12 @@ func (f *flight) fetch(ctx context.Context, j, end int) error {
 	if err := readRange(ctx, s.st, b, buf, off, f.readahead); err != nil {
 		return fmt.Errorf("layercache: fetch %s bytes %d-%d (blocks %d-%d): %w", b.key, off, off+n, a, z, err)
 	}
+	for k := j; k <= end; k++ {
+		lo := int64(k-j) * s.bs
+		if err := s.store.vet(b, f.first+int64(k), buf[lo:lo+b.blockLen(f.first+int64(k))]); err != nil {
+			return fmt.Errorf("layercache: fetch %s blocks %d-%d: %w", b.key, a, z, err)
+		}
+	}
 	if j == end {
 		f.publish(j, buf)
 		return nil
@@ -199,6 +205,9 @@ func (f *flight) fetchStream(ctx context.Context, j, end int, off, n int64) erro
 		s.st.bytesFetched.Add(int64(m))
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return fail(shortRead(got, n))
+		}
+		if err == nil {
+			err = s.store.vet(b, f.first+int64(k), blk)
 		}
 		if err != nil {
 			return fail(err)

@@ -21,9 +21,10 @@ import (
 // the cache sends it. hook, when set, runs before each read and may block
 // or fail it.
 type fakeSource struct {
-	key  string
-	data []byte
-	hook func(ctx context.Context, off int64, n int) error
+	key    string
+	data   []byte
+	origin blobio.Origin // zero: local, trusted by key
+	hook   func(ctx context.Context, off int64, n int) error
 
 	calls atomic.Int64
 	mu    sync.Mutex
@@ -49,6 +50,8 @@ func randomBytes(n int, seed uint64) []byte {
 var rangedOpts = OpenOptions{Ranged: true}
 
 func (s *fakeSource) Key() string { return s.key }
+
+func (s *fakeSource) Origin() blobio.Origin { return s.origin }
 
 // Open fails: a fakeSource stands for a blob read by ranges only
 // (OpenOptions.Ranged); streamingSource streams.

@@ -101,6 +101,17 @@ func (m *memTier) add(k blockKey, d []byte) {
 	}
 }
 
+// remove drops a block if held.
+func (m *memTier) remove(k blockKey) {
+	s := m.shard(k)
+	s.mu.Lock()
+	if d, ok := s.lru.Peek(k); ok {
+		s.lru.Remove(k)
+		s.bytes -= int64(len(d))
+	}
+	s.mu.Unlock()
+}
+
 func (m *memTier) stats() MemoryStats {
 	st := MemoryStats{LimitBytes: m.limit}
 	for i := range m.shards {

@@ -60,9 +60,47 @@ type Options struct {
 	// timeout, Cache.Close, or for readahead by Reader.Close), detached from
 	// any one caller. Default 2 minutes.
 	FetchTimeout time.Duration
+	// Verify says when a blob with a content digest may be served: VerifyLazy
+	// (default) serves reads as their blocks arrive and checks the digest
+	// when a read completes an in-order pass over the whole blob; VerifyStrict
+	// makes every read of a blob not verified yet wait for a verified pass
+	// over it (and refuses blobs without a digest, ErrUnverifiable).
+	// Either way only verified blocks are shared beyond the host that
+	// served them, and a mismatch fails the blob (ErrDigestMismatch).
+	Verify VerifyMode
 	// Logger receives warnings (disk write failures, corrupt disk blocks)
 	// and debug lines. Default logrus.StandardLogger().
 	Logger logrus.FieldLogger
+}
+
+// VerifyMode is Options.Verify.
+type VerifyMode int
+
+const (
+	VerifyLazy   VerifyMode = iota // serve as blocks arrive; verify passes
+	VerifyStrict                   // serve only verified blobs
+)
+
+// String is the mode as the --verify flag spells it.
+func (m VerifyMode) String() string {
+	switch m {
+	case VerifyLazy:
+		return "lazy"
+	case VerifyStrict:
+		return "strict"
+	}
+	return fmt.Sprintf("VerifyMode(%d)", int(m))
+}
+
+// ParseVerifyMode parses "lazy" or "strict".
+func ParseVerifyMode(s string) (VerifyMode, error) {
+	switch s {
+	case "lazy":
+		return VerifyLazy, nil
+	case "strict":
+		return VerifyStrict, nil
+	}
+	return 0, fmt.Errorf("verify mode %q: want lazy or strict", s)
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -92,6 +130,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.FetchTimeout <= 0 {
 		o.FetchTimeout = DefaultFetchTimeout
+	}
+	if o.Verify != VerifyLazy && o.Verify != VerifyStrict {
+		return o, fmt.Errorf("layercache: %v is not a verify mode", o.Verify)
 	}
 	if o.Logger == nil {
 		o.Logger = logrus.StandardLogger()

@@ -47,6 +47,8 @@ type Reader struct {
 	closed atomic.Bool
 	pace   pacer
 	priv   *privateBlocks // SkipMemory (or no memory tier); nil otherwise
+	cache  *Cache         // for the strict-mode verification pass
+	pass   bool           // this Reader is that pass: it never waits for it
 }
 
 var _ blobio.ReaderAt = (*Reader)(nil)
@@ -114,6 +116,10 @@ func (r *Reader) ReadExact(ctx context.Context, p []byte, off int64) (int, error
 	if err != nil || n == 0 {
 		return 0, err
 	}
+	if r.strict() {
+		// Only whole blocks can be checked against their digests.
+		return r.ReadAt(ctx, p, off)
+	}
 	done, err := r.s.readExact(ctx, r, p[:n], off)
 	switch {
 	case !done:
@@ -142,6 +148,8 @@ func (r *Reader) check(off int64, n int) (int, bool, error) {
 		return 0, false, fmt.Errorf("layercache: read %s at negative offset %d", r.b.key, off)
 	case n < 0:
 		return 0, false, fmt.Errorf("layercache: read %s: negative length %d", r.b.key, n)
+	case r.b.trust.err() != nil:
+		return 0, false, r.b.trust.err()
 	case off >= size:
 		return 0, false, io.EOF
 	}
@@ -158,6 +166,9 @@ func (r *Reader) slices(ctx context.Context, vec [][]byte, held []*buf, off int6
 	if err != nil || n == 0 {
 		return nil, held, err
 	}
+	if err := r.awaitVerified(ctx); err != nil {
+		return nil, held, err
+	}
 	bs := r.b.bs
 	end := off + int64(n)
 	first, last := off/bs, (end-1)/bs
@@ -171,6 +182,10 @@ func (r *Reader) slices(ctx context.Context, vec [][]byte, held []*buf, off int6
 	}
 	plan := r.pace.track(off, end, first, last)
 	held, err = r.s.readBlocks(ctx, r, first, out, held, off, end, plan)
+	if err == nil {
+		// Before serving: the read that completes a pass fails on a mismatch.
+		err = r.store.feed(r.b, first, out)
+	}
 	if err != nil {
 		return nil, held, err
 	}

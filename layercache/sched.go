@@ -577,7 +577,9 @@ func (s *scheduler) readExact(ctx context.Context, r *Reader, p []byte, off int6
 	if err := readRange(ctx, s.st, b, p, off, false); err != nil {
 		return true, fmt.Errorf("layercache: fetch %s bytes %d-%d: %w", b.key, off, end, err)
 	}
-	s.keepWhole(r, p, off)
+	if err := s.keepWhole(r, p, off); err != nil {
+		return true, fmt.Errorf("layercache: fetch %s bytes %d-%d: %w", b.key, off, end, err)
+	}
 	return true, nil
 }
 
@@ -595,8 +597,9 @@ func (s *scheduler) allKnown(r *Reader, first, last int64) bool {
 }
 
 // keepWhole stores the blocks lying wholly inside data, r's blob's bytes at
-// off, that are not stored yet.
-func (s *scheduler) keepWhole(r *Reader, data []byte, off int64) {
+// off, that are not stored yet. It fails, keeping nothing more, when one
+// differs from the block digest known for it.
+func (s *scheduler) keepWhole(r *Reader, data []byte, off int64) error {
 	b := r.b
 	end := off + int64(len(data))
 	for i := (off + s.bs - 1) / s.bs; i*s.bs < end; i++ {
@@ -613,6 +616,9 @@ func (s *scheduler) keepWhole(r *Reader, data []byte, off int64) {
 		}
 		blk := make([]byte, hi-lo)
 		copy(blk, data[lo-off:hi-off])
+		if err := s.store.vet(b, i, blk); err != nil {
+			return err
+		}
 		if r.priv != nil {
 			r.priv.add(i, blk)
 		} else {
@@ -620,4 +626,5 @@ func (s *scheduler) keepWhole(r *Reader, data []byte, off int64) {
 		}
 		s.store.save(b, i, blk)
 	}
+	return nil
 }

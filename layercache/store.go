@@ -1,21 +1,26 @@
 package layercache
 
 import (
+	"crypto/sha256"
 	"sync"
 	"sync/atomic"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/regfs/regfs/blobio"
 )
 
 // blockStore is all scheduling asks of storage: blocks by (blob, index) in
 // memory (get, add), whether a tier holds one (has), and the disk tier's
-// verified read (load) and atomic write (save). Storage never fetches.
+// verified read (load) and atomic write (save), and the check of a fetched
+// block against the blob's known block digests (vet). Storage never fetches.
 type blockStore interface {
 	get(b *blob, i int64, peek bool) ([]byte, bool)
 	add(b *blob, i int64, d []byte)
 	has(b *blob, i int64, t tiers) bool
 	load(b *blob, i int64, dst []byte) ([]byte, bool)
 	save(b *blob, i int64, d []byte)
+	vet(b *blob, i int64, d []byte) error
 }
 
 var _ blockStore = (*store)(nil)
@@ -29,21 +34,36 @@ const (
 	tierDisk                        // on disk, asking the file system when the index does not know (another Cache may have written it)
 )
 
-// store is the memory LRU and the disk tier, keyed by (blob, block). Safe
-// for concurrent use; its locks are leaves (see sched.go).
+// store is the memory LRU and the disk tier, keyed by (blob, block), and
+// what each blob is trusted by (trust.go). Safe for concurrent use; its
+// locks are leaves (see sched.go).
+//
+// A blob's blocks live under its key (host-qualified: cacheKey) until its
+// digest is verified; verified blocks live on disk under the digest, where
+// every origin reads them. Memory is always keyed by the blob's key.
 type store struct {
 	bs   int64
 	mem  *memTier  // nil when the memory tier is off
 	disk *diskTier // nil without a disk tier
+	log  logrus.FieldLogger
 
 	idsMu sync.Mutex
 	ids   map[string]uint64 // blob key → blob id
+
+	trustMu   sync.Mutex
+	trusts    map[string]*blobTrust   // by blob key
+	digests   map[string]*digestTrust // by digest
+	promoting sync.WaitGroup          // promote goroutines
+	closing   atomic.Bool
 
 	served atomic.Int64 // bytes served, without a memory tier to stripe them
 }
 
 func newStore(opts Options) (*store, error) {
-	s := &store{bs: opts.BlockSize, ids: make(map[string]uint64)}
+	s := &store{
+		bs: opts.BlockSize, ids: make(map[string]uint64), log: opts.Logger,
+		trusts: make(map[string]*blobTrust), digests: make(map[string]*digestTrust),
+	}
 	if opts.MemoryBytes > 0 {
 		s.mem = newMemTier(opts.MemoryBytes, opts.BlockSize)
 	}
@@ -58,7 +78,8 @@ func newStore(opts Options) (*store, error) {
 
 // blob describes src for storage and scheduling; stream allows src.Open.
 func (s *store) blob(src blobio.Source, stream bool) *blob {
-	key, size := src.Key(), src.Size()
+	o := src.Origin()
+	key, size := cacheKey(src, o), src.Size()
 	s.idsMu.Lock()
 	id, ok := s.ids[key]
 	if !ok {
@@ -66,9 +87,13 @@ func (s *store) blob(src blobio.Source, stream bool) *blob {
 		s.ids[key] = id
 	}
 	s.idsMu.Unlock()
-	b := &blob{src: src, stream: stream, key: key, id: id, size: size, bs: s.bs}
+	b := &blob{src: src, stream: stream, key: key, host: o.Host, id: id, size: size, bs: s.bs}
 	if size > 0 {
 		b.nblocks = (size + s.bs - 1) / s.bs
+	}
+	b.trust = s.trustFor(key, o, b.nblocks)
+	if b.trust.dt != nil {
+		b.digest = o.Digest
 	}
 	return b
 }
@@ -96,9 +121,9 @@ func (s *store) has(b *blob, i int64, t tiers) bool {
 	case s.disk == nil:
 		return false
 	case t&tierDisk != 0:
-		return s.disk.hasBlock(b.key, s.bs, i)
+		return s.disk.hasBlock(b.key, s.bs, i) || b.shared() && s.disk.hasBlock(b.digest, s.bs, i)
 	case t&tierDiskIndex != 0:
-		return s.disk.knowsBlock(b.key, s.bs, i)
+		return s.disk.knowsBlock(b.key, s.bs, i) || b.shared() && s.disk.knowsBlock(b.digest, s.bs, i)
 	}
 	return false
 }
@@ -106,22 +131,63 @@ func (s *store) has(b *blob, i int64, t tiers) bool {
 // load returns block i of b from disk if a whole, verified copy is there:
 // read into dst when it is not nil (it must be the block's length), else
 // into new memory.
+//
+// The verified copy under the digest comes first; an unverified copy under
+// b's key is vetted against the block digests known (trust.go).
 func (s *store) load(b *blob, i int64, dst []byte) ([]byte, bool) {
-	if s.disk == nil {
+	if s.disk == nil || b.trust.err() != nil {
 		return nil, false
 	}
+	if b.shared() && s.disk.knowsBlock(b.digest, s.bs, i) {
+		if d, ok := s.loadKey(b.digest, i, b.blockLen(i), dst); ok {
+			return d, true
+		}
+	}
+	d, ok := s.loadKey(b.key, i, b.blockLen(i), dst)
+	if !ok || !b.shared() {
+		return d, ok
+	}
+	if s.vet(b, i, d) != nil {
+		return nil, false
+	}
+	if sums := b.trust.sums(); sums != nil {
+		// Vetted against the verified block digest: it may be shared now
+		// (a promotion cut short by Close ends here).
+		s.disk.writeBlock(b.digest, s.bs, i, d)
+		s.disk.removeBlock(b.key, s.bs, i)
+	}
+	return d, true
+}
+
+// loadKey reads block i of key from disk, into dst when it is not nil.
+func (s *store) loadKey(key string, i, n int64, dst []byte) ([]byte, bool) {
 	if dst == nil {
-		d := s.disk.readBlock(b.key, s.bs, i, b.blockLen(i))
+		d := s.disk.readBlock(key, s.bs, i, n)
 		return d, d != nil
 	}
-	return dst, s.disk.readBlockInto(b.key, s.bs, i, dst)
+	return dst, s.disk.readBlockInto(key, s.bs, i, dst)
 }
 
 // save writes block i of b to disk (a failure is logged: the block is
-// simply fetched again later).
+// simply fetched again later): under the digest when it matches the
+// blob's verified block digest, else under b's key. A failed blob's
+// blocks are not written.
 func (s *store) save(b *blob, i int64, d []byte) {
-	if s.disk != nil {
-		s.disk.writeBlock(b.key, s.bs, i, d)
+	if s.disk == nil || b.trust.err() != nil {
+		return
+	}
+	if sums := b.trust.sums(); sums != nil && b.shared() && sha256.Sum256(d) == sums[i] {
+		s.disk.writeBlock(b.digest, s.bs, i, d)
+		return
+	}
+	s.disk.writeBlock(b.key, s.bs, i, d)
+	if b.trust.err() != nil {
+		s.disk.removeBlock(b.key, s.bs, i) // failed while this write went on
+		return
+	}
+	if sums := b.trust.sums(); sums != nil && b.shared() {
+		// Verified while this write went on: promote may have passed it.
+		s.promoteBlock(b, i, sums)
 	}
 }
 
@@ -155,8 +221,10 @@ func (s *store) stats() (MemoryStats, DiskStats) {
 	return m, d
 }
 
-// close drops the memory tier's blocks.
+// close waits for promotions and drops the memory tier's blocks.
 func (s *store) close() {
+	s.closing.Store(true)
+	s.promoting.Wait()
 	if s.mem != nil {
 		s.mem.purge()
 	}

@@ -375,6 +375,9 @@ func (st *stream) readSource() (stop int64, err error) {
 		m, err := io.ReadFull(rc, blk)
 		got += int64(m)
 		s.st.bytesFetched.Add(int64(m))
+		if err == nil {
+			err = s.store.vet(b, f.first+int64(j), blk)
+		}
 		if err == nil && j == f.n-1 {
 			err = readToEnd(rc, n) // the end of the span: the stream must end here too
 		}

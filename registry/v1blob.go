@@ -25,6 +25,9 @@ var _ blobio.Source = (*v1Blob)(nil)
 func (b *v1Blob) Key() string { return b.key }
 func (b *v1Blob) Size() int64 { return b.rr.size }
 
+// Origin is the registry host; a v1 layer has no content digest.
+func (b *v1Blob) Origin() blobio.Origin { return blobio.Origin{Host: b.c.host} }
+
 // ReadAt reads len(p) bytes at off, as io.ReaderAt does.
 func (b *v1Blob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	return b.rr.readAt(ctx, p, off)

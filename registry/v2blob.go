@@ -14,6 +14,7 @@ import (
 // v2Blob is one blob of a repository, GET /v2/<name>/blobs/<digest>.
 type v2Blob struct {
 	dgst digest.Digest
+	host string
 	rr   *resumableReader
 }
 
@@ -21,6 +22,11 @@ var _ blobio.Source = (*v2Blob)(nil)
 
 func (b *v2Blob) Key() string { return b.dgst.String() }
 func (b *v2Blob) Size() int64 { return b.rr.size }
+
+// Origin is the registry host and the blob's digest.
+func (b *v2Blob) Origin() blobio.Origin {
+	return blobio.Origin{Host: b.host, Digest: b.dgst.String()}
+}
 
 // ReadAt reads len(p) bytes at off, resuming dropped connections.
 func (b *v2Blob) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
@@ -81,7 +87,7 @@ func (c *v2Client) OpenBlob(ctx context.Context, repo string, l Layer) (blobio.S
 		verify:     l.Digest,
 		log:        c.log,
 	}
-	return &v2Blob{dgst: l.Digest, rr: rr}, nil
+	return &v2Blob{dgst: l.Digest, host: c.host, rr: rr}, nil
 }
 
 // blobSize asks HEAD for a blob's size; a server that sends no

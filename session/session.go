@@ -47,7 +47,7 @@ type Session struct {
 	mu      sync.Mutex // taken after a Layer's mu, never before
 	layers  map[layerKey]*Layer
 	images  map[string]*Image
-	indexes map[string]*layerindex.Layer // by blob key
+	indexes map[string]*layerindex.Layer // by cache key (layercache.KeyOf)
 }
 
 type layerKey struct{ repo, id, digest string }
@@ -97,21 +97,24 @@ func (s *Session) Layer(repo string, l registry.Layer) *Layer {
 	return h
 }
 
-// layerIndex returns the index of blob b, one per blob key: the first
+// layerIndex returns the index of blob b, one per cache key: the first
 // caller's cache reader serves it for the Session's life, and a later
-// handle on the same blob opens none.
+// handle on the same blob opens none. The key is the cache's (the blob
+// key qualified by its registry host): an index is derived from bytes not
+// verified yet, so what it persists must not serve another registry.
 func (s *Session) layerIndex(b blobio.Source, lo layerindex.LayerOptions) *layerindex.Layer {
+	key := layercache.KeyOf(b)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ix, ok := s.indexes[b.Key()]; ok {
+	if ix, ok := s.indexes[key]; ok {
 		return ix
 	}
 	src := layerindex.UncachedBlob(b)
 	if s.cache != nil {
 		src = s.cache.OpenWith(b, s.indexReads)
 	}
-	ix := s.index.Layer(b.Key(), src, lo)
-	s.indexes[b.Key()] = ix
+	ix := s.index.Layer(key, src, lo)
+	s.indexes[key] = ix
 	return ix
 }
 
