@@ -28,6 +28,7 @@ import (
 //
 //	blocks/<escaped key>/<block size>_<index>.blk   block data + trailer
 //	files/<escaped name>                            PutFile data + trailer
+//	digests/<escaped digest>.<block size>           verified block digests + trailer
 //	.../.tmp-*                                      files being written
 //
 // Every file ends with a 16-byte trailer: "RGFSBLK2", the data length
@@ -40,6 +41,7 @@ import (
 const (
 	blocksDirName = "blocks"
 	filesDirName  = "files"
+	sumsDirName   = "digests"
 	tmpPrefix     = ".tmp-"
 	blockExt      = ".blk"
 	trailerSize   = 16
@@ -205,6 +207,58 @@ func (d *diskTier) readBlock(key string, bs, index, length int64) []byte {
 	}
 	d.hits.Add(1)
 	return data
+}
+
+// readBlockIfThere is readBlock, or readBlockInto when dst is not nil,
+// for a copy that may well not be there: its absence is not a miss.
+func (d *diskTier) readBlockIfThere(key string, bs, index, length int64, dst []byte) ([]byte, bool) {
+	rel := blockRel(key, bs, index)
+	var err error
+	if dst == nil {
+		dst, err = d.read(rel, length)
+	} else {
+		err = d.readInto(rel, dst)
+	}
+	switch {
+	case err == nil:
+		d.hits.Add(1)
+		return dst, true
+	case !errors.Is(err, fs.ErrNotExist):
+		d.misses.Add(1)
+	}
+	return nil, false
+}
+
+// writeSums stores the verified block digests of dgst at block size bs,
+// outside the bound and the LRU: 32 bytes a block, kept as long as the
+// tier (Clear removes them).
+func (d *diskTier) writeSums(dgst string, bs int64, data []byte) error {
+	rel := sumsRel(dgst, bs)
+	w, err := d.create(rel)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		w.Abort()
+		return err
+	}
+	return w.Commit()
+}
+
+// readSums returns what writeSums stored, if it is there, whole and of
+// want bytes.
+func (d *diskTier) readSums(dgst string, bs, want int64) ([]byte, error) {
+	rel := sumsRel(dgst, bs)
+	f, err := os.Open(filepath.Join(d.dir, rel))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readVerified(f, want, rel)
+}
+
+func sumsRel(dgst string, bs int64) string {
+	return filepath.Join(sumsDirName, escapeName(dgst)+"."+strconv.FormatInt(bs, 10))
 }
 
 // readBlockInto fills dst with block index of key if a whole, verified
@@ -603,7 +657,7 @@ func DiskUsage(ctx context.Context, dir string) (*Usage, error) {
 // that does keeps working (it treats the files as evicted) but its byte
 // count is off until its next rescan.
 func Clear(ctx context.Context, dir string) error {
-	return clearSubdirs(ctx, dir, blocksDirName, filesDirName)
+	return clearSubdirs(ctx, dir, blocksDirName, filesDirName, sumsDirName)
 }
 
 // ClearBlocks is Clear for the blocks alone: files stored with PutFile

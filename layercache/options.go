@@ -92,10 +92,10 @@ func (m VerifyMode) String() string {
 	return fmt.Sprintf("VerifyMode(%d)", int(m))
 }
 
-// ParseVerifyMode parses "lazy" or "strict".
+// ParseVerifyMode parses "lazy" or "strict" ("" is lazy, the default).
 func ParseVerifyMode(s string) (VerifyMode, error) {
 	switch s {
-	case "lazy":
+	case "lazy", "":
 		return VerifyLazy, nil
 	case "strict":
 		return VerifyStrict, nil

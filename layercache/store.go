@@ -54,7 +54,6 @@ type store struct {
 	trusts    map[string]*blobTrust   // by blob key
 	digests   map[string]*digestTrust // by digest
 	promoting sync.WaitGroup          // promote goroutines
-	closing   atomic.Bool
 
 	served atomic.Int64 // bytes served, without a memory tier to stripe them
 }
@@ -138,12 +137,17 @@ func (s *store) load(b *blob, i int64, dst []byte) ([]byte, bool) {
 	if s.disk == nil || b.trust.err() != nil {
 		return nil, false
 	}
-	if b.shared() && s.disk.knowsBlock(b.digest, s.bs, i) {
-		if d, ok := s.loadKey(b.digest, i, b.blockLen(i), dst); ok {
+	if b.shared() {
+		// Another process may have verified it: ask the file system.
+		if d, ok := s.disk.readBlockIfThere(b.digest, s.bs, i, b.blockLen(i), dst); ok {
 			return d, true
 		}
 	}
 	d, ok := s.loadKey(b.key, i, b.blockLen(i), dst)
+	if !ok && b.shared() && b.trust.sums() != nil {
+		// promote may have moved it meanwhile.
+		return s.disk.readBlockIfThere(b.digest, s.bs, i, b.blockLen(i), dst)
+	}
 	if !ok || !b.shared() {
 		return d, ok
 	}
@@ -223,7 +227,6 @@ func (s *store) stats() (MemoryStats, DiskStats) {
 
 // close waits for promotions and drops the memory tier's blocks.
 func (s *store) close() {
-	s.closing.Store(true)
 	s.promoting.Wait()
 	if s.mem != nil {
 		s.mem.purge()

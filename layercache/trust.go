@@ -211,7 +211,7 @@ func (s *store) verified(b *blob, sums []blockSum) {
 	for _, sum := range sums {
 		data = append(data, sum[:]...)
 	}
-	if err := s.disk.write(fileRel(sumsName(b.digest, s.bs)), data); err != nil {
+	if err := s.disk.writeSums(b.digest, s.bs, data); err != nil {
 		s.log.WithError(err).Warnf("layercache: storing the block digests of %s", b.digest)
 	}
 	if !b.shared() {
@@ -225,12 +225,10 @@ func (s *store) verified(b *blob, sums []blockSum) {
 }
 
 // promote moves b's host-keyed blocks that match their verified block
-// digest under the digest, and removes the rest.
+// digest under the digest, and removes the rest. Cache.Close waits for it:
+// it is the disk writes of a pass.
 func (s *store) promote(b *blob, sums []blockSum) {
 	for i := range b.nblocks {
-		if s.closing.Load() {
-			return
-		}
 		s.promoteBlock(b, i, sums)
 	}
 }
@@ -246,12 +244,6 @@ func (s *store) promoteBlock(b *blob, i int64, sums []blockSum) {
 		s.disk.writeBlock(b.digest, s.bs, i, d)
 	}
 	s.disk.removeBlock(b.key, s.bs, i)
-}
-
-// sumsName names the PutFile file of a digest's block digests at block
-// size bs: 32 bytes per block, in order.
-func sumsName(dgst string, bs int64) string {
-	return fmt.Sprintf("%s.blocksums-%d", dgst, bs)
 }
 
 // trustFor returns the verification state of key (one per key), its
@@ -285,7 +277,7 @@ func (s *store) loadSums(dgst string, nblocks int64) []blockSum {
 	if s.disk == nil || nblocks <= 0 {
 		return nil
 	}
-	data, err := s.disk.read(fileRel(sumsName(dgst, s.bs)), nblocks*sha256.Size)
+	data, err := s.disk.readSums(dgst, s.bs, nblocks*sha256.Size)
 	if err != nil {
 		return nil
 	}

@@ -112,8 +112,7 @@ func TestTrustVerifiedShared(t *testing.T) {
 	c := newTestCache(t, Options{BlockSize: bs, DiskDir: dir})
 	readAll(t, c, a, honest)
 	waitIdle(t, c)
-	c.store.promoting.Wait() // Close would cut it short
-	c.Close()
+	c.Close() // waits for the promotion
 	if got := blockFiles(t, dir, a.key); len(got) != 7 {
 		t.Errorf("blocks under the digest after a verified pass: got %v, want 7", got)
 	}
@@ -126,6 +125,17 @@ func TestTrustVerifiedShared(t *testing.T) {
 	readAll(t, c2, b, honest)
 	if n := b.calls.Load(); n != 0 {
 		t.Errorf("source reads of another host with the blob verified on disk: got %d, want 0", n)
+	}
+	c2.Close()
+
+	// The block digests outlive the process: a block evicted from disk and
+	// fetched again from a lying host is refused.
+	must(t, os.Remove(filepath.Join(dir, blockRel(a.key, bs, 4))))
+	c3 := newTestCache(t, Options{BlockSize: bs, DiskDir: dir})
+	r3 := c3.OpenWith(b, rangedOpts)
+	defer r3.Close()
+	if _, err := r3.ReadAt(context.Background(), make([]byte, 10), 4*bs); !errors.Is(err, ErrDigestMismatch) {
+		t.Errorf("refetch of a verified block from a lying host in a new Cache: got %v, want ErrDigestMismatch", err)
 	}
 }
 

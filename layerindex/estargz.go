@@ -70,7 +70,7 @@ func (l *Layer) stargz(ctx context.Context) (*stargzLayer, error) {
 	if l.sgState.checked {
 		return l.sgState.sg, nil
 	}
-	tocOff, tail, err := l.m.loadStargzTail(ctx, l.key)
+	tocOff, tail, err := l.m.loadStargzTail(ctx, l.storeKey())
 	if err != nil {
 		if idx := l.loadedIndex(ctx); idx != nil && (idx.NotStargz || idx.Format != FormatGzip) {
 			l.sgState.checked = true
@@ -92,7 +92,7 @@ func (l *Layer) stargz(ctx context.Context) (*stargzLayer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("layer %s: eStargz: %w", l.key, err)
 		}
-		if err := l.m.saveStargzTail(ctx, l.key, tocOff, tail); err != nil {
+		if err := l.m.saveStargzTail(ctx, l.storeKey(), tocOff, tail); err != nil {
 			l.m.opts.Logger.WithError(err).WithField("layer", l.key).Warn("eStargz TOC not saved: it is read again on next use")
 		}
 	}

@@ -34,6 +34,14 @@ type Layer struct {
 // Key returns the blob key this Layer was made for.
 func (l *Layer) Key() string { return l.key }
 
+// storeKey is the key its persisted files are named by: LayerOptions.StoreKey.
+func (l *Layer) storeKey() string {
+	if l.lopts.StoreKey != "" {
+		return l.lopts.StoreKey
+	}
+	return l.key
+}
+
 // Format returns how the blob is stored, read from its first bytes.
 func (l *Layer) Format(ctx context.Context) (Format, error) {
 	l.formatOnce.Do(func() {
@@ -95,7 +103,7 @@ func (l *Layer) loadedIndex(ctx context.Context) *layerIndex {
 	if l.m.store == nil || l.noDiskIndex.Load() {
 		return nil
 	}
-	idx, err := l.m.loadIndex(ctx, l.key)
+	idx, err := l.m.loadIndex(ctx, l.storeKey())
 	if idx == nil && (err == nil || errors.Is(err, errBadIndexFile)) {
 		l.noDiskIndex.Store(true) // until a pass saves one
 	}
@@ -114,7 +122,7 @@ func (l *Layer) loadOrBuild(ctx context.Context) (*layerIndex, error) {
 	if err != nil {
 		return nil, fmt.Errorf("index layer %s: %w", l.key, err)
 	}
-	if err := l.m.saveIndex(ctx, l.key, idx); err != nil {
+	if err := l.m.saveIndex(ctx, l.storeKey(), idx); err != nil {
 		l.m.opts.Logger.WithError(err).WithField("layer", l.key).Warn("index not saved: it is rebuilt on next use")
 	} else {
 		l.noDiskIndex.Store(false)

@@ -129,6 +129,11 @@ type LayerOptions struct {
 	// the TOC is verified; without it an eStargz footer is still detected
 	// and each chunk is checked against the TOC's chunk digests.
 	TOCDigest string
+	// StoreKey names the files the layer's index is persisted under
+	// (Options.Store); "" means the Layer's key. The cache gives bytes not
+	// verified yet a key of their own origin (layercache.KeyOf): an index
+	// derived from them must not be found under the bare digest.
+	StoreKey string
 }
 
 // Layer returns the shared Layer for key (the blob digest). The blob and

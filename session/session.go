@@ -47,7 +47,7 @@ type Session struct {
 	mu      sync.Mutex // taken after a Layer's mu, never before
 	layers  map[layerKey]*Layer
 	images  map[string]*Image
-	indexes map[string]*layerindex.Layer // by cache key (layercache.KeyOf)
+	indexes map[string]*layerindex.Layer // by blob key
 }
 
 type layerKey struct{ repo, id, digest string }
@@ -97,13 +97,15 @@ func (s *Session) Layer(repo string, l registry.Layer) *Layer {
 	return h
 }
 
-// layerIndex returns the index of blob b, one per cache key: the first
+// layerIndex returns the index of blob b, one per blob key: the first
 // caller's cache reader serves it for the Session's life, and a later
-// handle on the same blob opens none. The key is the cache's (the blob
-// key qualified by its registry host): an index is derived from bytes not
-// verified yet, so what it persists must not serve another registry.
+// handle on the same blob opens none. Its persisted files are named by the
+// cache's key (the blob key qualified by its registry host): an index is
+// derived from bytes not verified yet, so it must not serve another
+// registry.
 func (s *Session) layerIndex(b blobio.Source, lo layerindex.LayerOptions) *layerindex.Layer {
-	key := layercache.KeyOf(b)
+	key := b.Key()
+	lo.StoreKey = layercache.KeyOf(b)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ix, ok := s.indexes[key]; ok {

@@ -29,6 +29,7 @@ type partsFlags struct {
 	DiskCacheSize byteSize `json:"disk_cache_size"`
 	Spacing       byteSize `json:"checkpoint_spacing"`
 	Parallel      int      `json:"parallel_fetches"`
+	Verify        string   `json:"verify"`
 	LogLevel      string   `json:"log_level"`
 	LogFormat     string   `json:"log_format"`
 	LogFile       string   `json:"log_file,omitempty"`
@@ -70,6 +71,7 @@ func addPartsFlags(cmd *cobra.Command, f *partsFlags) {
 	fl.StringVar(&f.CacheDir, "cache-dir", defaultCacheDir(), `disk cache and layer index directory ("" for none)`)
 	fl.Var(&f.DiskCacheSize, "disk-cache-size", "disk cache bound")
 	fl.IntVar(&f.Parallel, "parallel-fetches", f.Parallel, "ranged requests one open file keeps in flight for its misses and readahead (a sequential read of a registry blob streams with one request instead)")
+	fl.StringVar(&f.Verify, "verify", "lazy", "when layer bytes are served: lazy (as they arrive; a whole in-order read checks the digest) or strict (a blob is read whole and checked before its first byte is served)")
 	fl.Var(&f.Spacing, "checkpoint-spacing", "uncompressed distance between gzip checkpoints of a new layer index: smaller fetches and inflates less per random read, for a larger index")
 }
 
@@ -140,6 +142,10 @@ func newParts(ctx context.Context, f partsFlags, host string, use session.Option
 	if f.Spacing < minSpacing {
 		return nil, fmt.Errorf("--checkpoint-spacing %s: want at least %s (each checkpoint keeps a 32 KiB window)", &f.Spacing, humanBytes(minSpacing))
 	}
+	verify, err := layercache.ParseVerifyMode(f.Verify)
+	if err != nil {
+		return nil, fmt.Errorf("--verify: %w", err)
+	}
 	client, err := registry.New(ctx, host, registry.Options{
 		API: f.API, PlainHTTP: f.PlainHTTP, Logger: logrus.NewEntry(log),
 	})
@@ -152,7 +158,7 @@ func newParts(ctx context.Context, f partsFlags, host string, use session.Option
 	}
 	cache, err := layercache.New(layercache.Options{
 		BlockSize: int64(f.BlockSize), MemoryBytes: int64(f.CacheSize),
-		DiskDir: diskDir, DiskBytes: int64(f.DiskCacheSize), MaxParallel: f.Parallel, Logger: log,
+		DiskDir: diskDir, DiskBytes: int64(f.DiskCacheSize), MaxParallel: f.Parallel, Verify: verify, Logger: log,
 	})
 	if err != nil {
 		return nil, err
