@@ -28,7 +28,7 @@ import (
 //
 //	blocks/<escaped key>/<block size>_<index>.blk   block data + trailer
 //	files/<escaped name>                            PutFile data + trailer
-//	digests/<escaped digest>.<block size>           verified block digests + trailer
+//	digests/<escaped digest>.<block size>           verified block states (trust.go) + trailer
 //	.../.tmp-*                                      files being written
 //
 // Every file ends with a 16-byte trailer: "RGFSBLK2", the data length
@@ -41,7 +41,7 @@ import (
 const (
 	blocksDirName = "blocks"
 	filesDirName  = "files"
-	sumsDirName   = "digests"
+	statesDirName = "digests"
 	tmpPrefix     = ".tmp-"
 	blockExt      = ".blk"
 	trailerSize   = 16
@@ -229,11 +229,11 @@ func (d *diskTier) readBlockIfThere(key string, bs, index, length int64, dst []b
 	return nil, false
 }
 
-// writeSums stores the verified block digests of dgst at block size bs,
-// outside the bound and the LRU: 32 bytes a block, kept as long as the
+// writeStates stores the verified block states of dgst at block size bs,
+// outside the bound and the LRU (108 bytes a block for sha256), kept as long as the
 // tier (Clear removes them).
-func (d *diskTier) writeSums(dgst string, bs int64, data []byte) error {
-	rel := sumsRel(dgst, bs)
+func (d *diskTier) writeStates(dgst string, bs int64, data []byte) error {
+	rel := statesRel(dgst, bs)
 	w, err := d.create(rel)
 	if err != nil {
 		return err
@@ -245,10 +245,10 @@ func (d *diskTier) writeSums(dgst string, bs int64, data []byte) error {
 	return w.Commit()
 }
 
-// readSums returns what writeSums stored, if it is there, whole and of
+// readStates returns what writeStates stored, if it is there, whole and of
 // want bytes.
-func (d *diskTier) readSums(dgst string, bs, want int64) ([]byte, error) {
-	rel := sumsRel(dgst, bs)
+func (d *diskTier) readStates(dgst string, bs, want int64) ([]byte, error) {
+	rel := statesRel(dgst, bs)
 	f, err := os.Open(filepath.Join(d.dir, rel))
 	if err != nil {
 		return nil, err
@@ -257,8 +257,8 @@ func (d *diskTier) readSums(dgst string, bs, want int64) ([]byte, error) {
 	return readVerified(f, want, rel)
 }
 
-func sumsRel(dgst string, bs int64) string {
-	return filepath.Join(sumsDirName, escapeName(dgst)+"."+strconv.FormatInt(bs, 10))
+func statesRel(dgst string, bs int64) string {
+	return filepath.Join(statesDirName, escapeName(dgst)+"."+strconv.FormatInt(bs, 10))
 }
 
 // readBlockInto fills dst with block index of key if a whole, verified
@@ -657,7 +657,7 @@ func DiskUsage(ctx context.Context, dir string) (*Usage, error) {
 // that does keeps working (it treats the files as evicted) but its byte
 // count is off until its next rescan.
 func Clear(ctx context.Context, dir string) error {
-	return clearSubdirs(ctx, dir, blocksDirName, filesDirName, sumsDirName)
+	return clearSubdirs(ctx, dir, blocksDirName, filesDirName, statesDirName)
 }
 
 // ClearBlocks is Clear for the blocks alone: files stored with PutFile

@@ -1,7 +1,6 @@
 package layercache
 
 import (
-	"crypto/sha256"
 	"sync"
 	"sync/atomic"
 
@@ -144,7 +143,7 @@ func (s *store) load(b *blob, i int64, dst []byte) ([]byte, bool) {
 		}
 	}
 	d, ok := s.loadKey(b.key, i, b.blockLen(i), dst)
-	if !ok && b.shared() && b.trust.sums() != nil {
+	if !ok && b.shared() && b.trust.states() != nil {
 		// promote may have moved it meanwhile.
 		return s.disk.readBlockIfThere(b.digest, s.bs, i, b.blockLen(i), dst)
 	}
@@ -154,8 +153,8 @@ func (s *store) load(b *blob, i int64, dst []byte) ([]byte, bool) {
 	if s.vet(b, i, d) != nil {
 		return nil, false
 	}
-	if sums := b.trust.sums(); sums != nil {
-		// Vetted against the verified block digest: it may be shared now
+	if b.trust.states() != nil {
+		// Vetted against the verified block states: it may be shared now
 		// (a promotion cut short by Close ends here).
 		s.disk.writeBlock(b.digest, s.bs, i, d)
 		s.disk.removeBlock(b.key, s.bs, i)
@@ -180,7 +179,7 @@ func (s *store) save(b *blob, i int64, d []byte) {
 	if s.disk == nil || b.trust.err() != nil {
 		return
 	}
-	if sums := b.trust.sums(); sums != nil && b.shared() && sha256.Sum256(d) == sums[i] {
+	if st := b.trust.states(); st != nil && b.shared() && st.check(b.trust.want.Algorithm(), i, d) {
 		s.disk.writeBlock(b.digest, s.bs, i, d)
 		return
 	}
@@ -189,9 +188,9 @@ func (s *store) save(b *blob, i int64, d []byte) {
 		s.disk.removeBlock(b.key, s.bs, i) // failed while this write went on
 		return
 	}
-	if sums := b.trust.sums(); sums != nil && b.shared() {
+	if st := b.trust.states(); st != nil && b.shared() {
 		// Verified while this write went on: promote may have passed it.
-		s.promoteBlock(b, i, sums)
+		s.promoteBlock(b, i, st)
 	}
 }
 

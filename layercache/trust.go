@@ -1,7 +1,10 @@
 package layercache
 
 import (
-	"crypto/sha256"
+	"bytes"
+	_ "crypto/sha256" // the digests' hashes
+	_ "crypto/sha512"
+	"encoding"
 	"errors"
 	"fmt"
 	"hash"
@@ -19,9 +22,12 @@ import (
 //   - the whole-blob hash of an in-order pass: every read hands its blocks
 //     to feed, which hashes the blocks that continue the blob from the
 //     start, whatever tier they came from;
-//   - or the per-block digests recorded by such a pass (kept on disk), which
-//     every later fetch of a block and every unverified disk copy is vetted
-//     against.
+//   - or the block states recorded by such a pass (kept on disk): the
+//     blob hash's internal state at every block boundary, so block i is
+//     checked by resuming the hash at state i over its bytes and comparing
+//     with state i+1 (a match with other bytes would break the hash). Every
+//     later fetch of a block and every unverified disk copy is vetted so.
+//     The states come from the pass's one hash: no second hash per byte.
 // Until then a blob's blocks are keyed by its origin's host (blob.key) and
 // never written under the digest. A pass whose hash does not match fails
 // the blob: its blocks are dropped from memory and disk, one line is
@@ -36,13 +42,49 @@ var (
 	ErrUnverifiable = errors.New("layercache: blob has no content digest to verify")
 )
 
-// blockSum is a block digest: the SHA-256 of one block's bytes.
-type blockSum = [sha256.Size]byte
+// blockStates are a blob hash's marshalled states at its block
+// boundaries: [i] before block i, [nblocks] after the last (the digest).
+type blockStates [][]byte
+
+// check reports whether d is block i of the blob whose states they are.
+func (st blockStates) check(alg digest.Algorithm, i int64, d []byte) bool {
+	if i < 0 || i+1 >= int64(len(st)) {
+		return false
+	}
+	h := alg.Hash()
+	if h.(encoding.BinaryUnmarshaler).UnmarshalBinary(st[i]) != nil {
+		return false
+	}
+	h.Write(d)
+	got, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	return err == nil && bytes.Equal(got, st[i+1])
+}
+
+// resumable reports whether alg's hash can be stopped and resumed (the
+// hashes of sha256 and sha512 can), which block states need.
+func resumable(alg digest.Algorithm) bool {
+	if !alg.Available() {
+		return false
+	}
+	h := alg.Hash()
+	_, m := h.(encoding.BinaryMarshaler)
+	_, u := h.(encoding.BinaryUnmarshaler)
+	return m && u
+}
+
+// mark returns h's state.
+func mark(h hash.Hash) []byte {
+	st, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		panic(fmt.Sprintf("layercache: marshal a %T: %v", h, err)) // resumable said it can
+	}
+	return st
+}
 
 // digestTrust is what is known of one digest in this Cache, whichever
-// origin it was read from: its block digests once some pass verified it.
+// origin it was read from: its block states once some pass verified it.
 type digestTrust struct {
-	sums atomic.Pointer[[]blockSum] // nil until verified
+	states atomic.Pointer[blockStates] // nil until verified
 }
 
 // blobTrust is the verification state of one cached blob (one blob.key:
@@ -55,8 +97,8 @@ type blobTrust struct {
 	failed atomic.Pointer[error] // set once: every read fails with it
 
 	mu      sync.Mutex
-	h       hash.Hash  // whole-blob hash of blocks [0, len(partial))
-	partial []blockSum // block digests of the blocks hashed so far
+	h       hash.Hash   // whole-blob hash of the blocks [0, len(partial)-1)
+	partial blockStates // the states so far; empty before the first block
 	pass    *verifyPass
 }
 
@@ -83,16 +125,19 @@ func cacheKey(src blobio.Source, o blobio.Origin) string {
 	return "unverified:" + o.Host + "/" + src.Key()
 }
 
-// sums returns the blob's verified block digests, nil if not verified.
-func (t *blobTrust) sums() []blockSum {
+// states returns the blob's verified block states, nil if not verified.
+func (t *blobTrust) states() blockStates {
 	if t.dt == nil {
 		return nil
 	}
-	if p := t.dt.sums.Load(); p != nil {
+	if p := t.dt.states.Load(); p != nil {
 		return *p
 	}
 	return nil
 }
+
+// hashed is the number of blocks the in-order pass hashed; under t.mu.
+func (t *blobTrust) hashedLocked() int64 { return max(int64(len(t.partial))-1, 0) }
 
 // err is the failure that ended the blob, nil while it is good.
 func (t *blobTrust) err() error {
@@ -108,7 +153,7 @@ func (b *blob) shared() bool { return b.digest != "" && b.digest != b.key }
 
 // feed hashes the blocks of out (block first+j in out[j]) that continue
 // b's in-order pass, and at the blob's end compares the hash with its
-// digest: a match records the block digests (verified), a mismatch fails
+// digest: a match records the block states (verified), a mismatch fails
 // the blob. It returns the blob's failure, if any: the read must not be
 // served then.
 func (s *store) feed(b *blob, first int64, out [][]byte) error {
@@ -116,39 +161,40 @@ func (s *store) feed(b *blob, first int64, out [][]byte) error {
 	if err := t.err(); err != nil {
 		return err
 	}
-	if t.dt == nil || t.sums() != nil {
+	if t.dt == nil || t.states() != nil {
 		return nil
 	}
 	t.mu.Lock()
-	next := int64(len(t.partial))
-	if next < first || next >= first+int64(len(out)) || t.sums() != nil || t.err() != nil {
+	next := t.hashedLocked()
+	if next < first || next >= first+int64(len(out)) || t.states() != nil || t.err() != nil {
 		t.mu.Unlock()
 		return t.err()
 	}
 	if t.h == nil {
 		t.h = t.want.Algorithm().Hash()
+		t.partial = blockStates{mark(t.h)}
 	}
 	for j := next - first; j < int64(len(out)); j++ {
 		t.h.Write(out[j])
-		t.partial = append(t.partial, sha256.Sum256(out[j]))
+		t.partial = append(t.partial, mark(t.h))
 	}
-	if int64(len(t.partial)) < b.nblocks {
+	if t.hashedLocked() < b.nblocks {
 		t.mu.Unlock()
 		return nil
 	}
 	got := digest.NewDigest(t.want.Algorithm(), t.h)
-	sums := t.partial
+	states := t.partial
 	t.h, t.partial = nil, nil
 	t.mu.Unlock()
 	if got != t.want {
 		return s.fail(b, fmt.Errorf("%w: %s served by %s hashes to %s", ErrDigestMismatch, t.want, b.host, got))
 	}
-	s.verified(b, sums)
+	s.verified(b, states)
 	return nil
 }
 
 // vet checks block i of b, just fetched or read from an unverified copy on
-// disk, against its block digest: the verified one, or the one an in-order
+// disk, against its block states: the verified ones, or those an in-order
 // pass recorded for a block it already hashed. A mismatch fails the blob.
 func (s *store) vet(b *blob, i int64, d []byte) error {
 	t := b.trust
@@ -158,17 +204,15 @@ func (s *store) vet(b *blob, i int64, d []byte) error {
 	if t.dt == nil {
 		return nil
 	}
-	want, ok := blockSum{}, false
-	if sums := t.sums(); sums != nil {
-		want, ok = sums[i], true
-	} else {
+	st := t.states()
+	if st == nil {
 		t.mu.Lock()
-		if i < int64(len(t.partial)) {
-			want, ok = t.partial[i], true
+		if i < t.hashedLocked() {
+			st = t.partial[:i+2]
 		}
 		t.mu.Unlock()
 	}
-	if !ok || sha256.Sum256(d) == want {
+	if st == nil || st.check(t.want.Algorithm(), i, d) {
 		return nil
 	}
 	return s.fail(b, fmt.Errorf("%w: block %d of %s served by %s differs from the bytes verified before", ErrDigestMismatch, i, t.want, b.host))
@@ -197,22 +241,18 @@ func (s *store) fail(b *blob, err error) error {
 	return err
 }
 
-// verified records the block digests of b, verified whole: later fetches
+// verified records the block states of b, verified whole: later fetches
 // are vetted against them and may be shared. With a disk tier they are
 // stored, and b's host-keyed blocks that match move under the digest.
-func (s *store) verified(b *blob, sums []blockSum) {
+func (s *store) verified(b *blob, states blockStates) {
 	s.trustMu.Lock()
-	b.trust.dt.sums.CompareAndSwap(nil, &sums)
+	b.trust.dt.states.CompareAndSwap(nil, &states)
 	s.trustMu.Unlock()
 	if s.disk == nil {
 		return
 	}
-	data := make([]byte, 0, len(sums)*sha256.Size)
-	for _, sum := range sums {
-		data = append(data, sum[:]...)
-	}
-	if err := s.disk.writeSums(b.digest, s.bs, data); err != nil {
-		s.log.WithError(err).Warnf("layercache: storing the block digests of %s", b.digest)
+	if err := s.disk.writeStates(b.digest, s.bs, bytes.Join(states, nil)); err != nil {
+		s.log.WithError(err).Warnf("layercache: storing the block states of %s", b.digest)
 	}
 	if !b.shared() {
 		return
@@ -220,34 +260,34 @@ func (s *store) verified(b *blob, sums []blockSum) {
 	s.promoting.Add(1)
 	go func() {
 		defer s.promoting.Done()
-		s.promote(b, sums)
+		s.promote(b, states)
 	}()
 }
 
 // promote moves b's host-keyed blocks that match their verified block
-// digest under the digest, and removes the rest. Cache.Close waits for it:
+// states under the digest, and removes the rest. Cache.Close waits for it:
 // it is the disk writes of a pass.
-func (s *store) promote(b *blob, sums []blockSum) {
+func (s *store) promote(b *blob, states blockStates) {
 	for i := range b.nblocks {
-		s.promoteBlock(b, i, sums)
+		s.promoteBlock(b, i, states)
 	}
 }
 
 // promoteBlock moves block i of b from b's key to the digest if it is
-// there and matches its block digest; a copy that does not is removed.
-func (s *store) promoteBlock(b *blob, i int64, sums []blockSum) {
+// there and matches its block states; a copy that does not is removed.
+func (s *store) promoteBlock(b *blob, i int64, states blockStates) {
 	if !s.disk.knowsBlock(b.key, s.bs, i) {
 		return
 	}
 	d, err := s.disk.read(blockRel(b.key, s.bs, i), b.blockLen(i)) // not a hit: no reader asked
-	if err == nil && sha256.Sum256(d) == sums[i] {
+	if err == nil && states.check(b.trust.want.Algorithm(), i, d) {
 		s.disk.writeBlock(b.digest, s.bs, i, d)
 	}
 	s.disk.removeBlock(b.key, s.bs, i)
 }
 
 // trustFor returns the verification state of key (one per key), its
-// digest's block digests loaded from disk when a pass stored them.
+// digest's block states loaded from disk when a pass stored them.
 func (s *store) trustFor(key string, o blobio.Origin, nblocks int64) *blobTrust {
 	s.trustMu.Lock()
 	defer s.trustMu.Unlock()
@@ -255,13 +295,13 @@ func (s *store) trustFor(key string, o blobio.Origin, nblocks int64) *blobTrust 
 		return t
 	}
 	t := &blobTrust{}
-	if want, err := digest.Parse(o.Digest); err == nil && want.Algorithm().Available() {
+	if want, err := digest.Parse(o.Digest); err == nil && resumable(want.Algorithm()) {
 		t.want = want
 		dt, ok := s.digests[o.Digest]
 		if !ok {
 			dt = &digestTrust{}
-			if sums := s.loadSums(o.Digest, nblocks); sums != nil {
-				dt.sums.Store(&sums)
+			if states := s.loadStates(want, nblocks); states != nil {
+				dt.states.Store(&states)
 			}
 			s.digests[o.Digest] = dt
 		}
@@ -271,19 +311,24 @@ func (s *store) trustFor(key string, o blobio.Origin, nblocks int64) *blobTrust 
 	return t
 }
 
-// loadSums reads the stored block digests of dgst, nil if none (or not
-// nblocks of them).
-func (s *store) loadSums(dgst string, nblocks int64) []blockSum {
+// loadStates reads the stored block states of dgst, nil if none (or not
+// those of nblocks blocks, or not ending in the digest).
+func (s *store) loadStates(dgst digest.Digest, nblocks int64) blockStates {
 	if s.disk == nil || nblocks <= 0 {
 		return nil
 	}
-	data, err := s.disk.readSums(dgst, s.bs, nblocks*sha256.Size)
+	h := dgst.Algorithm().Hash()
+	n := int64(len(mark(h)))
+	data, err := s.disk.readStates(dgst.String(), s.bs, (nblocks+1)*n)
 	if err != nil {
 		return nil
 	}
-	sums := make([]blockSum, nblocks)
-	for i := range sums {
-		copy(sums[i][:], data[i*sha256.Size:])
+	states := make(blockStates, nblocks+1)
+	for i := range states {
+		states[i] = data[int64(i)*n : int64(i+1)*n : int64(i+1)*n]
 	}
-	return sums
+	if h.(encoding.BinaryUnmarshaler).UnmarshalBinary(states[nblocks]) != nil || digest.NewDigest(dgst.Algorithm(), h) != dgst {
+		return nil
+	}
+	return states
 }

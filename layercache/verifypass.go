@@ -18,7 +18,7 @@ func (r *Reader) awaitVerified(ctx context.Context) error {
 		return nil
 	}
 	t := r.b.trust
-	if t.sums() != nil {
+	if t.states() != nil {
 		return nil
 	}
 	if t.dt == nil {
@@ -47,7 +47,7 @@ func (r *Reader) awaitVerified(ctx context.Context) error {
 		if err := t.err(); err != nil {
 			return err
 		}
-		if t.sums() == nil {
+		if t.states() == nil {
 			return fmt.Errorf("read %s: pass ended unverified: %w", r.b.key, ErrDigestMismatch)
 		}
 		return nil
@@ -66,13 +66,13 @@ func (c *Cache) verifyPass(b *blob) error {
 	defer r.Close()
 	t := b.trust
 	t.mu.Lock()
-	next := int64(len(t.partial))
+	next := t.hashedLocked()
 	t.mu.Unlock()
 	step := c.opts.BlockSize * int64(max(c.opts.MaxFetchBlocks, 1))
 	for off := next * c.opts.BlockSize; off < b.size; off += step {
 		_, release, err := r.Slices(r.ctx, off, int(min(step, b.size-off)))
 		release()
-		if err != nil && t.sums() == nil {
+		if err != nil && t.states() == nil {
 			return fmt.Errorf("verify %s: %w", b.key, err)
 		}
 	}

@@ -1,0 +1,45 @@
+package mounttest
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regfs/regfs/registry/registrytest"
+)
+
+// The cross-registry disk-cache poisoning of issue 10, through real
+// mounts: a registry answering the image's layer digests with other bytes
+// is mounted and a rootfs file read twice; then an honest registry mounted
+// on the same --cache-dir, the image pinned by digest, must serve every
+// layer blob hashing to its digest.
+func TestCacheNotPoisonedAcrossRegistries(t *testing.T) {
+	r, fx := cacheRegistry(t)
+	img := fx.Small
+	var targets []digest.Digest
+	for _, l := range img.Layers {
+		targets = append(targets, l.Digest)
+	}
+	evil := registrytest.StartEvilRegistry(t, r, registrytest.LieWrongBytes, targets...)
+	dir := t.TempDir()
+	ref := "test/small@" + img.Digest.String()
+
+	p1 := startCacheMount(t, evil.Host, dir)
+	rootfs := filepath.Join(p1.mnt, ref, "rootfs", "var/lib/data.bin")
+	for range 2 {
+		_, _ = os.ReadFile(rootfs) // wrong bytes: an error, or (before the fix) cached garbage
+	}
+	for _, p := range blobPaths(p1.mnt, ref, img) {
+		_, _ = os.ReadFile(p) // a whole pass: fails on the digest
+	}
+	stopCacheMount(t, p1)
+	if evil.Lies() == 0 {
+		t.Fatal("the evil registry never lied: the test tests nothing")
+	}
+
+	p2 := startCacheMount(t, r.Host, dir)
+	readBlobs(t, p2.mnt, ref, img) // each blob must hash to its digest
+	stopCacheMount(t, p2)
+}
