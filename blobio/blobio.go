@@ -26,7 +26,9 @@ type Source interface {
 	// Open streams bytes [off, off+n) (n < 0: to the end), for long
 	// sequential passes. The stream ends with io.EOF after exactly those
 	// bytes, or with an error; a whole-blob stream of a verifying Source
-	// reports a digest mismatch as its final error.
+	// may report a digest mismatch as its final error. Neither ReadAt nor
+	// Open promises verified bytes: a consumer that must trust them hashes
+	// them against Origin().Digest (layercache does).
 	Open(ctx context.Context, off, n int64) (io.ReadCloser, error)
 }
 

@@ -58,6 +58,12 @@ type Options struct {
 	// bytes when the server ignores Range; a read further in fails with
 	// ErrRangeUnsupported. Default 16 MiB; negative: never skip.
 	MaxRangeSkip int64
+	// UnverifiedStreams leaves whole-blob streams (Source.Open of a whole
+	// blob) unhashed, for a consumer that hashes what it reads against
+	// blobio.Origin's digest itself (the block cache does), so each byte
+	// is hashed once. Default false: such a stream of wrong bytes ends with
+	// ErrDigestMismatch.
+	UnverifiedStreams bool
 	// PageSize is the n asked for per catalog and tag list page. Default
 	// 1000 (distribution's default maximum).
 	PageSize int
