@@ -43,3 +43,33 @@ func TestCacheNotPoisonedAcrossRegistries(t *testing.T) {
 	readBlobs(t, p2.mnt, ref, img) // each blob must hash to its digest
 	stopCacheMount(t, p2)
 }
+
+// --verify=strict through a real mount: nothing of a blob that does not
+// hash to its digest is served, not even the first read of a file.
+func TestStrictMountServesNoWrongByte(t *testing.T) {
+	r, fx := cacheRegistry(t)
+	img := fx.Small
+	var targets []digest.Digest
+	for _, l := range img.Layers {
+		targets = append(targets, l.Digest)
+	}
+	evil := registrytest.StartEvilRegistry(t, r, registrytest.LieOnRanges, targets...)
+	ref := "test/small@" + img.Digest.String()
+	p := startCacheMount(t, evil.Host, t.TempDir(), "--verify", "strict")
+	for i, path := range blobPaths(p.mnt, ref, img) {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 100)
+		n, err := f.ReadAt(buf, img.Layers[i].Size/2) // a random read: by range, where it lies
+		f.Close()
+		if err == nil && string(buf[:n]) != string(img.Layers[i].Blob[img.Layers[i].Size/2:][:n]) {
+			t.Errorf("%s: a strict read served wrong bytes", path)
+		}
+	}
+	if _, err := os.ReadFile(filepath.Join(p.mnt, ref, "rootfs", "var/lib/data.bin")); err == nil {
+		t.Error("rootfs file of lying layers, strict: read succeeded, want EIO")
+	}
+	stopCacheMount(t, p)
+}
