@@ -52,7 +52,8 @@ type store struct {
 	trustMu   sync.Mutex
 	trusts    map[string]*blobTrust   // by blob key
 	digests   map[string]*digestTrust // by digest
-	promoting sync.WaitGroup          // promote goroutines
+	promoting sync.WaitGroup          // promote goroutines; Add only under trustMu while !closed
+	closed    bool                    // guarded by trustMu
 
 	served atomic.Int64 // bytes served, without a memory tier to stripe them
 }
@@ -226,6 +227,9 @@ func (s *store) stats() (MemoryStats, DiskStats) {
 
 // close waits for promotions and drops the memory tier's blocks.
 func (s *store) close() {
+	s.trustMu.Lock()
+	s.closed = true
+	s.trustMu.Unlock()
 	s.promoting.Wait()
 	if s.mem != nil {
 		s.mem.purge()

@@ -257,6 +257,11 @@ func (s *store) verified(b *blob, states blockStates) {
 	if !b.shared() {
 		return
 	}
+	s.trustMu.Lock()
+	defer s.trustMu.Unlock()
+	if s.closed {
+		return // later reads move the blocks (store.load)
+	}
 	s.promoting.Add(1)
 	go func() {
 		defer s.promoting.Done()
