@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -118,6 +119,16 @@ func (m *metaCache) Tags(ctx context.Context, repo string) ([]string, error) {
 		return nil, err
 	}
 	return v.([]string), nil
+}
+
+// cachedTag reports whether the fresh cached tag list of repo names tag.
+func (m *metaCache) cachedTag(repo, tag string) bool {
+	e, ok := m.peek("tags\x00" + repo)
+	if !ok || e.err != nil {
+		return false
+	}
+	_, found := slices.BinarySearch(e.val.([]string), tag)
+	return found
 }
 
 func resolveKey(repo, ref string, p registry.Platform) string {
