@@ -81,12 +81,17 @@ func (n *pathDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 	return n.t.getattr(ctx, n, out)
 }
 
+// dirEntry is the listing entry of path component component; dirChild
+// adds what a lookup needs.
+func (n *pathDir) dirEntry(component string) child {
+	return child{name: component, mode: fuse.S_IFDIR, ino: inoOf(n.t.host, "dir", joinRepo(n.prefix, component))}
+}
+
 func (n *pathDir) dirChild(component string) child {
-	t, repo := n.t, joinRepo(n.prefix, component)
-	return child{
-		name: component, mode: fuse.S_IFDIR, ino: inoOf(t.host, "dir", repo), entryTTL: t.tagTTL,
-		make: func() node { return &pathDir{t: t, prefix: repo} },
-	}
+	t, repo, c := n.t, joinRepo(n.prefix, component), n.dirEntry(component)
+	c.entryTTL = t.tagTTL
+	c.make = func() node { return &pathDir{t: t, prefix: repo} }
+	return c
 }
 
 // repoChildren are _tags/ and _digests/ of repository n.prefix.
@@ -108,6 +113,11 @@ func (n *pathDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	t := n.t
 	if n.prefix == "" && name == statusDirName && t.status != nil {
 		return t.lookupChild(ctx, &n.Inode, t.statusChild(), out)
+	}
+	// Every name of a listing is looked up next (READDIRPLUS, ls -l): the
+	// cached catalog answers those without I/O, so without a timeout.
+	if catalog, ok := t.meta.cachedCatalog(); ok && catalogHas(catalog, joinRepo(n.prefix, name), true) && componentRE.MatchString(name) {
+		return t.lookupChild(ctx, &n.Inode, n.dirChild(name), out)
 	}
 	ctx, cancel := t.opCtx(ctx)
 	defer cancel()
@@ -229,9 +239,10 @@ func (n *pathDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	if err != nil {
 		return nil, t.errno("readdir", &n.Inode, err)
 	}
-	var cs []child
-	seen, bad := map[string]bool{}, 0
-	for _, r := range catalogUnder(catalog, n.prefix) {
+	under := catalogUnder(catalog, n.prefix)
+	cs := make([]child, 0, len(under)+3)
+	seen, bad := make(map[string]bool, len(under)), 0
+	for _, r := range under {
 		rest := r
 		if n.prefix != "" {
 			rest = r[len(n.prefix)+1:]
@@ -243,7 +254,7 @@ func (n *pathDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 			bad++ // a lookup would refuse it: do not show it
 		default:
 			seen[comp] = true
-			cs = append(cs, n.dirChild(comp))
+			cs = append(cs, n.dirEntry(comp))
 		}
 	}
 	if bad > 0 {

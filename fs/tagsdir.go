@@ -40,12 +40,18 @@ func (n *tagsDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 func (n *tagsDir) mpath(tag string) string { return n.repo + "/" + tagsDirName + "/" + tag }
 
 func (n *tagsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t := n.t
+	// Every name of a listing is looked up next (READDIRPLUS, ls -l): the
+	// cached tag list answers those without I/O, so without a timeout.
 	if !tagRE.MatchString(name) {
 		return nil, syscall.ENOENT
 	}
-	ctx, cancel := n.t.opCtx(ctx)
+	if t.meta.cachedTag(n.repo, name) {
+		return t.lookupChild(ctx, &n.Inode, t.tagChild(name, n.mpath(name), n.repo, name), out)
+	}
+	ctx, cancel := t.opCtx(ctx)
 	defer cancel()
-	return n.t.lookupTag(ctx, &n.Inode, name, n.mpath(name), n.repo, name, out)
+	return t.lookupTag(ctx, &n.Inode, name, n.mpath(name), n.repo, name, out)
 }
 
 func (n *tagsDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {

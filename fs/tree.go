@@ -3,7 +3,7 @@ package fs
 import (
 	"context"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -144,7 +144,7 @@ const maxNameLen = 255
 // no lookup could reach (longer than NAME_MAX, or holding '/' or NUL, from
 // a tar or a registry) are left out with one log line, so the others list.
 func (t *tree) dirStream(dir *gofs.Inode, cs []child) gofs.DirStream {
-	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
+	slices.SortFunc(cs, func(a, b child) int { return strings.Compare(a.name, b.name) })
 	es := make([]fuse.DirEntry, 0, len(cs))
 	skipped, example := 0, ""
 	for _, c := range cs {
