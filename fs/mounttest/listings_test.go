@@ -128,3 +128,45 @@ func TestOverlongNameListed(t *testing.T) {
 		}
 	}
 }
+
+// TestManyLayers, against the reference registry: `ls -l layers` of an
+// image of 10,000 layers (one small blob repeated: distinct chain IDs)
+// asks for no blob, and every layer's directory is there.
+func TestManyLayers(t *testing.T) {
+	needFUSE(t)
+	r := registrytest.StartRegistry(t, registrytest.WithInMemoryStorage())
+	const n = 10000
+	l, err := registrytest.BuildLayer(registrytest.LayerSpec{Entries: []registrytest.Entry{registrytest.File("f", "x")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := make([]*registrytest.Layer, n)
+	for i := range layers {
+		layers[i] = l
+	}
+	img, err := registrytest.BuildImage(registrytest.ImageSpec{Layers: layers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := registrytest.NewPusher(r).PushImage(context.Background(), "test/layers", img, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	proxy := registrytest.StartFaultProxy(t, r.URL)
+	mnt := mount(t, proxy.Host, mountOpts{})
+	got := lsLong(t, filepath.Join(mnt, "test/layers:latest/layers"))
+	want := chainIDs(img.DiffIDs)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("ls -l layers: got %d names, want the %d chain IDs", len(got), len(want))
+	}
+	lsLong(t, filepath.Join(mnt, "test/layers:latest/layers", want[n/2]))
+	blobs := 0
+	for _, q := range proxy.Requests() {
+		if strings.Contains(q.Path, "/blobs/") && q.Path != "/v2/test/layers/blobs/"+img.ConfigDigest.String() {
+			blobs++
+		}
+	}
+	if blobs != 0 {
+		t.Errorf("ls -l layers: got %d layer blob requests, want none", blobs)
+	}
+}
