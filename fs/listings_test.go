@@ -11,6 +11,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/opencontainers/go-digest"
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/regfs/regfs/registry"
 )
@@ -196,5 +198,32 @@ func TestOverlongNamesSkipped(t *testing.T) {
 		if got := h.readdir(tc.path); !sameStrings(got, tc.want) {
 			t.Errorf("readdir %s: got %v, want %v", tc.path, got, tc.want)
 		}
+	}
+}
+
+// TestListTooLong: a catalog stopped at its bounds (a registry whose pages
+// never end) is EIO with one log line per listing, and is not walked again
+// for the tag TTL.
+func TestListTooLong(t *testing.T) {
+	log, hook := test.NewNullLogger()
+	h := newHarness(t, func(o *Options) { o.Log = log })
+	h.c.catalogErr = fmt.Errorf("catalog of mem.test: stopped at page 1049: %w", registry.ErrListTooLong)
+	for i := range 2 {
+		in, _ := h.mustWalk("/")
+		if _, errno := in.Operations().(gofs.NodeReaddirer).Readdir(context.Background()); errno != syscall.EIO {
+			t.Errorf("readdir / #%d: got %v, want EIO", i+1, errno)
+		}
+	}
+	if n := h.c.catalogCalls.Load(); n != 1 {
+		t.Errorf("got %d catalog walks, want 1 (the answer kept for the tag TTL)", n)
+	}
+	lines := 0
+	for _, e := range hook.AllEntries() {
+		if e.Level <= logrus.WarnLevel && strings.Contains(e.Message, "stopped at page") {
+			lines++
+		}
+	}
+	if lines != 2 {
+		t.Errorf("got %d log lines naming the cause, want one per listing (2)", lines)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -168,5 +169,21 @@ func TestManyLayers(t *testing.T) {
 	}
 	if blobs != 0 {
 		t.Errorf("ls -l layers: got %d layer blob requests, want none", blobs)
+	}
+}
+
+// TestEndlessCatalog: over a registry whose catalog pages never end, `ls`
+// of the mount fails with EIO once the listing passes its bounds, instead
+// of growing until the timeout.
+func TestEndlessCatalog(t *testing.T) {
+	needFUSE(t)
+	srv := registrytest.StartEndlessLister(t, 1000)
+	mnt := mount(t, srv.Host, mountOpts{})
+	_, err := os.ReadDir(mnt)
+	if errnoOf(err) != syscall.EIO {
+		t.Errorf("ls of an endless catalog: got %v, want EIO", err)
+	}
+	if pages := srv.Pages(); pages > 2000 {
+		t.Errorf("ls of an endless catalog: %d pages asked for, want the listing bounded", pages)
 	}
 }
