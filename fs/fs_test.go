@@ -329,6 +329,17 @@ func TestNamesResolveWithoutCatalog(t *testing.T) {
 	if _, _, errno := h.walk("/test/small:nosuch"); errno != syscall.ENOENT {
 		t.Errorf("unknown tag without catalog: got %v, want ENOENT", errno)
 	}
+	// A repository's own directory shows its names: its tag list says it
+	// is one.
+	if got := h.readdir("/test/small"); !sameStrings(got, []string{"_digests", "_tags"}) {
+		t.Errorf("readdir /test/small without catalog: got %v, want [_digests _tags]", got)
+	}
+	if got := h.readdir("/test/small/_tags"); !sameStrings(got, []string{"latest"}) {
+		t.Errorf("readdir /test/small/_tags without catalog: got %v, want [latest]", got)
+	}
+	if got := h.readdir("/test/deep"); len(got) != 0 {
+		t.Errorf("readdir /test/deep without catalog: got %v, want nothing (not a repository)", got)
+	}
 }
 
 func TestDigestResolvesUnlisted(t *testing.T) {

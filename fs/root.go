@@ -260,16 +260,26 @@ func (n *pathDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	if bad > 0 {
 		t.log.WithField("path", "/"+n.Path(nil)).Warnf("catalog lists %d repository names that are not valid; not shown", bad)
 	}
-	if n.prefix != "" && catalogHas(catalog, n.prefix, false) {
-		cs = append(cs, n.repoChildren()...)
-	}
+	isRepo := n.prefix != "" && catalogHas(catalog, n.prefix, false)
 	if len(catalog) == 0 {
-		// No catalog: show what lookups have found so far.
+		// No catalog: show what lookups have found so far, and whether
+		// this is a repository its tag list says (one request, for the
+		// repository's own directory only).
 		for name, ch := range n.Children() {
 			if _, ok := ch.Operations().(*pathDir); ok {
-				cs = append(cs, n.dirChild(name))
+				cs = append(cs, n.dirEntry(name))
 			}
 		}
+		if n.prefix != "" {
+			ok, err := t.hasTags(ctx, n.prefix)
+			if err != nil {
+				t.log.WithField("repo", n.prefix).Debugf("no catalog, and no tag list: %v", err)
+			}
+			isRepo = ok
+		}
+	}
+	if isRepo {
+		cs = append(cs, n.repoChildren()...)
 	}
 	if n.prefix == "" && t.status != nil {
 		cs = append(cs, t.statusChild())
