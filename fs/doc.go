@@ -1,7 +1,9 @@
 // Package fs maps a registry onto a read-only FUSE tree (go-fuse v2 nodes):
-// repositories as path components, <repo>:<tag>/ and <repo>@<digest>/ image
-// directories holding manifest.json, index.json, platforms/, config.json,
-// json, ancestry and layers/<id>/{json,blob,layer.tar,digest}.
+// repositories as path components (a repository's own holding _tags/ and
+// _digests/), <repo>:<tag>/ and <repo>@<digest>/ image directories holding
+// manifest.json, index.json, platforms/, config.json, json, ancestry and
+// layers/<id>/{json,blob,layer.tar,digest}. A listing costs what it shows:
+// the catalog for a directory of repositories, the tag list for _tags/.
 //
 // It turns each FUSE operation into calls on the parts below it, all
 // reached through one session.Session: metadata through its registry.Client

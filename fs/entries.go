@@ -373,7 +373,7 @@ func (n *entryDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) 
 	for _, ve := range ves {
 		cs = append(cs, n.child(ve))
 	}
-	return dirStream(cs), 0
+	return n.t.dirStream(&n.Inode, cs), 0
 }
 
 // entryFile is a regular file (or a hardlink to one).

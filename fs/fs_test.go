@@ -211,11 +211,19 @@ func TestListings(t *testing.T) {
 		path string
 		want []string
 	}{
-		{"/", []string{"alpine", "alpine:3", "test"}},
-		{"/test", []string{"deep", "multi", "multi:latest", "small", "small:latest"}},
+		// Listing repositories costs the catalog alone: tags are listed in
+		// a repository's _tags/, and <repo>:<tag> resolves on lookup.
+		{"/", []string{"alpine", "test"}},
+		{"/test", []string{"deep", "multi", "small"}},
 		{"/test/deep", []string{"nested"}},
-		{"/test/deep/nested", []string{"repo", "repo:v1"}},
-		{"/test/deep/nested/repo", nil},
+		{"/test/deep/nested", []string{"repo"}},
+		{"/test/deep/nested/repo", []string{"_digests", "_tags"}},
+		{"/test/deep/nested/repo/_tags", []string{"v1"}},
+		{"/test/deep/nested/repo/_digests", nil},
+		{"/alpine/_tags", []string{"3"}},
+		{"/test/small/_tags", []string{"latest"}},
+		{"/test/multi/_tags", []string{"latest"}},
+		{"/test/small/_tags/latest", []string{"ancestry", "config.json", "json", "layers", "manifest.json", "rootfs"}},
 		{"/test/small:latest", []string{"ancestry", "config.json", "json", "layers", "manifest.json", "rootfs"}},
 		{"/test/small:latest/layers", layerIDs(h.small.img)},
 		{"/test/small:latest/layers/" + h.small.img.Layers[0].ID, []string{"blob", "digest", "fs", "json", "layer.tar"}},
@@ -320,6 +328,17 @@ func TestNamesResolveWithoutCatalog(t *testing.T) {
 	}
 	if _, _, errno := h.walk("/test/small:nosuch"); errno != syscall.ENOENT {
 		t.Errorf("unknown tag without catalog: got %v, want ENOENT", errno)
+	}
+	// A repository's own directory shows its names: its tag list says it
+	// is one.
+	if got := h.readdir("/test/small"); !sameStrings(got, []string{"_digests", "_tags"}) {
+		t.Errorf("readdir /test/small without catalog: got %v, want [_digests _tags]", got)
+	}
+	if got := h.readdir("/test/small/_tags"); !sameStrings(got, []string{"latest"}) {
+		t.Errorf("readdir /test/small/_tags without catalog: got %v, want [latest]", got)
+	}
+	if got := h.readdir("/test/deep"); len(got) != 0 {
+		t.Errorf("readdir /test/deep without catalog: got %v, want nothing (not a repository)", got)
 	}
 }
 
@@ -484,7 +503,7 @@ func TestStatusDir(t *testing.T) {
 	h := newHarness(t, func(o *Options) {
 		o.Status = &Status{Version: "v9", Config: map[string]string{"api": "v2"}, Stats: func() any { calls++; return map[string]int{"n": calls} }}
 	})
-	if got := h.readdir("/"); !sameStrings(got, []string{".regfs", "alpine", "alpine:3", "test"}) {
+	if got := h.readdir("/"); !sameStrings(got, []string{".regfs", "alpine", "test"}) {
 		t.Errorf("readdir /: got %v", got)
 	}
 	if got := string(h.readFile("/.regfs/version")); got != "v9\n" {

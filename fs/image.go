@@ -3,7 +3,9 @@ package fs
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -24,29 +26,65 @@ func imageID(img *registry.Image) string {
 	return "ref:" + img.Reference
 }
 
-// imageChild is the directory of img, reached by name at mount path mpath.
-// Directories carry the mount path in their identity (two aliases of one
-// directory inode confuse the kernel); files inside an image share inodes
-// across the names of the image.
+// imageChild is the directory of img, pinned (reached by digest, or as a
+// platform of an index), at mount path mpath. Directories carry the mount
+// path in their identity (two aliases of one directory inode confuse the
+// kernel); files inside an image share inodes across the names of the
+// image.
 func (t *tree) imageChild(name, mpath string, img *registry.Image) child {
-	id := imageID(img)
 	return child{
-		name: name, mode: fuse.S_IFDIR, ino: inoOf(t.host, "image", mpath, id), entryTTL: immutableTTL,
-		make: func() node {
-			d := &imageDir{img: img, id: id, mpath: mpath}
-			d.fixedDir = fixedDir{t: t, mtime: img.Created, list: d.children}
-			return d
-		},
+		name: name, mode: fuse.S_IFDIR, ino: inoOf(t.host, "image", mpath, imageID(img)), entryTTL: immutableTTL,
+		make: func() node { return &imageDir{t: t, mpath: mpath, img: img} },
 	}
 }
 
+// tagChild is the directory of repo:tag at mount path mpath: a name, its
+// image resolved only when the directory is read or a child looked up, so
+// `ls -l` of many tags resolves none. Its identity is the mount path alone;
+// what it holds follows the tag.
+func (t *tree) tagChild(name, mpath, repo, tag string) child {
+	return child{
+		name: name, mode: fuse.S_IFDIR, ino: inoOf(t.host, "tagimage", mpath), entryTTL: t.tagTTL,
+		make: func() node { return &imageDir{t: t, mpath: mpath, repo: repo, tag: tag} },
+	}
+}
+
+// lookupTag is the lookup of repo:tag as name at mount path mpath. A tag the
+// fresh cached tag list names needs no request; any other is resolved, so a
+// tag that does not exist is ENOENT here, not inside.
+func (t *tree) lookupTag(ctx context.Context, parent *gofs.Inode, name, mpath, repo, tag string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if !t.meta.cachedTag(repo, tag) {
+		if _, err := t.meta.Resolve(ctx, repo, tag, t.platform); err != nil {
+			return nil, t.errno("lookup", parent, err)
+		}
+	}
+	return t.lookupChild(ctx, parent, t.tagChild(name, mpath, repo, tag), out)
+}
+
+// lookupDigest is the lookup of repo@dgst as name at mount path mpath: the
+// digest is resolved (it must exist), and pins the directory.
+func (t *tree) lookupDigest(ctx context.Context, parent *gofs.Inode, name, mpath, repo, dgst string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if t.api == registry.APIV1 {
+		return nil, syscall.ENOENT // v1 has no manifests, so no digests
+	}
+	img, err := t.meta.Resolve(ctx, repo, dgst, t.platform)
+	if err != nil {
+		return nil, t.errno("lookup", parent, err)
+	}
+	return t.lookupChild(ctx, parent, t.imageChild(name, mpath, img), out)
+}
+
 // imageDir is one image: manifest.json, index.json and platforms/ (for an
-// index), config.json, json, ancestry, layers/.
+// index), config.json, json, ancestry, layers/, rootfs/. Reached by digest
+// it holds its image; reached by tag it resolves the tag when read (the
+// answer cached for the tag TTL), and its attributes need no manifest.
 type imageDir struct {
-	fixedDir
-	img   *registry.Image
-	id    string
+	gofs.Inode
+	t     *tree
 	mpath string
+	img   *registry.Image // pinned; nil when reached by tag
+	repo  string          // by tag: the repository and tag
+	tag   string
 }
 
 var (
@@ -56,53 +94,117 @@ var (
 	_ = (gofs.NodeGetattrer)((*imageDir)(nil))
 )
 
-// fileChild is an immutable file of this image holding data.
-func (n *imageDir) fileChild(name string, data []byte) child {
-	t, img := n.t, n.img
+// fill: a pinned image shows its creation time; a tag, whose image may
+// change, the mount's start, like the other directories of names.
+func (n *imageDir) fill(_ context.Context, a *fuse.Attr) error {
+	mtime := n.t.started
+	if n.img != nil {
+		mtime = n.img.Created
+	}
+	dirAttr(a, mtime)
+	return nil
+}
+
+func (n *imageDir) attrTTL() time.Duration { return immutableTTL }
+
+func (n *imageDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return n.t.getattr(ctx, n, out)
+}
+
+// image is the image this directory shows now.
+func (n *imageDir) image(ctx context.Context) (*registry.Image, error) {
+	if n.img != nil {
+		return n.img, nil
+	}
+	return n.t.meta.Resolve(ctx, n.repo, n.tag, n.t.platform)
+}
+
+// children lists img's entries; names under a tag point to the tag's
+// current image, so their entries keep only for the tag TTL.
+func (n *imageDir) children(img *registry.Image) []child {
+	cs := imageChildren(n.t, img, n.mpath)
+	if n.img == nil {
+		for i := range cs {
+			cs[i].entryTTL = n.t.tagTTL
+		}
+	}
+	return cs
+}
+
+func (n *imageDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	ctx, cancel := n.t.opCtx(ctx)
+	defer cancel()
+	img, err := n.image(ctx)
+	if err != nil {
+		return nil, n.t.errno("lookup", &n.Inode, err)
+	}
+	c, ok := findChild(n.children(img), name)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	return n.t.lookupChild(ctx, &n.Inode, c, out)
+}
+
+func (n *imageDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	ctx, cancel := n.t.opCtx(ctx)
+	defer cancel()
+	img, err := n.image(ctx)
+	if err != nil {
+		return nil, n.t.errno("readdir", &n.Inode, err)
+	}
+	return n.t.dirStream(&n.Inode, n.children(img)), 0
+}
+
+// imageFile is an immutable file of image id holding data.
+func imageFile(t *tree, img *registry.Image, id, name string, data func() []byte) child {
 	return child{
-		name: name, mode: fuse.S_IFREG, ino: inoOf(t.host, img.Repository, n.id, name), entryTTL: immutableTTL,
-		make: func() node { return &bytesFile{data: data, mtime: img.Created} },
+		name: name, mode: fuse.S_IFREG, ino: inoOf(t.host, img.Repository, id, name), entryTTL: immutableTTL,
+		make: func() node { return &bytesFile{data: data(), mtime: img.Created} },
 	}
 }
 
-func (n *imageDir) children() []child {
-	t, img := n.t, n.img
+// imageChildren are the entries of the directory of img at mpath. Nothing
+// here costs more than a constant per entry: an image may have thousands
+// of layers, and every lookup lists these again.
+func imageChildren(t *tree, img *registry.Image, mpath string) []child {
+	id := imageID(img)
+	bytesOf := func(b []byte) func() []byte { return func() []byte { return b } }
 	var cs []child
 	if img.Manifest != nil {
-		cs = append(cs, n.fileChild("manifest.json", img.Manifest))
+		cs = append(cs, imageFile(t, img, id, "manifest.json", bytesOf(img.Manifest)))
 	}
 	if img.Index != nil {
-		cs = append(cs, n.fileChild("index.json", img.Index))
+		cs = append(cs, imageFile(t, img, id, "index.json", bytesOf(img.Index)))
 		cs = append(cs, child{
-			name: "platforms", mode: fuse.S_IFDIR, ino: inoOf(t.host, "platforms", n.mpath, n.id), entryTTL: immutableTTL,
+			name: "platforms", mode: fuse.S_IFDIR, ino: inoOf(t.host, "platforms", mpath, id), entryTTL: immutableTTL,
 			make: func() node {
-				return &platformsDir{fixedDir: fixedDir{t: t, mtime: img.Created}, img: img, mpath: n.mpath + "/platforms"}
+				return &platformsDir{fixedDir: fixedDir{t: t, mtime: img.Created}, img: img, mpath: mpath + "/platforms"}
 			},
 		})
 	}
 	if img.Config != nil {
-		cs = append(cs, n.fileChild("config.json", img.Config))
+		cs = append(cs, imageFile(t, img, id, "config.json", bytesOf(img.Config)))
 	}
 	if len(img.Layers) > 0 {
 		if top := img.Layers[len(img.Layers)-1]; top.JSON != nil {
-			cs = append(cs, n.fileChild("json", top.JSON))
+			cs = append(cs, imageFile(t, img, id, "json", bytesOf(top.JSON)))
 		}
-		anc, _ := json.Marshal(img.Ancestry()) // a []string always marshals
-		cs = append(cs, n.fileChild("ancestry", anc))
+		cs = append(cs, imageFile(t, img, id, "ancestry", func() []byte {
+			anc, _ := json.Marshal(img.Ancestry()) // a []string always marshals
+			return anc
+		}))
 		cs = append(cs, child{
-			name: "layers", mode: fuse.S_IFDIR, ino: inoOf(t.host, "layers", n.mpath, n.id), entryTTL: immutableTTL,
+			name: "layers", mode: fuse.S_IFDIR, ino: inoOf(t.host, "layers", mpath, id), entryTTL: immutableTTL,
 			make: func() node {
-				d := &layersDir{img: img, id: n.id, mpath: n.mpath + "/layers"}
-				d.fixedDir = fixedDir{t: t, mtime: img.Created, list: d.children}
-				return d
+				return &layersDir{fixedDir: fixedDir{t: t, mtime: img.Created}, img: img, id: id, mpath: mpath + "/layers"}
 			},
 		})
-		mpath, id := n.mpath+"/rootfs", n.id
+		rpath := mpath + "/rootfs"
 		cs = append(cs, child{
-			name: "rootfs", mode: fuse.S_IFDIR, ino: inoOf(t.host, "rootfs", mpath, id), entryTTL: immutableTTL,
+			name: "rootfs", mode: fuse.S_IFDIR, ino: inoOf(t.host, "rootfs", rpath, id), entryTTL: immutableTTL,
 			make: func() node {
 				v := &mergedView{img: t.s.Image(id, img), imID: id}
-				return &entryDir{entryBase: entryBase{t: t, v: v, mpath: mpath}, root: true, mtime: img.Created}
+				return &entryDir{entryBase: entryBase{t: t, v: v, mpath: rpath}, root: true, mtime: img.Created}
 			},
 		})
 	}
@@ -164,15 +266,21 @@ func (n *platformsDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) 
 	for name := range n.platforms() {
 		cs = append(cs, child{name: name, mode: fuse.S_IFDIR})
 	}
-	return dirStream(cs), 0
+	return n.t.dirStream(&n.Inode, cs), 0
 }
 
-// layersDir has one directory per layer, named by layer ID.
+// layersDir has one directory per layer, named by layer ID. An image may
+// have thousands of layers: a lookup finds its layer through an index built
+// once, and listing fetches nothing.
 type layersDir struct {
-	fixedDir
-	img   *registry.Image
-	id    string
-	mpath string
+	fixedDir // its own Lookup and Readdir
+	img      *registry.Image
+	id       string
+	mpath    string
+
+	once  sync.Once
+	byID  map[string]int // layer ID → first position in img.Layers
+	order []string       // layer IDs, first appearance, no duplicates
 }
 
 var (
@@ -182,26 +290,50 @@ var (
 	_ = (gofs.NodeGetattrer)((*layersDir)(nil))
 )
 
-func (n *layersDir) children() []child {
-	t, img := n.t, n.img
-	seen := map[string]bool{}
-	var cs []child
-	for _, l := range img.Layers {
-		if l.ID == "" || seen[l.ID] {
-			continue
+func (n *layersDir) index() {
+	n.once.Do(func() {
+		n.byID = make(map[string]int, len(n.img.Layers))
+		for i, l := range n.img.Layers {
+			if _, dup := n.byID[l.ID]; l.ID != "" && !dup {
+				n.byID[l.ID] = i
+				n.order = append(n.order, l.ID)
+			}
 		}
-		seen[l.ID] = true
-		mpath := n.mpath + "/" + l.ID
-		cs = append(cs, child{
-			name: l.ID, mode: fuse.S_IFDIR, ino: inoOf(t.host, "layer", mpath, n.id), entryTTL: immutableTTL,
-			make: func() node {
-				d := &layerDir{img: img, id: n.id, mpath: mpath, ref: t.layerRef(img.Repository, l)}
-				d.fixedDir = fixedDir{t: t, mtime: img.Created, list: d.children}
-				return d
-			},
-		})
+	})
+}
+
+// child is the directory of layer i.
+func (n *layersDir) child(i int) child {
+	t, img, l := n.t, n.img, n.img.Layers[i]
+	mpath := n.mpath + "/" + l.ID
+	return child{
+		name: l.ID, mode: fuse.S_IFDIR, ino: inoOf(t.host, "layer", mpath, n.id), entryTTL: immutableTTL,
+		make: func() node {
+			d := &layerDir{img: img, id: n.id, mpath: mpath, ref: t.layerRef(img.Repository, l)}
+			d.fixedDir = fixedDir{t: t, mtime: img.Created, list: d.children}
+			return d
+		},
 	}
-	return cs
+}
+
+func (n *layersDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n.index()
+	i, ok := n.byID[name]
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	return n.t.lookupChild(ctx, &n.Inode, n.child(i), out)
+}
+
+func (n *layersDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
+	n.index()
+	t := n.t
+	cs := make([]child, 0, len(n.order))
+	for _, id := range n.order {
+		mpath := n.mpath + "/" + id
+		cs = append(cs, child{name: id, mode: fuse.S_IFDIR, ino: inoOf(t.host, "layer", mpath, n.id)})
+	}
+	return t.dirStream(&n.Inode, cs), 0
 }
 
 // layerDir is one layer: json, blob, layer.tar, digest.

@@ -27,8 +27,9 @@ import (
 )
 
 type memClient struct {
-	host, api string
-	noCatalog bool
+	host, api  string
+	noCatalog  bool
+	catalogErr error // what Catalog returns, if set
 
 	mu       sync.Mutex
 	images   map[string]map[string]*registry.Image // repo → tag or digest → image
@@ -48,6 +49,9 @@ func (c *memClient) API() string  { return c.api }
 
 func (c *memClient) Catalog(ctx context.Context) ([]string, error) {
 	c.catalogCalls.Add(1)
+	if c.catalogErr != nil {
+		return nil, c.catalogErr
+	}
 	if c.noCatalog {
 		return []string{}, nil
 	}

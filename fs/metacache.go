@@ -8,6 +8,8 @@ package fs
 //     bytes behind a digest never change;
 //   - Resolve by tag, Tags, Catalog: for the tag TTL;
 //   - "not found" answers: for the tag TTL (a name may be pushed later);
+//   - listings stopped at their bounds: for the tag TTL (each try walks
+//     thousands of pages);
 //   - nothing else: other errors are retried by the next caller.
 // Concurrent identical requests share one fetch, run detached from any one
 // caller under its own timeout, so an interrupted caller stops waiting
@@ -17,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,7 +81,7 @@ func (m *metaCache) get(ctx context.Context, key string, immutable bool, fetch f
 				e.expires = m.now().Add(m.ttl)
 			}
 			m.entries.Add(key, e)
-		case errors.Is(err, registry.ErrNotFound):
+		case errors.Is(err, registry.ErrNotFound), errors.Is(err, registry.ErrListTooLong):
 			m.entries.Add(key, metaEntry{err: err, expires: m.now().Add(m.ttl)})
 		}
 		return v, err
@@ -118,6 +121,16 @@ func (m *metaCache) Tags(ctx context.Context, repo string) ([]string, error) {
 		return nil, err
 	}
 	return v.([]string), nil
+}
+
+// cachedTag reports whether the fresh cached tag list of repo names tag.
+func (m *metaCache) cachedTag(repo, tag string) bool {
+	e, ok := m.peek("tags\x00" + repo)
+	if !ok || e.err != nil {
+		return false
+	}
+	_, found := slices.BinarySearch(e.val.([]string), tag)
+	return found
 }
 
 func resolveKey(repo, ref string, p registry.Platform) string {

@@ -3,21 +3,20 @@ package fs
 import (
 	"context"
 	"errors"
+	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/regfs/regfs/registry"
 	"github.com/regfs/regfs/session"
 )
 
 // Root is the root directory of a mount: the registry's top-level
-// repository path components, and the images of one-component repositories.
+// repository path components.
 type Root struct {
 	pathDir
 }
@@ -44,9 +43,12 @@ func NewRoot(opts Options) (*Root, error) {
 	return &Root{pathDir{t: t}}, nil
 }
 
-// pathDir is a repository path prefix (the root has prefix ""): it lists
-// the next path components of the catalog's repositories, and beside each
-// repository's last component its tags as <component>:<tag>.
+// pathDir is a repository path prefix (the root has prefix ""). It lists
+// the next path components of the catalog's repositories and, when the
+// prefix is itself a repository, its _tags/ and _digests/. Listing it costs
+// the catalog and nothing per repository: a repository's tags are asked
+// for when its _tags/ is listed or one of its <component>:<tag> names is
+// looked up (those resolve on lookup, as <component>@<digest> always did).
 type pathDir struct {
 	gofs.Inode
 	t      *tree
@@ -58,6 +60,13 @@ var (
 	_ = (gofs.NodeLookuper)((*pathDir)(nil))
 	_ = (gofs.NodeReaddirer)((*pathDir)(nil))
 	_ = (gofs.NodeGetattrer)((*pathDir)(nil))
+)
+
+// The directories of a repository's own names. A repository path
+// component cannot start with '_', so these never clash with one.
+const (
+	tagsDirName    = "_tags"
+	digestsDirName = "_digests"
 )
 
 func (n *pathDir) fill(_ context.Context, a *fuse.Attr) error {
@@ -72,11 +81,31 @@ func (n *pathDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 	return n.t.getattr(ctx, n, out)
 }
 
+// dirEntry is the listing entry of path component component; dirChild
+// adds what a lookup needs.
+func (n *pathDir) dirEntry(component string) child {
+	return child{name: component, mode: fuse.S_IFDIR, ino: inoOf(n.t.host, "dir", joinRepo(n.prefix, component))}
+}
+
 func (n *pathDir) dirChild(component string) child {
-	t, repo := n.t, joinRepo(n.prefix, component)
-	return child{
-		name: component, mode: fuse.S_IFDIR, ino: inoOf(t.host, "dir", repo), entryTTL: t.tagTTL,
-		make: func() node { return &pathDir{t: t, prefix: repo} },
+	t, repo, c := n.t, joinRepo(n.prefix, component), n.dirEntry(component)
+	c.entryTTL = t.tagTTL
+	c.make = func() node { return &pathDir{t: t, prefix: repo} }
+	return c
+}
+
+// repoChildren are _tags/ and _digests/ of repository n.prefix.
+func (n *pathDir) repoChildren() []child {
+	t, repo := n.t, n.prefix
+	return []child{
+		{
+			name: tagsDirName, mode: fuse.S_IFDIR, ino: inoOf(t.host, "tags", repo), entryTTL: t.tagTTL,
+			make: func() node { return &tagsDir{t: t, repo: repo} },
+		},
+		{
+			name: digestsDirName, mode: fuse.S_IFDIR, ino: inoOf(t.host, "digests", repo), entryTTL: t.tagTTL,
+			make: func() node { return &digestsDir{t: t, repo: repo} },
+		},
 	}
 }
 
@@ -85,10 +114,32 @@ func (n *pathDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if n.prefix == "" && name == statusDirName && t.status != nil {
 		return t.lookupChild(ctx, &n.Inode, t.statusChild(), out)
 	}
+	// Every name of a listing is looked up next (READDIRPLUS, ls -l): the
+	// cached catalog answers those without I/O, so without a timeout.
+	if catalog, ok := t.meta.cachedCatalog(); ok && catalogHas(catalog, joinRepo(n.prefix, name), true) && componentRE.MatchString(name) {
+		return t.lookupChild(ctx, &n.Inode, n.dirChild(name), out)
+	}
 	ctx, cancel := t.opCtx(ctx)
 	defer cancel()
 	if in, ok := parseImageName(name); ok {
 		return n.lookupImage(ctx, name, in, out)
+	}
+	if name == tagsDirName || name == digestsDirName {
+		if n.prefix == "" {
+			return nil, syscall.ENOENT
+		}
+		c, _ := findChild(n.repoChildren(), name)
+		if ch := n.GetChild(name); ch != nil && ch.StableAttr().Ino == c.ino {
+			return t.lookupChild(ctx, &n.Inode, c, out)
+		}
+		ok, err := n.isRepo(ctx)
+		if err != nil {
+			return nil, t.errno("lookup", &n.Inode, err)
+		}
+		if !ok {
+			return nil, syscall.ENOENT
+		}
+		return t.lookupChild(ctx, &n.Inode, c, out)
 	}
 	if !componentRE.MatchString(name) {
 		return nil, syscall.ENOENT
@@ -109,23 +160,36 @@ func (n *pathDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 }
 
 // isRepoPrefix reports whether repo is a repository or a prefix of one:
-// listed by the catalog, or (for names the catalog does not list) a
-// repository with tags. A registry without a catalog lists nothing, so every
-// well-formed name may be a prefix there.
+// listed by the catalog (every name of a listing answers from the catalog
+// alone), or, for names the catalog does not list, a repository with tags.
+// A registry without a catalog lists nothing, so every well-formed name may
+// be a prefix there.
 func (n *pathDir) isRepoPrefix(ctx context.Context, repo string) (bool, error) {
 	catalog, err := n.t.meta.Catalog(ctx)
 	if err != nil {
 		n.t.log.WithField("repo", repo).Debugf("catalog unavailable, probing tags: %v", err)
 	}
-	for _, r := range catalog {
-		if r == repo || strings.HasPrefix(r, repo+"/") {
-			return true, nil
-		}
+	if catalogHas(catalog, repo, true) {
+		return true, nil
 	}
 	if err == nil && len(catalog) == 0 {
 		return true, nil
 	}
-	if _, err := n.t.meta.Tags(ctx, repo); err != nil {
+	return n.t.hasTags(ctx, repo)
+}
+
+// isRepo reports whether n.prefix is a repository: listed by the catalog
+// or, for names it does not list, one with tags.
+func (n *pathDir) isRepo(ctx context.Context) (bool, error) {
+	if catalog, err := n.t.meta.Catalog(ctx); err == nil && catalogHas(catalog, n.prefix, false) {
+		return true, nil
+	}
+	return n.t.hasTags(ctx, n.prefix)
+}
+
+// hasTags reports whether repo is a repository the registry lists tags of.
+func (t *tree) hasTags(ctx context.Context, repo string) (bool, error) {
+	if _, err := t.meta.Tags(ctx, repo); err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
 			return false, nil
 		}
@@ -134,21 +198,37 @@ func (n *pathDir) isRepoPrefix(ctx context.Context, repo string) (bool, error) {
 	return true, nil
 }
 
+// catalogHas reports whether the sorted catalog lists repo, or (asPrefix) a
+// repository under repo/.
+func catalogHas(catalog []string, repo string, asPrefix bool) bool {
+	if i := sort.SearchStrings(catalog, repo); i < len(catalog) && catalog[i] == repo {
+		return true
+	}
+	if !asPrefix {
+		return false
+	}
+	i := sort.SearchStrings(catalog, repo+"/")
+	return i < len(catalog) && strings.HasPrefix(catalog[i], repo+"/")
+}
+
+// catalogUnder is the part of the sorted catalog under prefix/ (all of it
+// for the root): names starting "prefix/" sort between "prefix/" and
+// "prefix0" ('0' follows '/').
+func catalogUnder(catalog []string, prefix string) []string {
+	if prefix == "" {
+		return catalog
+	}
+	lo := sort.SearchStrings(catalog, prefix+"/")
+	hi := sort.SearchStrings(catalog, prefix+"0")
+	return catalog[lo:hi]
+}
+
 func (n *pathDir) lookupImage(ctx context.Context, name string, in imageName, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	t := n.t
-	if in.byDigest && t.api == registry.APIV1 {
-		return nil, syscall.ENOENT // v1 has no manifests, so no digests
+	repo, mpath := joinRepo(n.prefix, in.component), joinRepo(n.prefix, name)
+	if in.byDigest {
+		return n.t.lookupDigest(ctx, &n.Inode, name, mpath, repo, in.ref, out)
 	}
-	repo := joinRepo(n.prefix, in.component)
-	img, err := t.meta.Resolve(ctx, repo, in.ref, t.platform)
-	if err != nil {
-		return nil, t.errno("lookup", &n.Inode, err)
-	}
-	c := t.imageChild(name, joinRepo(n.prefix, name), img)
-	if !in.byDigest {
-		c.entryTTL = t.tagTTL // the tag may move; the image it names never changes
-	}
-	return t.lookupChild(ctx, &n.Inode, c, out)
+	return n.t.lookupTag(ctx, &n.Inode, name, mpath, repo, in.ref, out)
 }
 
 func (n *pathDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
@@ -159,74 +239,50 @@ func (n *pathDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	if err != nil {
 		return nil, t.errno("readdir", &n.Inode, err)
 	}
-	dirs := map[string]bool{}
-	var repos []string // components that are repositories in this directory
-	for _, r := range catalog {
-		rest, ok := strings.CutPrefix(r, n.prefix)
+	under := catalogUnder(catalog, n.prefix)
+	cs := make([]child, 0, len(under)+3)
+	seen, bad := make(map[string]bool, len(under)), 0
+	for _, r := range under {
+		rest := r
 		if n.prefix != "" {
-			if !ok || !strings.HasPrefix(rest, "/") {
-				continue
-			}
-			rest = rest[1:]
+			rest = r[len(n.prefix)+1:]
 		}
-		comp, deeper := rest, false
-		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			comp, deeper = rest[:i], true
-		}
-		if comp == "" {
-			continue
-		}
-		dirs[comp] = true
-		if !deeper {
-			repos = append(repos, comp)
+		comp, _, _ := strings.Cut(rest, "/")
+		switch {
+		case seen[comp]:
+		case !componentRE.MatchString(comp):
+			bad++ // a lookup would refuse it: do not show it
+		default:
+			seen[comp] = true
+			cs = append(cs, n.dirEntry(comp))
 		}
 	}
+	if bad > 0 {
+		t.log.WithField("path", "/"+n.Path(nil)).Warnf("catalog lists %d repository names that are not valid; not shown", bad)
+	}
+	isRepo := n.prefix != "" && catalogHas(catalog, n.prefix, false)
 	if len(catalog) == 0 {
-		// No catalog: show what lookups have found so far.
+		// No catalog: show what lookups have found so far, and whether
+		// this is a repository its tag list says (one request, for the
+		// repository's own directory only).
 		for name, ch := range n.Children() {
 			if _, ok := ch.Operations().(*pathDir); ok {
-				dirs[name] = true
+				cs = append(cs, n.dirEntry(name))
 			}
 		}
+		if n.prefix != "" {
+			ok, err := t.hasTags(ctx, n.prefix)
+			if err != nil {
+				t.log.WithField("repo", n.prefix).Debugf("no catalog, and no tag list: %v", err)
+			}
+			isRepo = ok
+		}
 	}
-	var cs []child
-	for d := range dirs {
-		cs = append(cs, n.dirChild(d))
+	if isRepo {
+		cs = append(cs, n.repoChildren()...)
 	}
 	if n.prefix == "" && t.status != nil {
 		cs = append(cs, t.statusChild())
 	}
-
-	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for _, comp := range repos {
-		g.Go(func() error {
-			repo := joinRepo(n.prefix, comp)
-			tags, err := t.meta.Tags(gctx, repo)
-			if err != nil {
-				if errors.Is(err, context.Canceled) {
-					return err
-				}
-				// One repository we cannot list must not hide the others.
-				t.log.WithField("repo", repo).Warnf("list tags: %v", err)
-				return nil
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			for _, tag := range tags {
-				name := comp + ":" + tag
-				c := child{name: name, mode: fuse.S_IFDIR, ino: inoOf(t.host, "tag", joinRepo(n.prefix, name))}
-				if img := t.meta.cachedImage(repo, tag, t.platform); img != nil {
-					c.ino = t.imageChild(name, joinRepo(n.prefix, name), img).ino
-				}
-				cs = append(cs, c)
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, t.errno("readdir", &n.Inode, err)
-	}
-	return dirStream(cs), 0
+	return t.dirStream(&n.Inode, cs), 0
 }

@@ -3,7 +3,8 @@ package fs
 import (
 	"context"
 	"os"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -101,7 +102,7 @@ func (n *fixedDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 }
 
 func (n *fixedDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
-	return dirStream(n.list()), 0
+	return n.t.dirStream(&n.Inode, n.list()), 0
 }
 
 // child describes one entry of a directory, for both Lookup and Readdir.
@@ -135,12 +136,31 @@ func findChild(cs []child, name string) (child, bool) {
 	return child{}, false
 }
 
-// dirStream lists cs sorted by name.
-func dirStream(cs []child) gofs.DirStream {
-	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
+// maxNameLen is the longest name a directory entry may have (NAME_MAX):
+// the kernel fails the whole listing over a longer one.
+const maxNameLen = 255
+
+// dirStream lists cs, the entries of directory dir, sorted by name. Names
+// no lookup could reach (longer than NAME_MAX, or holding '/' or NUL, from
+// a tar or a registry) are left out with one log line, so the others list.
+func (t *tree) dirStream(dir *gofs.Inode, cs []child) gofs.DirStream {
+	slices.SortFunc(cs, func(a, b child) int { return strings.Compare(a.name, b.name) })
 	es := make([]fuse.DirEntry, 0, len(cs))
+	skipped, example := 0, ""
 	for _, c := range cs {
+		if len(c.name) > maxNameLen || strings.ContainsAny(c.name, "/\x00") || c.name == "" {
+			if skipped++; skipped == 1 {
+				example = c.name
+			}
+			continue
+		}
 		es = append(es, fuse.DirEntry{Name: c.name, Mode: c.mode, Ino: c.ino})
+	}
+	if skipped > 0 {
+		if len(example) > 64 {
+			example = example[:64] + "..."
+		}
+		t.log.WithField("path", "/"+dir.Path(nil)).Warnf("%d names not shown: longer than %d bytes or not a file name (the first: %q)", skipped, maxNameLen, example)
 	}
 	return gofs.NewListDirStream(es)
 }

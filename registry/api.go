@@ -24,7 +24,7 @@ type Client interface {
 	Host() string
 	// API is APIV2 or APIV1: the protocol chosen after probing.
 	API() string
-	// Catalog lists repository names. A registry that does not offer a
+	// Catalog lists repository names, sorted. A registry that does not offer a
 	// catalog (401/403/404, as Docker Hub) yields an empty list and no error.
 	Catalog(ctx context.Context) ([]string, error)
 	// Tags lists the tags of repo, sorted. ErrNotFound if repo is unknown.

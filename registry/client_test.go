@@ -639,3 +639,36 @@ func TestResolveSchema1(t *testing.T) {
 		t.Errorf("schema 1 asked by the digest of the signed bytes: got %v, want ErrDigestMismatch", err)
 	}
 }
+
+// TestEndlessListingStops: a registry whose Link headers never end makes
+// Catalog and Tags stop at the listing bounds with ErrListTooLong, rather
+// than grow until the caller's timeout.
+func TestEndlessListingStops(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		perPage   int
+		wantPages int
+	}{
+		{"full pages", 1000, maxListNames/1000 + 1},
+		{"empty pages", 0, maxListPages},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := registrytest.StartEndlessLister(t, tc.perPage)
+			c := newClient(t, srv.Host, testOptions())
+			for what, list := range map[string]func() ([]string, error){
+				"catalog": func() ([]string, error) { return c.Catalog(ctx) },
+				"tags":    func() ([]string, error) { return c.Tags(ctx, "some/repo") },
+			} {
+				before := srv.Pages()
+				names, err := list()
+				if !errors.Is(err, ErrListTooLong) || names != nil {
+					t.Errorf("%s: got %d names, %v; want ErrListTooLong", what, len(names), err)
+				}
+				if got := srv.Pages() - before; got != tc.wantPages {
+					t.Errorf("%s: got %d pages asked for, want %d", what, got, tc.wantPages)
+				}
+			}
+		})
+	}
+}

@@ -373,7 +373,11 @@ func (c *v1Client) Search(ctx context.Context, q string) ([]V1SearchResult, erro
 	what := fmt.Sprintf("v1 search %s for %q", c.host, q)
 	var out []V1SearchResult
 	seen := map[string]bool{}
-	for page := 1; page <= 10000; page++ {
+	var budget listBudget
+	for page := 1; ; page++ {
+		if page > maxListPages {
+			return nil, fmt.Errorf("%s: stopped after %d pages, the index's pages do not end: %w", what, maxListPages, ErrListTooLong)
+		}
 		path := "search?q=" + url.QueryEscape(q) + "&n=" + strconv.Itoa(pageSize) + "&page=" + strconv.Itoa(page)
 		resp, err := c.indexGet(ctx, what, path, c.setBasic)
 		if err != nil {
@@ -394,6 +398,9 @@ func (c *v1Client) Search(ctx context.Context, q string) ([]V1SearchResult, erro
 		added := 0
 		for _, r := range body.Results {
 			if !seen[r.Name] {
+				if err := budget.add(len(r.Name) + len(r.Description)); err != nil {
+					return nil, fmt.Errorf("%s: stopped at page %d: %w", what, page, err)
+				}
 				seen[r.Name] = true
 				out = append(out, r)
 				added++

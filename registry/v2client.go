@@ -64,9 +64,6 @@ func (c *v2Client) repoPath(repo string) (string, error) {
 // maxListBody bounds one catalog or tag list page.
 const maxListBody = 32 << 20
 
-// maxPages bounds a listing, against a server whose Link loops.
-const maxPages = 100000
-
 // Catalog lists every repository, following Link pages. A registry that
 // refuses the catalog (401, 403, 404, or a token server that will not
 // grant registry:catalog:*) lists nothing, without error.
@@ -104,9 +101,13 @@ func (c *v2Client) list(ctx context.Context, what, scope, path string) ([]string
 	next := c.url(path) + "?n=" + strconv.Itoa(c.opts.PageSize)
 	seen := map[string]bool{}
 	out := []string{}
+	var budget listBudget
 	for page := 0; next != ""; page++ {
-		if page >= maxPages || seen[next] {
+		if seen[next] {
 			return nil, fmt.Errorf("%s: Link headers loop (page %d, %s)", what, page, redactURLString(next))
+		}
+		if page >= maxListPages {
+			return nil, fmt.Errorf("%s: stopped after %d pages, the registry's Link headers do not end: %w", what, page, ErrListTooLong)
 		}
 		seen[next] = true
 		resp, err := c.do(ctx, what, scope, http.MethodGet, next, http.Header{"Accept": {"application/json"}})
@@ -135,8 +136,12 @@ func (c *v2Client) list(ctx context.Context, what, scope, path string) ([]string
 		if err != nil {
 			return nil, fmt.Errorf("%s: decode page %d: %w", what, page+1, err)
 		}
-		out = append(out, body.Repositories...)
-		out = append(out, body.Tags...)
+		for _, name := range append(body.Repositories, body.Tags...) {
+			if err := budget.add(len(name)); err != nil {
+				return nil, fmt.Errorf("%s: stopped at page %d: %w", what, page+1, err)
+			}
+			out = append(out, name)
+		}
 		next, err = nextLink(base, link, c.api)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", what, err)

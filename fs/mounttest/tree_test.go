@@ -43,9 +43,10 @@ func TestListing(t *testing.T) {
 	if got := readdir(t, mnt); !slices.Contains(got, "test") {
 		t.Errorf("ls /: got %v, want test among them", got)
 	}
+	// A directory of repositories lists their names (the catalog); a
+	// repository's _tags/ lists its tags.
 	got := readdir(t, filepath.Join(mnt, "test"))
-	for _, want := range []string{"small", "small:latest", "small:docker", "multi:latest", "multi:docker",
-		"compress:zstd", "compress:none", "compress:estargz", "large:latest", "deep"} {
+	for _, want := range []string{"small", "multi", "compress", "large", "deep"} {
 		if !slices.Contains(got, want) {
 			t.Errorf("ls /test: got %v, want %s among them", got, want)
 		}
@@ -53,14 +54,25 @@ func TestListing(t *testing.T) {
 	if !sort.StringsAreSorted(got) {
 		t.Errorf("ls /test: got %v, want sorted", got)
 	}
-	if got := readdir(t, filepath.Join(mnt, "test/deep/nested")); !slices.Contains(got, "repo:v1") {
-		t.Errorf("ls /test/deep/nested: got %v, want repo:v1", got)
+	for repo, tags := range map[string][]string{
+		"small": {"latest", "docker"}, "multi": {"latest", "docker"}, "compress": {"zstd", "none", "estargz"},
+		"large": {"latest"}, "deep/nested/repo": {"v1"},
+	} {
+		got := readdir(t, filepath.Join(mnt, "test", repo, "_tags"))
+		for _, want := range tags {
+			if !slices.Contains(got, want) {
+				t.Errorf("ls /test/%s/_tags: got %v, want %s among them", repo, got, want)
+			}
+		}
+	}
+	if got := readdir(t, filepath.Join(mnt, "test/deep/nested/repo")); !slices.Equal(got, []string{"_digests", "_tags"}) {
+		t.Errorf("ls /test/deep/nested/repo: got %v, want [_digests _tags]", got)
 	}
 	got = readdir(t, filepath.Join(mnt, "test/small:latest"))
 	if want := []string{"ancestry", "config.json", "json", "layers", "manifest.json", "rootfs"}; !slices.Equal(got, want) {
 		t.Errorf("ls test/small:latest: got %v, want %v", got, want)
 	}
-	for _, p := range []string{"test", "test/small:latest", "test/small:latest/layers"} {
+	for _, p := range []string{"test", "test/small:latest", "test/small:latest/layers", "test/small/_tags/latest", "test/small/_tags"} {
 		st, err := os.Stat(filepath.Join(mnt, p))
 		if err != nil || st.Mode().Perm() != 0o555 || !st.IsDir() {
 			t.Errorf("stat %s: got %v %v, want a 0555 directory", p, st.Mode(), err)

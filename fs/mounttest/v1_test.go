@@ -50,8 +50,8 @@ func TestV1(t *testing.T) {
 	}
 	mnt := mount(t, srv.Host, mountOpts{api: registry.APIV1})
 
-	if got := readdir(t, filepath.Join(mnt, "test")); !slices.Contains(got, "oldimg:latest") {
-		t.Errorf("ls test: got %v, want oldimg:latest", got)
+	if got := readdir(t, filepath.Join(mnt, "test/oldimg/_tags")); !slices.Contains(got, "latest") {
+		t.Errorf("ls test/oldimg/_tags: got %v, want latest", got)
 	}
 	dir := filepath.Join(mnt, "test/oldimg:latest")
 	if got, want := readdir(t, dir), []string{"ancestry", "json", "layers", "rootfs"}; !slices.Equal(got, want) {

@@ -35,6 +35,9 @@ type config struct {
 	keep      bool
 	out       string
 	trace     bool
+	repos     int
+	tags      int
+	listings  bool
 }
 
 func main() {
@@ -52,6 +55,9 @@ func main() {
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the working directory (regfs logs) at the end")
 	flag.StringVar(&cfg.out, "o", "", "also write the table to this file")
 	flag.BoolVar(&cfg.trace, "trace", false, "log the registry requests each first-read row made (stderr)")
+	flag.IntVar(&cfg.repos, "repos", 10000, "repositories in the listing rows' catalog")
+	flag.IntVar(&cfg.tags, "tags", 5000, "tags of the listing rows' repository")
+	flag.BoolVar(&cfg.listings, "listings-only", false, "only the listing rows (no images built)")
 	flag.Parse()
 	if cfg.quick {
 		set := map[string]bool{}
@@ -68,9 +74,15 @@ func main() {
 		if !set["reads"] {
 			cfg.reads = 1024
 		}
+		if !set["repos"] {
+			cfg.repos = 2000
+		}
+		if !set["tags"] {
+			cfg.tags = 1000
+		}
 	}
-	if cfg.reps < 1 || cfg.largeMB < 1 || cfg.files < 100 || cfg.readers < 1 || cfg.reads < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -reps, -large-mb, -readers, -reads must be positive and -files at least 100")
+	if cfg.reps < 1 || cfg.largeMB < 1 || cfg.files < 100 || cfg.readers < 1 || cfg.reads < 1 || cfg.repos < 1 || cfg.tags < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -reps, -large-mb, -readers, -reads, -repos, -tags must be positive and -files at least 100")
 		os.Exit(2)
 	}
 	if err := run(cfg); err != nil {
@@ -151,6 +163,12 @@ func run(cfg config) (err error) {
 	}
 
 	b := &bench{cfg: cfg}
+	if cfg.listings {
+		b.mr = &mounter{bin: cfg.regfsBin, work: cfg.work, args: []string{"--cache-size", cfg.cacheSize}, broken: buildErr}
+		b.listingRows(ctx)
+		fmt.Print(b.table())
+		return nil
+	}
 	b.set, err = buildImages(cfg)
 	if err != nil {
 		return err
@@ -193,6 +211,7 @@ func run(cfg config) (err error) {
 	b.blobRows(ctx)
 	b.layerTarRows(ctx)
 	b.rootfsRows(ctx)
+	b.listingRows(ctx)
 	b.mr.unmountAll()
 	b.rssRow()
 

@@ -1,0 +1,189 @@
+package mounttest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/regfs/regfs/registry/registrytest"
+)
+
+// lsLong is `ls -l dir`: the listing and an lstat of every entry.
+func lsLong(t testing.TB, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("ls %s: %v", dir, err)
+	}
+	var names []string
+	for _, e := range es {
+		if _, err := os.Lstat(filepath.Join(dir, e.Name())); err != nil {
+			t.Errorf("ls -l %s: %v", dir, err)
+		}
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func numbered(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%05d", prefix, i)
+	}
+	return out
+}
+
+// TestListingsCostWhatTheyShow, against the reference registry: `ls -l` of
+// a directory of 3,000 repositories asks no repository for its tags and
+// resolves no manifest; `ls -l` of a repository's _tags/ asks for its tag
+// list and resolves no manifest either, so one stalled manifest delays
+// nothing; the tag's directory resolves when it is read.
+func TestListingsCostWhatTheyShow(t *testing.T) {
+	needFUSE(t)
+	r := registrytest.StartRegistry(t, registrytest.WithInMemoryStorage())
+	ctx := context.Background()
+	const repos, tags = 3000, 500
+	p := registrytest.NewPusher(r)
+	if err := registrytest.PushTinyRepos(ctx, p, numbered("many/r", repos), []string{"latest"}, 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := registrytest.PushTinyRepos(ctx, p, []string{"tagged/repo"}, numbered("v", tags), 8); err != nil {
+		t.Fatal(err)
+	}
+	proxy := registrytest.StartFaultProxy(t, r.URL)
+	stall := proxy.StallHeaders(10*time.Minute, 0, registrytest.PathContains("/manifests/v00007"))
+	mnt := mount(t, proxy.Host, mountOpts{})
+	count := func(what string) int {
+		n := 0
+		for _, q := range proxy.Requests() {
+			if strings.Contains(q.Path, what) {
+				n++
+			}
+		}
+		return n
+	}
+
+	proxy.ResetStats()
+	if got := lsLong(t, filepath.Join(mnt, "many")); len(got) != repos || got[0] != "r00000" {
+		t.Errorf("ls -l many: got %d names, want %d repositories", len(got), repos)
+	}
+	if got := lsLong(t, mnt); !slices.Equal(got, []string{"many", "tagged"}) {
+		t.Errorf("ls -l /: got %v", got)
+	}
+	if n, m := count("/tags/list"), count("/manifests/"); n != 0 || m != 0 {
+		t.Errorf("ls -l of %d repositories: got %d tag list and %d manifest requests, want none", repos, n, m)
+	}
+
+	proxy.ResetStats()
+	if got := lsLong(t, filepath.Join(mnt, "tagged/repo/_tags")); len(got) != tags || got[7] != "v00007" {
+		t.Errorf("ls -l tagged/repo/_tags: got %d names, want %d", len(got), tags)
+	}
+	lsLong(t, filepath.Join(mnt, "tagged"))
+	if _, err := os.Stat(filepath.Join(mnt, "tagged/repo:v00007")); err != nil {
+		t.Errorf("stat tagged/repo:v00007 (its manifest stalls): %v", err)
+	}
+	if n, m := count("/tags/list"), count("/manifests/"); n == 0 || m != 0 {
+		t.Errorf("ls -l of %d tags: got %d tag list and %d manifest requests, want some and none", tags, n, m)
+	}
+	if got := readdir(t, filepath.Join(mnt, "tagged/repo/_tags/v00042")); !slices.Equal(got, []string{"config.json", "manifest.json"}) {
+		t.Errorf("ls _tags/v00042: got %v", got)
+	}
+	if m := count("/manifests/"); m == 0 {
+		t.Errorf("reading a tag's directory: no manifest request")
+	}
+	if stall.Hits() != 0 {
+		t.Errorf("the stalled manifest was asked for %d times, want never", stall.Hits())
+	}
+}
+
+// TestOverlongNameListed: through the kernel, a tar entry named over 255
+// bytes is left out of its directory, which lists the rest (it made `ls`
+// of the directory fail with EIO).
+func TestOverlongNameListed(t *testing.T) {
+	needFUSE(t)
+	r := registrytest.StartRegistry(t, registrytest.WithInMemoryStorage())
+	long := strings.Repeat("y", 300)
+	l, err := registrytest.BuildLayer(registrytest.LayerSpec{Entries: []registrytest.Entry{
+		registrytest.Dir("d"), registrytest.File("d/"+long, "long"), registrytest.File("d/ok", "ok"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := registrytest.BuildImage(registrytest.ImageSpec{Layers: []*registrytest.Layer{l}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := registrytest.NewPusher(r).PushImage(context.Background(), "test/long", img, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	mnt := mount(t, r.Host, mountOpts{})
+	for _, dir := range []string{"test/long:latest/rootfs/d", "test/long/_tags/latest/layers/" + chainIDs(img.DiffIDs)[0] + "/fs/d"} {
+		if got := readdir(t, filepath.Join(mnt, dir)); !slices.Equal(got, []string{"ok"}) {
+			t.Errorf("ls %s: got %v, want [ok]", dir, got)
+		}
+	}
+}
+
+// TestManyLayers, against the reference registry: `ls -l layers` of an
+// image of 10,000 layers (one small blob repeated: distinct chain IDs)
+// asks for no blob, and every layer's directory is there.
+func TestManyLayers(t *testing.T) {
+	needFUSE(t)
+	r := registrytest.StartRegistry(t, registrytest.WithInMemoryStorage())
+	const n = 10000
+	l, err := registrytest.BuildLayer(registrytest.LayerSpec{Entries: []registrytest.Entry{registrytest.File("f", "x")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := make([]*registrytest.Layer, n)
+	for i := range layers {
+		layers[i] = l
+	}
+	img, err := registrytest.BuildImage(registrytest.ImageSpec{Layers: layers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := registrytest.NewPusher(r).PushImage(context.Background(), "test/layers", img, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	proxy := registrytest.StartFaultProxy(t, r.URL)
+	mnt := mount(t, proxy.Host, mountOpts{})
+	got := lsLong(t, filepath.Join(mnt, "test/layers:latest/layers"))
+	want := chainIDs(img.DiffIDs)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("ls -l layers: got %d names, want the %d chain IDs", len(got), len(want))
+	}
+	lsLong(t, filepath.Join(mnt, "test/layers:latest/layers", want[n/2]))
+	blobs := 0
+	for _, q := range proxy.Requests() {
+		if strings.Contains(q.Path, "/blobs/") && q.Path != "/v2/test/layers/blobs/"+img.ConfigDigest.String() {
+			blobs++
+		}
+	}
+	if blobs != 0 {
+		t.Errorf("ls -l layers: got %d layer blob requests, want none", blobs)
+	}
+}
+
+// TestEndlessCatalog: over a registry whose catalog pages never end, `ls`
+// of the mount fails with EIO once the listing passes its bounds, instead
+// of growing until the timeout.
+func TestEndlessCatalog(t *testing.T) {
+	needFUSE(t)
+	srv := registrytest.StartEndlessLister(t, 1000)
+	mnt := mount(t, srv.Host, mountOpts{})
+	_, err := os.ReadDir(mnt)
+	if errnoOf(err) != syscall.EIO {
+		t.Errorf("ls of an endless catalog: got %v, want EIO", err)
+	}
+	if pages := srv.Pages(); pages > 2000 {
+		t.Errorf("ls of an endless catalog: %d pages asked for, want the listing bounded", pages)
+	}
+}

@@ -1,0 +1,78 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// tagsDir is <repo>/_tags/: one image directory per tag, the same image
+// directory as <repo>:<tag>/ under a path without a colon. Listing it costs
+// the tag list, and `ls -l` of it nothing more: a tag's directory resolves
+// its image only when read.
+type tagsDir struct {
+	gofs.Inode
+	t    *tree
+	repo string
+}
+
+var (
+	_ = (node)((*tagsDir)(nil))
+	_ = (gofs.NodeLookuper)((*tagsDir)(nil))
+	_ = (gofs.NodeReaddirer)((*tagsDir)(nil))
+	_ = (gofs.NodeGetattrer)((*tagsDir)(nil))
+)
+
+func (n *tagsDir) fill(_ context.Context, a *fuse.Attr) error {
+	dirAttr(a, n.t.started)
+	return nil
+}
+
+func (n *tagsDir) attrTTL() time.Duration { return immutableTTL }
+
+func (n *tagsDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	return n.t.getattr(ctx, n, out)
+}
+
+func (n *tagsDir) mpath(tag string) string { return n.repo + "/" + tagsDirName + "/" + tag }
+
+func (n *tagsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t := n.t
+	// Every name of a listing is looked up next (READDIRPLUS, ls -l): the
+	// cached tag list answers those without I/O, so without a timeout.
+	if !tagRE.MatchString(name) {
+		return nil, syscall.ENOENT
+	}
+	if t.meta.cachedTag(n.repo, name) {
+		return t.lookupChild(ctx, &n.Inode, t.tagChild(name, n.mpath(name), n.repo, name), out)
+	}
+	ctx, cancel := t.opCtx(ctx)
+	defer cancel()
+	return t.lookupTag(ctx, &n.Inode, name, n.mpath(name), n.repo, name, out)
+}
+
+func (n *tagsDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	t := n.t
+	ctx, cancel := t.opCtx(ctx)
+	defer cancel()
+	tags, err := t.meta.Tags(ctx, n.repo)
+	if err != nil {
+		return nil, t.errno("readdir", &n.Inode, err)
+	}
+	cs := make([]child, 0, len(tags))
+	bad := 0
+	for _, tag := range tags {
+		if !tagRE.MatchString(tag) {
+			bad++ // a lookup would refuse it: do not show it
+			continue
+		}
+		cs = append(cs, t.tagChild(tag, n.mpath(tag), n.repo, tag))
+	}
+	if bad > 0 {
+		t.log.WithField("repo", n.repo).Warnf("the registry lists %d tags that are not valid tag names; not shown", bad)
+	}
+	return t.dirStream(&n.Inode, cs), 0
+}
