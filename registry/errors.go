@@ -367,3 +367,21 @@ func IsTemporary(err error) bool {
 		strings.Contains(msg, "transport connection broken") || strings.Contains(msg, "server closed idle connection") ||
 		strings.Contains(msg, "unexpected EOF")
 }
+
+// IsUnreachable reports whether err says the registry could not be reached
+// or could not answer: what IsTemporary retries (connection refused or
+// reset, timeouts and stalls, 5xx, 408, 429), once the retries are spent,
+// and a host name that does not resolve. Not an answer the registry gave on
+// purpose (404, 401, 403, a digest mismatch), not a TLS failure, not the
+// caller's cancellation or deadline. Callers that keep an older answer may
+// serve it instead (regfs's offline mode); they must not remember the error.
+func IsUnreachable(err error) bool {
+	if IsTemporary(err) {
+		return true
+	}
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var dnsErr *net.DNSError
+	return errors.As(err, &dnsErr)
+}

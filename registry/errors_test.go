@@ -137,3 +137,30 @@ func TestDigestErrorIs(t *testing.T) {
 		t.Errorf("a digest mismatch is not ErrNotFound")
 	}
 }
+
+func TestIsUnreachable(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"refused after retries", fmt.Errorf("gave up after 5 attempts: %w", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}), true},
+		{"stalled", &stalledError{timeout: time.Second}, true},
+		{"503", &HTTPError{StatusCode: 503}, true},
+		{"dns not found", &url.Error{Op: "Get", URL: "u", Err: &net.DNSError{Err: "no such host", Name: "x", IsNotFound: true}}, true},
+		{"404", fmt.Errorf("resolve: %w", &HTTPError{StatusCode: 404}), false},
+		{"401", &HTTPError{StatusCode: 401}, false},
+		{"403", &HTTPError{StatusCode: 403}, false},
+		{"digest", &DigestError{What: "x"}, false},
+		{"canceled", fmt.Errorf("x: %w", context.Canceled), false},
+		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), false},
+		{"scheme refused", &url.Error{Op: "Get", URL: "u", Err: &schemeError{host: "h", scheme: "http", want: "https"}}, false},
+		{"plain", errors.New("something else"), false},
+	}
+	for _, tt := range tests {
+		if got := IsUnreachable(tt.err); got != tt.want {
+			t.Errorf("%s: IsUnreachable(%v): got %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+	}
+}
