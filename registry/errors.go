@@ -333,10 +333,6 @@ func IsTemporary(err error) bool {
 		errors.As(err, &invalid) || errors.As(err, &recHdr) {
 		return false
 	}
-	var se *schemeError
-	if errors.As(err, &se) {
-		return false
-	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EPIPE) ||
@@ -351,6 +347,13 @@ func IsTemporary(err error) bool {
 	var opErr *net.OpError
 	if errors.As(err, &opErr) {
 		return true
+	}
+	// Checked after the network failures: go-containerregistry's ping of a
+	// loopback host tries https (which schemeGuard refuses) and http, and
+	// reports both; a refused http dial is what counts there.
+	var se *schemeError
+	if errors.As(err, &se) {
+		return false
 	}
 	// *url.Error is itself a net.Error: look past it.
 	var ue *url.Error

@@ -120,6 +120,9 @@ func TestIsTemporary(t *testing.T) {
 		{"scheme refused", &url.Error{Op: "Get", URL: "u", Err: &schemeError{host: "h", scheme: "http", want: "https"}}, false},
 		{"digest", &DigestError{What: "x"}, false},
 		{"plain", errors.New("something else"), false},
+		{"ping: https refused here, http dial refused", pingErrors{
+			&url.Error{Op: "Get", URL: "https://h/v2/", Err: &schemeError{host: "h", scheme: "https", want: "http"}},
+			&url.Error{Op: "Get", URL: "http://h/v2/", Err: &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}}}, true},
 	}
 	for _, tt := range tests {
 		if got := IsTemporary(tt.err); got != tt.want {
@@ -157,10 +160,35 @@ func TestIsUnreachable(t *testing.T) {
 		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), false},
 		{"scheme refused", &url.Error{Op: "Get", URL: "u", Err: &schemeError{host: "h", scheme: "http", want: "https"}}, false},
 		{"plain", errors.New("something else"), false},
+		{"ping: https refused here, http dial refused", pingErrors{
+			&url.Error{Op: "Get", URL: "https://h/v2/", Err: &schemeError{host: "h", scheme: "https", want: "http"}},
+			&url.Error{Op: "Get", URL: "http://h/v2/", Err: &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}}}, true},
 	}
 	for _, tt := range tests {
 		if got := IsUnreachable(tt.err); got != tt.want {
 			t.Errorf("%s: IsUnreachable(%v): got %v, want %v", tt.name, tt.err, got, tt.want)
 		}
 	}
+}
+
+// pingErrors is an error as go-containerregistry's ping reports the
+// failures of both schemes: one error whose Is and As look at each.
+type pingErrors []error
+
+func (m pingErrors) Error() string { return fmt.Sprint([]error(m)) }
+func (m pingErrors) As(target any) bool {
+	for _, err := range m {
+		if errors.As(err, target) {
+			return true
+		}
+	}
+	return false
+}
+func (m pingErrors) Is(target error) bool {
+	for _, err := range m {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }
