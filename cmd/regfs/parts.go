@@ -11,6 +11,7 @@ import (
 
 	"github.com/regfs/regfs/layercache"
 	"github.com/regfs/regfs/layerindex"
+	"github.com/regfs/regfs/metastore"
 	"github.com/regfs/regfs/registry"
 	"github.com/regfs/regfs/session"
 )
@@ -117,12 +118,22 @@ type parts struct {
 	cache    *layercache.Cache
 }
 
-// newParts builds the parts for the registry at host. use says how the
-// command reads layers (session.Options' IndexReads and
-// DetachIndexBuilds); the client, cache and index options come from f.
+// partsUse is how a command reads through the parts: session.Options'
+// IndexReads and DetachIndexBuilds (the client, cache, store and index
+// options come from the flags), and whether it starts with the registry
+// unreachable.
+type partsUse struct {
+	session.Options
+	// offline: a registry that cannot be reached at start-up is not an
+	// error (a mount serves what the caches hold); an API probe that fails
+	// so is taken for v2, the only API whose content is kept by digest.
+	offline bool
+}
+
+// newParts builds the parts for the registry at host, read as use says.
 // ctx bounds only the setup (the client's probe of the registry). Close the
 // result when done, after everything that reads through it has stopped.
-func newParts(ctx context.Context, f partsFlags, host string, use session.Options) (*parts, error) {
+func newParts(ctx context.Context, f partsFlags, host string, use partsUse) (*parts, error) {
 	log, err := newLogger(f)
 	if err != nil {
 		return nil, err
@@ -140,9 +151,21 @@ func newParts(ctx context.Context, f partsFlags, host string, use session.Option
 	if f.Spacing < minSpacing {
 		return nil, fmt.Errorf("--checkpoint-spacing %s: want at least %s (each checkpoint keeps a 32 KiB window)", &f.Spacing, humanBytes(minSpacing))
 	}
-	client, err := registry.New(ctx, host, registry.Options{
-		API: f.API, PlainHTTP: f.PlainHTTP, Logger: logrus.NewEntry(log),
-	})
+	meta := metastore.Memory()
+	if f.CacheDir != "" {
+		if meta, err = metastore.Open(metaStoreDir(f.CacheDir), log); err != nil {
+			return nil, err
+		}
+	}
+	ro := registry.Options{API: f.API, PlainHTTP: f.PlainHTTP, Logger: logrus.NewEntry(log), Content: meta}
+	client, err := registry.New(ctx, host, ro)
+	if err != nil && use.offline && ro.API != registry.APIV1 && registry.IsUnreachable(err) {
+		// Start anyway: what the caches hold serves without the registry,
+		// and everything else is fetched once it answers again.
+		log.WithError(err).Warnf("registry %s unreachable: serving cached content until it answers", host)
+		ro.API = registry.APIV2
+		client, err = registry.New(ctx, host, ro)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -157,9 +180,9 @@ func newParts(ctx context.Context, f partsFlags, host string, use session.Option
 	if err != nil {
 		return nil, err
 	}
-	use.Client, use.Cache = client, cache
+	use.Client, use.Cache, use.Meta, use.Log = client, cache, meta, log
 	use.Index = layerindex.Options{Store: cache, Spacing: int64(f.Spacing), Logger: log}
-	sess, err := session.New(use)
+	sess, err := session.New(use.Options)
 	if err != nil {
 		cache.Close()
 		return nil, err
