@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,9 +30,12 @@ type offlineClient struct {
 	meta *metastore.Store
 	log  logrus.FieldLogger
 	now  func() time.Time
-	// stale is set while answers are served from the records; the first
-	// such answer of an outage is logged at warn, the rest at debug.
+	// stale is set while answers are served from the records.
 	stale atomic.Bool
+	// logged holds the kinds of stale answer (their messages) logged at
+	// warn in this outage; the rest of each kind go to debug.
+	mu     sync.Mutex
+	logged map[string]bool
 }
 
 // networkShare is the part of a caller's remaining time the registry gets
@@ -54,6 +58,9 @@ func (c *offlineClient) attempt(ctx context.Context, fallback bool, f func(conte
 	err = f(nctx)
 	if err == nil {
 		if c.stale.Swap(false) {
+			c.mu.Lock()
+			c.logged = nil
+			c.mu.Unlock()
 			c.log.WithField("registry", c.Host()).Info("registry reachable again: answers are fresh")
 		}
 		return nil, false
@@ -62,10 +69,21 @@ func (c *offlineClient) attempt(ctx context.Context, fallback bool, f func(conte
 	return err, registry.IsUnreachable(err) || ownTimeout
 }
 
-// served logs a recorded answer served while the registry is unreachable.
+// served logs a recorded answer served while the registry is unreachable:
+// the first of its kind (msg) in an outage at warn, the others at debug.
 func (c *offlineClient) served(msg string, fields logrus.Fields, cause error) {
+	c.stale.Store(true)
+	c.mu.Lock()
+	first := !c.logged[msg]
+	if first {
+		if c.logged == nil {
+			c.logged = map[string]bool{}
+		}
+		c.logged[msg] = true
+	}
+	c.mu.Unlock()
 	l := c.log.WithFields(fields).WithField("registry", c.Host()).WithError(cause)
-	if !c.stale.Swap(true) {
+	if first {
 		l.Warn(msg)
 		return
 	}

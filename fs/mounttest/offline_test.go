@@ -1,0 +1,175 @@
+package mounttest
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/regfs/regfs/registry/registrytest"
+)
+
+// The registry goes away: a mount over a cache filled by `regfs prefetch`
+// starts and serves what was prefetched, by tag and by digest; what was
+// not gives EIO and a log line; once the registry is back (same storage,
+// same port), the failing read succeeds on the same mount.
+func TestOfflineServesPrefetched(t *testing.T) {
+	needFUSE(t)
+	regDir := t.TempDir()
+	r := registrytest.StartRegistry(t, registrytest.WithDir(regDir))
+	fx := registrytest.PushFixtures(t, r, registrytest.WithoutLarge())
+	cacheDir := t.TempDir()
+	const ref = "test/small:latest"
+	if out, err := prefetch(t, "--cache-dir", cacheDir, "--block-size", "4K", r.Host+"/"+ref); err != nil {
+		t.Fatalf("prefetch: %v\n%s", err, out)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	p := startCacheMount(t, r.Host, cacheDir, "--log-level", "info")
+	if !strings.Contains(p.stderr.String(), "unreachable: serving cached content") {
+		t.Errorf("start-up: got stderr\n%s\nwant it to say the registry is unreachable and cached content is served", p.stderr)
+	}
+	byDigest := "test/small@" + fx.Small.Digest.String()
+	for _, name := range []string{ref, byDigest} {
+		checkImageOffline(t, p.mnt, name, fx.Small)
+	}
+	const stale = "serving cached tag answer, registry unreachable"
+	if n := strings.Count(p.stderr.String(), stale); n != 1 {
+		t.Errorf("log: got %q %d times, want once; stderr:\n%s", stale, n, p.stderr)
+	}
+
+	// Never fetched: EIO, and a line naming the cause.
+	other := filepath.Join(p.mnt, "test/compress:zstd", "manifest.json")
+	if _, err := os.ReadFile(other); errnoOf(err) != syscall.EIO {
+		t.Errorf("read %s, never fetched, registry down: got %v, want EIO", other, err)
+	}
+	if !strings.Contains(p.stderr.String(), "connection refused") {
+		t.Errorf("log after a failed read: got\n%s\nwant a line naming the cause (connection refused)", p.stderr)
+	}
+
+	// The registry is back: the same read on the same mount succeeds.
+	registrytest.StartRegistry(t, registrytest.WithDir(regDir), registrytest.WithAddr(r.Host))
+	got, err := os.ReadFile(other)
+	if err != nil || !bytes.Equal(got, fx.Zstd.Manifest) {
+		t.Errorf("read %s with the registry back: got %d bytes, %v; want the %d bytes pushed", other, len(got), err, len(fx.Zstd.Manifest))
+	}
+	checkImageOffline(t, p.mnt, ref, fx.Small)
+	stopCacheMount(t, p)
+}
+
+// checkImageOffline reads name's manifest, config, every layer's blob and
+// layer.tar, and every regular file of rootfs/ through the mount, and
+// compares each with what was pushed.
+func checkImageOffline(t *testing.T, mnt, name string, img *registrytest.Image) {
+	t.Helper()
+	dir := filepath.Join(mnt, name)
+	for file, want := range map[string][]byte{"manifest.json": img.Manifest, "config.json": img.Config} {
+		if got, err := os.ReadFile(filepath.Join(dir, file)); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s/%s: got %d bytes, %v; want the %d bytes pushed", name, file, len(got), err, len(want))
+		}
+	}
+	for i, id := range chainIDs(img.DiffIDs) {
+		if got := sha256File(t, filepath.Join(dir, "layers", id, "blob")); got != img.Layers[i].Digest {
+			t.Errorf("%s layer %d blob: got %s, want %s", name, i+1, got, img.Layers[i].Digest)
+		}
+		if got := sha256File(t, filepath.Join(dir, "layers", id, "layer.tar")); got != img.DiffIDs[i] {
+			t.Errorf("%s layer %d layer.tar: got %s, want %s", name, i+1, got, img.DiffIDs[i])
+		}
+	}
+	files := 0
+	for path, e := range img.RootFS() {
+		if e.Type != tar.TypeReg {
+			continue
+		}
+		files++
+		got, err := os.ReadFile(filepath.Join(dir, "rootfs", path))
+		if err != nil || !bytes.Equal(got, e.Data()) {
+			t.Errorf("%s rootfs/%s: got %d bytes, %v; want the %d bytes pushed", name, path, len(got), err, len(e.Data()))
+		}
+	}
+	if files == 0 {
+		t.Errorf("%s: no regular file in rootfs/ to read", name)
+	}
+}
+
+// A registry that goes away while a read is in flight: the reader gets EIO
+// (not the socket's ECONNREFUSED), and the log names the cause.
+func TestOfflineMidReadDeathIsEIO(t *testing.T) {
+	needFUSE(t)
+	proxy := registrytest.StartFaultProxy(t, reg.URL)
+	img := fixtures.Large
+	// The large layer's body stops after 1 MiB, long enough to go away in.
+	stall := proxy.StallBody(1<<20, time.Minute, 0, registrytest.PathContains("/blobs/"+img.Layers[0].Digest.String()))
+	p := startCacheMount(t, proxy.Host, t.TempDir(), "--log-level", "info")
+	blob := filepath.Join(p.mnt, "test/large:latest", "layers", chainIDs(img.DiffIDs)[0], "blob")
+	f, err := os.Open(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	first := make([]byte, 64<<10)
+	if _, err := io.ReadFull(f, first); err != nil {
+		t.Fatalf("read the start of %s: %v", blob, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		h := sha256.New()
+		h.Write(first)
+		_, err := io.Copy(h, f)
+		if err == nil && digest.NewDigest(digest.SHA256, h) != img.Layers[0].Digest {
+			t.Errorf("read %s: got other bytes than the blob's", blob)
+		}
+		done <- err
+	}()
+	waitFor(t, "the blob's body to stall", func() bool { return stall.Hits() > 0 })
+	select {
+	case err := <-done:
+		t.Fatalf("read of %s ended before the registry went away: %v", blob, err)
+	case <-time.After(200 * time.Millisecond): // the reader is blocked in the stall
+	}
+	if err := proxy.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if errnoOf(err) != syscall.EIO {
+			t.Errorf("read of %s while the registry went away: got %v, want EIO", blob, err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("read did not end after the registry went away")
+	}
+	t.Logf("regfs stderr:\n%s", p.stderr)
+	if !strings.Contains(p.stderr.String(), "connection refused") {
+		t.Errorf("log after the failed read: got\n%s\nwant a line naming the cause (connection refused)", p.stderr)
+	}
+}
+
+// Without a disk cache: what a running mount read stays readable by tag
+// after the registry goes away and the tag's TTL has passed (the tag
+// answer from memory, the bytes from the memory block cache).
+func TestOfflineMemoryOnly(t *testing.T) {
+	needFUSE(t)
+	proxy := registrytest.StartFaultProxy(t, reg.URL)
+	p := startCacheMount(t, proxy.Host, "", "--tag-ttl", "1s", "--log-level", "info")
+	const ref = "test/small:latest"
+	checkImageOffline(t, p.mnt, ref, fixtures.Small)
+	if err := proxy.Close(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the tag TTL: the kernel and regfs ask again
+	checkImageOffline(t, p.mnt, ref, fixtures.Small)
+	if !strings.Contains(p.stderr.String(), "serving cached tag answer, registry unreachable") {
+		t.Errorf("log: got\n%s\nwant the tag answer served stale, once", p.stderr)
+	}
+	stopCacheMount(t, p)
+}
