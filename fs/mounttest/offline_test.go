@@ -31,6 +31,11 @@ func TestOfflineServesPrefetched(t *testing.T) {
 	if out, err := prefetch(t, "--cache-dir", cacheDir, "--block-size", "4K", r.Host+"/"+ref); err != nil {
 		t.Fatalf("prefetch: %v\n%s", err, out)
 	}
+	// Of the eStargz image, only /etc: its other files' chunks stay out.
+	const partial = "test/compress:estargz"
+	if out, err := prefetch(t, "--cache-dir", cacheDir, "--block-size", "4K", r.Host+"/"+partial, "/etc"); err != nil {
+		t.Fatalf("prefetch: %v\n%s", err, out)
+	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +58,16 @@ func TestOfflineServesPrefetched(t *testing.T) {
 	if _, err := os.ReadFile(other); errnoOf(err) != syscall.EIO {
 		t.Errorf("read %s, never fetched, registry down: got %v, want EIO", other, err)
 	}
+	etc, big := estargzFiles(t, fx.EStargz)
+	for path, want := range etc {
+		if got, err := os.ReadFile(filepath.Join(p.mnt, partial, "rootfs", path)); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s rootfs/%s, prefetched: got %d bytes, %v; want the %d bytes pushed", partial, path, len(got), err, len(want))
+		}
+	}
+	bigPath := filepath.Join(p.mnt, partial, "rootfs", big)
+	if _, err := os.ReadFile(bigPath); errnoOf(err) != syscall.EIO {
+		t.Errorf("read %s, not prefetched, registry down: got %v, want EIO", bigPath, err)
+	}
 	if !strings.Contains(p.stderr.String(), "connection refused") {
 		t.Errorf("log after a failed read: got\n%s\nwant a line naming the cause (connection refused)", p.stderr)
 	}
@@ -63,8 +78,32 @@ func TestOfflineServesPrefetched(t *testing.T) {
 	if err != nil || !bytes.Equal(got, fx.Zstd.Manifest) {
 		t.Errorf("read %s with the registry back: got %d bytes, %v; want the %d bytes pushed", other, len(got), err, len(fx.Zstd.Manifest))
 	}
+	if got, err := os.ReadFile(bigPath); err != nil || !bytes.Equal(got, fx.EStargz.RootFS()[big].Data()) {
+		t.Errorf("read %s with the registry back: got %d bytes, %v; want the %d bytes pushed", bigPath, len(got), err, len(fx.EStargz.RootFS()[big].Data()))
+	}
 	checkImageOffline(t, p.mnt, ref, fx.Small)
 	stopCacheMount(t, p)
+}
+
+// estargzFiles are the regular files under etc/ of img (path → content),
+// and the path of its largest file elsewhere.
+func estargzFiles(t *testing.T, img *registrytest.Image) (etc map[string][]byte, big string) {
+	t.Helper()
+	etc = map[string][]byte{}
+	for path, e := range img.RootFS() {
+		if e.Type != tar.TypeReg {
+			continue
+		}
+		if strings.HasPrefix(path, "etc/") {
+			etc[path] = e.Data()
+		} else if big == "" || len(e.Data()) > len(img.RootFS()[big].Data()) {
+			big = path
+		}
+	}
+	if len(etc) == 0 || big == "" {
+		t.Fatalf("eStargz fixture: %d files under etc/, largest elsewhere %q", len(etc), big)
+	}
+	return etc, big
 }
 
 // checkImageOffline reads name's manifest, config, every layer's blob and
