@@ -6,7 +6,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -30,12 +29,19 @@ type offlineClient struct {
 	meta *metastore.Store
 	log  logrus.FieldLogger
 	now  func() time.Time
-	// stale is set while answers are served from the records.
-	stale atomic.Bool
-	// logged holds the kinds of stale answer (their messages) logged at
-	// warn in this outage; the rest of each kind go to debug.
+	// logged holds the kinds of stale answer (their messages) served in
+	// this outage, nil while answers are fresh: the first of each kind is
+	// logged at warn, the rest at debug.
 	mu     sync.Mutex
 	logged map[string]bool
+}
+
+// stale reports whether recorded answers have been served since the last
+// fresh one.
+func (c *offlineClient) stale() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.logged != nil
 }
 
 // networkShare is the part of a caller's remaining time the registry gets
@@ -48,31 +54,31 @@ func isDigest(ref string) bool { return strings.Contains(ref, ":") }
 // attempt runs f under ctx, or, when a recorded answer exists (fallback),
 // under a share of ctx's remaining time. It reports whether a failure
 // means the registry is unreachable.
-func (c *offlineClient) attempt(ctx context.Context, fallback bool, f func(context.Context) error) (err error, unreachable bool) {
+func (c *offlineClient) attempt(ctx context.Context, fallback bool, f func(context.Context) error) (unreachable bool, err error) {
 	nctx := ctx
 	if dl, ok := ctx.Deadline(); ok && fallback {
+		now := c.now()
 		var cancel context.CancelFunc
-		nctx, cancel = context.WithDeadline(ctx, c.now().Add(time.Until(dl)/networkShare))
+		nctx, cancel = context.WithDeadline(ctx, now.Add(dl.Sub(now)/networkShare))
 		defer cancel()
 	}
-	err = f(nctx)
-	if err == nil {
-		if c.stale.Swap(false) {
-			c.mu.Lock()
-			c.logged = nil
-			c.mu.Unlock()
+	if err = f(nctx); err == nil {
+		c.mu.Lock()
+		wasStale := c.logged != nil
+		c.logged = nil
+		c.mu.Unlock()
+		if wasStale {
 			c.log.WithField("registry", c.Host()).Info("registry reachable again: answers are fresh")
 		}
-		return nil, false
+		return false, nil
 	}
 	ownTimeout := nctx.Err() != nil && ctx.Err() == nil
-	return err, registry.IsUnreachable(err) || ownTimeout
+	return registry.IsUnreachable(err) || ownTimeout, err
 }
 
 // served logs a recorded answer served while the registry is unreachable:
 // the first of its kind (msg) in an outage at warn, the others at debug.
 func (c *offlineClient) served(msg string, fields logrus.Fields, cause error) {
-	c.stale.Store(true)
 	c.mu.Lock()
 	first := !c.logged[msg]
 	if first {
@@ -100,7 +106,7 @@ func (c *offlineClient) Resolve(ctx context.Context, repo, ref string, p registr
 	}
 	rec, have := c.meta.Tag(c.Host(), repo, ref)
 	var img *registry.Image
-	err, unreachable := c.attempt(ctx, have, func(ctx context.Context) error {
+	unreachable, err := c.attempt(ctx, have, func(ctx context.Context) error {
 		var err error
 		img, err = c.Client.Resolve(ctx, repo, ref, p)
 		return err
@@ -149,7 +155,7 @@ func topDigest(img *registry.Image) digest.Digest {
 // being served stale the registry gets a share of the caller's time.
 func (c *offlineClient) Catalog(ctx context.Context) ([]string, error) {
 	var names []string
-	err, unreachable := c.attempt(ctx, c.stale.Load(), func(ctx context.Context) error {
+	unreachable, err := c.attempt(ctx, c.stale(), func(ctx context.Context) error {
 		var err error
 		names, err = c.Client.Catalog(ctx)
 		return err
@@ -167,7 +173,7 @@ func (c *offlineClient) Catalog(ctx context.Context) ([]string, error) {
 
 func (c *offlineClient) Tags(ctx context.Context, repo string) ([]string, error) {
 	var names []string
-	err, unreachable := c.attempt(ctx, c.stale.Load(), func(ctx context.Context) error {
+	unreachable, err := c.attempt(ctx, c.stale(), func(ctx context.Context) error {
 		var err error
 		names, err = c.Client.Tags(ctx, repo)
 		return err
