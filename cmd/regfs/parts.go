@@ -125,8 +125,9 @@ type parts struct {
 type partsUse struct {
 	session.Options
 	// offline: a registry that cannot be reached at start-up is not an
-	// error (a mount serves what the caches hold); an API probe that fails
-	// so is taken for v2, the only API whose content is kept by digest.
+	// error when the metadata store has answers from it (a mount serves
+	// what the caches hold); an API probe that fails so is taken for v2,
+	// the only API whose content is kept by digest.
 	offline bool
 }
 
@@ -159,7 +160,7 @@ func newParts(ctx context.Context, f partsFlags, host string, use partsUse) (*pa
 	}
 	ro := registry.Options{API: f.API, PlainHTTP: f.PlainHTTP, Logger: logrus.NewEntry(log), Content: meta}
 	client, err := registry.New(ctx, host, ro)
-	if err != nil && use.offline && ro.API != registry.APIV1 && registry.IsUnreachable(err) {
+	if err != nil && use.offline && ro.API != registry.APIV1 && registry.IsUnreachable(err) && hasRecords(meta, host) {
 		// Start anyway: what the caches hold serves without the registry,
 		// and everything else is fetched once it answers again.
 		log.WithError(err).Warnf("registry %s unreachable: serving cached content until it answers", host)
@@ -189,6 +190,21 @@ func newParts(ctx context.Context, f partsFlags, host string, use partsUse) (*pa
 	}
 	setMemoryLimit(f)
 	return &parts{log: log, platform: platform, session: sess, cache: cache}, nil
+}
+
+// hasRecords reports whether meta holds answers from host: only then is
+// there anything to serve without it (a mistyped host must still fail).
+func hasRecords(meta *metastore.Store, host string) bool {
+	refs, err := meta.Refs()
+	if err != nil {
+		return false
+	}
+	for _, r := range refs {
+		if r.Registry == host {
+			return true
+		}
+	}
+	return false
 }
 
 // memoryAllowance is what regfs holds besides the memory block cache when

@@ -3,9 +3,12 @@ package mounttest
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"io"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -211,4 +214,27 @@ func TestOfflineMemoryOnly(t *testing.T) {
 		t.Errorf("log: got\n%s\nwant the tag answer served stale, once", p.stderr)
 	}
 	stopCacheMount(t, p)
+}
+
+// A registry that cannot be reached, and nothing recorded from it: the
+// mount fails as before (a mistyped host must not mount an empty tree).
+func TestOfflineStartNeedsRecords(t *testing.T) {
+	needFUSE(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := l.Addr().String()
+	l.Close()
+	mnt := t.TempDir()
+	t.Cleanup(func() { forceUnmount(mnt) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, regfsBin, "mount", "--cache-dir", t.TempDir(), host, mnt).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "connection refused") {
+		t.Errorf("regfs mount of an unreachable registry, empty cache: got %v, output %q; want a failure naming the cause", err, out)
+	}
+	if isFUSEMount(mnt) {
+		t.Errorf("regfs mount of an unreachable registry left a mount on %s", mnt)
+	}
 }
