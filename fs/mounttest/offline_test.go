@@ -43,17 +43,18 @@ func TestOfflineServesPrefetched(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p := startCacheMount(t, r.Host, cacheDir, "--log-level", "info")
-	if !strings.Contains(p.stderr.String(), "unreachable: serving cached content") {
-		t.Errorf("start-up: got stderr\n%s\nwant it to say the registry is unreachable and cached content is served", p.stderr)
+	logFile := filepath.Join(t.TempDir(), "regfs.log")
+	p := startCacheMount(t, r.Host, cacheDir, "--log-level", "info", "--log-file", logFile)
+	if log := readLog(t, logFile); !strings.Contains(log, "unreachable: serving cached content") {
+		t.Errorf("start-up: got log\n%s\nwant it to say the registry is unreachable and cached content is served", log)
 	}
 	byDigest := "test/small@" + fx.Small.Digest.String()
 	for _, name := range []string{ref, byDigest} {
 		checkImageOffline(t, p.mnt, name, fx.Small)
 	}
 	const stale = "serving cached tag answer, registry unreachable"
-	if n := strings.Count(p.stderr.String(), stale); n != 1 {
-		t.Errorf("log: got %q %d times, want once; stderr:\n%s", stale, n, p.stderr)
+	if log := readLog(t, logFile); strings.Count(log, stale) != 1 {
+		t.Errorf("log: got %q %d times, want once; log:\n%s", stale, strings.Count(log, stale), log)
 	}
 
 	// Never fetched: EIO, and a line naming the cause.
@@ -71,8 +72,8 @@ func TestOfflineServesPrefetched(t *testing.T) {
 	if _, err := os.ReadFile(bigPath); errnoOf(err) != syscall.EIO {
 		t.Errorf("read %s, not prefetched, registry down: got %v, want EIO", bigPath, err)
 	}
-	if !strings.Contains(p.stderr.String(), "connection refused") {
-		t.Errorf("log after a failed read: got\n%s\nwant a line naming the cause (connection refused)", p.stderr)
+	if log := readLog(t, logFile); !strings.Contains(log, "connection refused") {
+		t.Errorf("log after a failed read: got\n%s\nwant a line naming the cause (connection refused)", log)
 	}
 
 	// The registry is back: the same read on the same mount succeeds.
@@ -152,7 +153,8 @@ func TestOfflineMidReadDeathIsEIO(t *testing.T) {
 	img := fixtures.Large
 	// The large layer's body stops after 1 MiB, long enough to go away in.
 	stall := proxy.StallBody(1<<20, time.Minute, 0, registrytest.PathContains("/blobs/"+img.Layers[0].Digest.String()))
-	p := startCacheMount(t, proxy.Host, t.TempDir(), "--log-level", "info")
+	logFile := filepath.Join(t.TempDir(), "regfs.log")
+	p := startCacheMount(t, proxy.Host, t.TempDir(), "--log-level", "info", "--log-file", logFile)
 	blob := filepath.Join(p.mnt, "test/large:latest", "layers", chainIDs(img.DiffIDs)[0], "blob")
 	f, err := os.Open(blob)
 	if err != nil {
@@ -190,9 +192,8 @@ func TestOfflineMidReadDeathIsEIO(t *testing.T) {
 	case <-time.After(2 * time.Minute):
 		t.Fatal("read did not end after the registry went away")
 	}
-	t.Logf("regfs stderr:\n%s", p.stderr)
-	if !strings.Contains(p.stderr.String(), "connection refused") {
-		t.Errorf("log after the failed read: got\n%s\nwant a line naming the cause (connection refused)", p.stderr)
+	if log := readLog(t, logFile); !strings.Contains(log, "connection refused") {
+		t.Errorf("log after the failed read: got\n%s\nwant a line naming the cause (connection refused)", log)
 	}
 }
 
@@ -202,7 +203,8 @@ func TestOfflineMidReadDeathIsEIO(t *testing.T) {
 func TestOfflineMemoryOnly(t *testing.T) {
 	needFUSE(t)
 	proxy := registrytest.StartFaultProxy(t, reg.URL)
-	p := startCacheMount(t, proxy.Host, "", "--tag-ttl", "1s", "--log-level", "info")
+	logFile := filepath.Join(t.TempDir(), "regfs.log")
+	p := startCacheMount(t, proxy.Host, "", "--tag-ttl", "1s", "--log-level", "info", "--log-file", logFile)
 	const ref = "test/small:latest"
 	checkImageOffline(t, p.mnt, ref, fixtures.Small)
 	if err := proxy.Close(); err != nil {
@@ -210,8 +212,8 @@ func TestOfflineMemoryOnly(t *testing.T) {
 	}
 	time.Sleep(1500 * time.Millisecond) // past the tag TTL: the kernel and regfs ask again
 	checkImageOffline(t, p.mnt, ref, fixtures.Small)
-	if !strings.Contains(p.stderr.String(), "serving cached tag answer, registry unreachable") {
-		t.Errorf("log: got\n%s\nwant the tag answer served stale, once", p.stderr)
+	if log := readLog(t, logFile); !strings.Contains(log, "serving cached tag answer, registry unreachable") {
+		t.Errorf("log: got\n%s\nwant the tag answer served stale", log)
 	}
 	stopCacheMount(t, p)
 }
@@ -237,4 +239,15 @@ func TestOfflineStartNeedsRecords(t *testing.T) {
 	if isFUSEMount(mnt) {
 		t.Errorf("regfs mount of an unreachable registry left a mount on %s", mnt)
 	}
+}
+
+// readLog is what a running regfs has written to its --log-file so far
+// (read from the file: its stderr buffer is written by another goroutine).
+func readLog(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("regfs log: %v", err)
+	}
+	return string(b)
 }
