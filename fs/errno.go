@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	iofs "io/fs"
+	"net"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
@@ -18,8 +19,13 @@ import (
 //	not found (registry or file)   → ENOENT
 //	unauthorized/forbidden         → EACCES, one log line
 //	caller interrupted (ctx)       → EINTR
+//	a network failure              → EIO, one log line with the cause
 //	an errno already               → itself
 //	anything else, timeouts too    → EIO, one log line with the cause
+//
+// A network failure is checked before the errno case: it wraps the
+// socket's errno (ECONNREFUSED, ECONNRESET), which means nothing to a
+// reader of a file and must not reach one.
 func toErrno(log logrus.FieldLogger, op, path string, err error) syscall.Errno {
 	if err == nil {
 		return 0
@@ -37,6 +43,8 @@ func toErrno(log logrus.FieldLogger, op, path string, err error) syscall.Errno {
 	case errors.Is(err, context.DeadlineExceeded):
 		log.WithFields(logrus.Fields{"op": op, "path": path}).Errorf("timed out: %v", err)
 		return syscall.EIO
+	case errors.As(err, new(*net.OpError)):
+		// The default below: EIO, and the line names the failed dial or read.
 	case errors.As(err, &errno) && errno != 0:
 		return errno
 	}

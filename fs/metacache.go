@@ -11,6 +11,9 @@ package fs
 //   - listings stopped at their bounds: for the tag TTL (each try walks
 //     thousands of pages);
 //   - nothing else: other errors are retried by the next caller.
+// With the registry unreachable, the client below (session's) answers tags
+// and listings from its records; those answers are kept here for the tag
+// TTL like any other, so the registry is asked again when it expires.
 // Concurrent identical requests share one fetch, run detached from any one
 // caller under its own timeout, so an interrupted caller stops waiting
 // without failing the others.

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/url"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -27,12 +30,37 @@ func TestToErrno(t *testing.T) {
 		{fmt.Errorf("fetch: %w", context.DeadlineExceeded), syscall.EIO},
 		{fmt.Errorf("x: %w", syscall.ENOTDIR), syscall.ENOTDIR},
 		{errors.New("connection reset"), syscall.EIO},
+		// The socket's errno inside a network error is no file's errno.
+		{fmt.Errorf("blob at 0: %w", &url.Error{Op: "Get", URL: "http://r/v2/", Err: &net.OpError{
+			Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}), syscall.EIO},
+		{fmt.Errorf("read: %w", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), syscall.EIO},
+		{fmt.Errorf("dial: %w", refusedDial(t)), syscall.EIO},
 	}
 	for _, tc := range tests {
 		if got := toErrno(log, "op", "/p", tc.err); got != tc.want {
 			t.Errorf("toErrno(%v): got %v, want %v", tc.err, got, tc.want)
 		}
 	}
+}
+
+// refusedDial is the error of a real dial to a port nobody listens on.
+func refusedDial(t *testing.T) error {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	c, err := net.Dial("tcp", addr)
+	if err == nil {
+		c.Close()
+		t.Skip("a closed port accepted a connection")
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Skipf("dial of a closed port: got %v, want ECONNREFUSED", err)
+	}
+	return err
 }
 
 func TestMetaCacheTTL(t *testing.T) {

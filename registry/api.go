@@ -42,6 +42,18 @@ type Client interface {
 	OpenBlob(ctx context.Context, repo string, l Layer) (blobio.Source, error)
 }
 
+// ContentStore keeps digest-addressed metadata (manifests, indexes, image
+// configs) across runs, so a Client resolves a digest it has seen without
+// asking the registry: Options.Content.
+type ContentStore interface {
+	// Content returns the bytes stored under d, already checked to hash to
+	// d; ok is false when nothing (or nothing that hashes to d) is stored.
+	Content(d digest.Digest) (b []byte, ok bool)
+	// PutContent stores b, which the caller has checked hashes to d. A
+	// store that fails to write only loses the chance to serve it later.
+	PutContent(d digest.Digest, b []byte)
+}
+
 // Image is what Resolve returns. Raw byte slices are exactly as served.
 type Image struct {
 	Registry   string

@@ -68,6 +68,13 @@ type Options struct {
 	// 1000 (distribution's default maximum).
 	PageSize int
 
+	// Content, when set, answers manifests and configs by digest before the
+	// registry is asked, and keeps every manifest, index and config the v2
+	// client fetches (only bytes that hash to their digest). Default nil:
+	// every Resolve asks the registry. The v1 API has no digests and does
+	// not use it.
+	Content ContentStore
+
 	// UserAgent is sent with every request, followed by
 	// go-containerregistry's own. Default "regfs".
 	UserAgent string

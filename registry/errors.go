@@ -333,10 +333,6 @@ func IsTemporary(err error) bool {
 		errors.As(err, &invalid) || errors.As(err, &recHdr) {
 		return false
 	}
-	var se *schemeError
-	if errors.As(err, &se) {
-		return false
-	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.EPIPE) ||
@@ -352,6 +348,13 @@ func IsTemporary(err error) bool {
 	if errors.As(err, &opErr) {
 		return true
 	}
+	// Checked after the network failures: go-containerregistry's ping of a
+	// loopback host tries https (which schemeGuard refuses) and http, and
+	// reports both; a refused http dial is what counts there.
+	var se *schemeError
+	if errors.As(err, &se) {
+		return false
+	}
 	// *url.Error is itself a net.Error: look past it.
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -366,4 +369,22 @@ func IsTemporary(err error) bool {
 	return strings.Contains(msg, "connection reset") || strings.Contains(msg, "broken pipe") ||
 		strings.Contains(msg, "transport connection broken") || strings.Contains(msg, "server closed idle connection") ||
 		strings.Contains(msg, "unexpected EOF")
+}
+
+// IsUnreachable reports whether err says the registry could not be reached
+// or could not answer: what IsTemporary retries (connection refused or
+// reset, timeouts and stalls, 5xx, 408, 429), once the retries are spent,
+// and a host name that does not resolve. Not an answer the registry gave on
+// purpose (404, 401, 403, a digest mismatch), not a TLS failure, not the
+// caller's cancellation or deadline. Callers that keep an older answer may
+// serve it instead (regfs's offline mode); they must not remember the error.
+func IsUnreachable(err error) bool {
+	if IsTemporary(err) {
+		return true
+	}
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var dnsErr *net.DNSError
+	return errors.As(err, &dnsErr)
 }

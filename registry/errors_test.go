@@ -120,6 +120,9 @@ func TestIsTemporary(t *testing.T) {
 		{"scheme refused", &url.Error{Op: "Get", URL: "u", Err: &schemeError{host: "h", scheme: "http", want: "https"}}, false},
 		{"digest", &DigestError{What: "x"}, false},
 		{"plain", errors.New("something else"), false},
+		{"ping: https refused here, http dial refused", pingErrors{
+			&url.Error{Op: "Get", URL: "https://h/v2/", Err: &schemeError{host: "h", scheme: "https", want: "http"}},
+			&url.Error{Op: "Get", URL: "http://h/v2/", Err: &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}}}, true},
 	}
 	for _, tt := range tests {
 		if got := IsTemporary(tt.err); got != tt.want {
@@ -136,4 +139,56 @@ func TestDigestErrorIs(t *testing.T) {
 	if errors.Is(err, ErrNotFound) {
 		t.Errorf("a digest mismatch is not ErrNotFound")
 	}
+}
+
+func TestIsUnreachable(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"refused after retries", fmt.Errorf("gave up after 5 attempts: %w", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}), true},
+		{"stalled", &stalledError{timeout: time.Second}, true},
+		{"503", &HTTPError{StatusCode: 503}, true},
+		{"dns not found", &url.Error{Op: "Get", URL: "u", Err: &net.DNSError{Err: "no such host", Name: "x", IsNotFound: true}}, true},
+		{"404", fmt.Errorf("resolve: %w", &HTTPError{StatusCode: 404}), false},
+		{"401", &HTTPError{StatusCode: 401}, false},
+		{"403", &HTTPError{StatusCode: 403}, false},
+		{"digest", &DigestError{What: "x"}, false},
+		{"canceled", fmt.Errorf("x: %w", context.Canceled), false},
+		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), false},
+		{"scheme refused", &url.Error{Op: "Get", URL: "u", Err: &schemeError{host: "h", scheme: "http", want: "https"}}, false},
+		{"plain", errors.New("something else"), false},
+		{"ping: https refused here, http dial refused", pingErrors{
+			&url.Error{Op: "Get", URL: "https://h/v2/", Err: &schemeError{host: "h", scheme: "https", want: "http"}},
+			&url.Error{Op: "Get", URL: "http://h/v2/", Err: &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}}}, true},
+	}
+	for _, tt := range tests {
+		if got := IsUnreachable(tt.err); got != tt.want {
+			t.Errorf("%s: IsUnreachable(%v): got %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+	}
+}
+
+// pingErrors is an error as go-containerregistry's ping reports the
+// failures of both schemes: one error whose Is and As look at each.
+type pingErrors []error
+
+func (m pingErrors) Error() string { return fmt.Sprint([]error(m)) }
+func (m pingErrors) As(target any) bool {
+	for _, err := range m {
+		if errors.As(err, target) {
+			return true
+		}
+	}
+	return false
+}
+func (m pingErrors) Is(target error) bool {
+	for _, err := range m {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }

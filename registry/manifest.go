@@ -76,6 +76,9 @@ func (c *v2Client) fetchManifest(ctx context.Context, repo, ref string) (*fetche
 	} else if !tagRE.MatchString(ref) {
 		return nil, fmt.Errorf("%s: bad tag %q: want [A-Za-z0-9_][A-Za-z0-9._-]{0,127} or a digest", what, ref)
 	}
+	if m := c.storedManifest(want); m != nil {
+		return m, nil
+	}
 	resp, err := c.do(ctx, what, repoScope(repo), http.MethodGet, c.url("/v2/"+repo+"/manifests/"+ref),
 		http.Header{"Accept": {manifestAccept}})
 	if err != nil {
@@ -133,7 +136,39 @@ func (c *v2Client) fetchManifest(ctx context.Context, repo, ref string) (*fetche
 			}
 		}
 	}
+	c.storeManifest(raw, got, mt)
 	return &fetchedManifest{raw: raw, digest: got, mediaType: mt}, nil
+}
+
+// storedManifest is manifest d from Options.Content, nil if it is not
+// there (or d is empty). Only manifests whose body names their type are
+// stored (storeManifest), so the type read back is the one served.
+func (c *v2Client) storedManifest(d digest.Digest) *fetchedManifest {
+	if c.opts.Content == nil || d == "" {
+		return nil
+	}
+	raw, ok := c.opts.Content.Content(d)
+	if !ok {
+		return nil
+	}
+	mt := manifestMediaType("", raw)
+	if mt == "" {
+		return nil
+	}
+	return &fetchedManifest{raw: raw, digest: d, mediaType: mt}
+}
+
+// storeManifest keeps a fetched manifest in Options.Content when its bytes
+// hash to d (a signed schema 1 manifest does not: its digest leaves out the
+// signatures) and its body alone tells its media type mt.
+func (c *v2Client) storeManifest(raw []byte, d digest.Digest, mt string) {
+	if c.opts.Content == nil || !d.Algorithm().Available() || d.Algorithm().FromBytes(raw) != d {
+		return
+	}
+	if manifestMediaType("", raw) != mt {
+		return
+	}
+	c.opts.Content.PutContent(d, raw)
 }
 
 // refSep is ":tag" or "@digest".
@@ -226,6 +261,11 @@ func (c *v2Client) fetchBlobBytes(ctx context.Context, repo string, d digest.Dig
 	if size > limit {
 		return nil, fmt.Errorf("%s: %d bytes, more than the %d allowed", what, size, limit)
 	}
+	if c.opts.Content != nil {
+		if b, ok := c.opts.Content.Content(d); ok && (size < 0 || int64(len(b)) == size) && int64(len(b)) <= limit {
+			return b, nil
+		}
+	}
 	resp, err := c.do(ctx, what, repoScope(repo), http.MethodGet, c.url("/v2/"+repo+"/blobs/"+d.String()),
 		http.Header{"Accept-Encoding": {"identity"}})
 	if err != nil {
@@ -247,6 +287,9 @@ func (c *v2Client) fetchBlobBytes(ctx context.Context, repo string, d digest.Dig
 	}
 	if got := d.Algorithm().FromBytes(b); got != d {
 		return nil, &DigestError{What: what, Want: d, Got: got}
+	}
+	if c.opts.Content != nil {
+		c.opts.Content.PutContent(d, b)
 	}
 	return b, nil
 }

@@ -11,6 +11,11 @@
 // passes and the index's read size (the cache's block size) are decided
 // here and nowhere else.
 //
+// With a metadata store (Options.Meta) its Client records what the
+// registry says about names and, while the registry cannot be reached,
+// answers tags, tag lists and the catalog from those records (offline.go):
+// the policy of serving stale answers lives here, the records in metastore.
+//
 // It must never speak FUSE, parse flags, or read bytes itself: it connects
 // the parts and keeps the handles, and the parts do the work.
 package session

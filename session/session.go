@@ -4,10 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/regfs/regfs/blobio"
 	"github.com/regfs/regfs/layercache"
 	"github.com/regfs/regfs/layerindex"
+	"github.com/regfs/regfs/metastore"
 	"github.com/regfs/regfs/registry"
 )
 
@@ -33,11 +37,23 @@ type Options struct {
 	// timed-out FUSE operation must not stop a pass the next one waits
 	// for); a prefetch does not (an interrupt stops everything).
 	DetachIndexBuilds bool
+	// Meta, when set, records what the registry says about names and
+	// serves it while the registry is unreachable: Client then returns a
+	// client that answers tags, tag lists and the catalog from Meta's
+	// records when the registry cannot be reached (offline.go). Give the
+	// same store to the registry client as registry.Options.Content, so
+	// digests resolve from it without asking the registry. Default nil:
+	// Client is Options.Client itself.
+	Meta *metastore.Store
+	// Log receives the offline notes (the first stale answer of an outage
+	// at warn). Default: logrus's standard logger.
+	Log logrus.FieldLogger
 }
 
 // Session is the parts wired once and the handles given out so far. Safe
 // for concurrent use.
 type Session struct {
+	meta       *metastore.Store
 	client     registry.Client
 	cache      *layercache.Cache
 	index      *layerindex.Manager
@@ -67,14 +83,26 @@ func New(o Options) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}
+	client := o.Client
+	if o.Meta != nil {
+		if o.Log == nil {
+			o.Log = logrus.StandardLogger()
+		}
+		client = &offlineClient{Client: o.Client, meta: o.Meta, log: o.Log, now: time.Now}
+	}
 	return &Session{
-		client: o.Client, cache: o.Cache, index: index, indexReads: o.IndexReads, detach: o.DetachIndexBuilds,
+		meta:   o.Meta,
+		client: client, cache: o.Cache, index: index, indexReads: o.IndexReads, detach: o.DetachIndexBuilds,
 		layers: map[layerKey]*Layer{}, images: map[string]*Image{}, indexes: map[string]*layerindex.Layer{},
 	}, nil
 }
 
-// Client is the registry client.
+// Client is the registry client: with Options.Meta, one that serves
+// recorded answers while the registry is unreachable.
 func (s *Session) Client() registry.Client { return s.client }
+
+// Meta is the metadata store of Options.Meta, nil without one.
+func (s *Session) Meta() *metastore.Store { return s.meta }
 
 // Cache is the block cache; nil when the Session reads blobs directly.
 func (s *Session) Cache() *layercache.Cache { return s.cache }

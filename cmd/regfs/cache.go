@@ -19,6 +19,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 
 	"github.com/regfs/regfs/layercache"
+	"github.com/regfs/regfs/metastore"
 )
 
 // Where `regfs mount --cache-dir DIR` keeps its files: everything, blocks
@@ -29,6 +30,13 @@ const cacheBlocksSubdir = "blocks"
 
 // diskTierDir is the layercache disk tier under a --cache-dir.
 func diskTierDir(dir string) string { return filepath.Join(dir, cacheBlocksSubdir) }
+
+// cacheMetaSubdir holds the metadata store (manifests and configs by
+// digest, tag answers): small, and outside the disk tier's bound.
+const cacheMetaSubdir = "meta"
+
+// metaStoreDir is the metadata store under a --cache-dir.
+func metaStoreDir(dir string) string { return filepath.Join(dir, cacheMetaSubdir) }
 
 // procMounts is the mount table read by `cache clear`; tests point it at a
 // file of their own.
@@ -78,10 +86,17 @@ by the mount's --disk-cache-size (least recently used first out).`,
 
 // cacheListing is what `cache ls --json` prints.
 type cacheListing struct {
-	Dir   string                 `json:"dir"`
-	Bytes int64                  `json:"bytes"` // every file's size on disk
-	Blobs []layercache.BlobUsage `json:"blobs"`
-	Files []cacheFile            `json:"files"`
+	Dir   string      `json:"dir"`
+	Bytes int64       `json:"bytes"` // every file's size on disk
+	Blobs []cacheBlob `json:"blobs"`
+	Files []cacheFile `json:"files"`
+}
+
+// cacheBlob is one blob with bytes in the cache, and the images it belongs
+// to as far as the metadata store knows (host/repo:tag, host/repo@digest).
+type cacheBlob struct {
+	layercache.BlobUsage
+	Images []string `json:"images,omitempty"`
 }
 
 // cacheFile is one index or other derived file.
@@ -100,7 +115,14 @@ func readCache(ctx context.Context, dir string) (*cacheListing, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &cacheListing{Dir: dir, Bytes: u.Bytes, Blobs: u.Blobs, Files: []cacheFile{}}
+	images, err := blobImages(dir)
+	if err != nil {
+		return nil, err
+	}
+	l := &cacheListing{Dir: dir, Bytes: u.Bytes, Blobs: make([]cacheBlob, 0, len(u.Blobs)), Files: []cacheFile{}}
+	for _, b := range u.Blobs {
+		l.Blobs = append(l.Blobs, cacheBlob{BlobUsage: b, Images: images[b.Key]})
+	}
 	for _, f := range u.Files {
 		kind := indexKind(f.Name) // PutFile names are "<blob key>.<kind>"
 		if kind == "" {
@@ -110,6 +132,20 @@ func readCache(ctx context.Context, dir string) (*cacheListing, error) {
 	}
 	sort.Slice(l.Files, func(i, j int) bool { return l.Files[i].Name < l.Files[j].Name })
 	return l, nil
+}
+
+// blobImages maps blob keys to the images the metadata store under dir
+// knows them in; nothing if there is no store.
+func blobImages(dir string) (map[string][]string, error) {
+	md := metaStoreDir(dir)
+	if _, err := os.Stat(md); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	store, err := metastore.Open(md, nil)
+	if err != nil {
+		return nil, err
+	}
+	return store.BlobImages()
 }
 
 func indexKind(name string) string {
@@ -131,7 +167,8 @@ func newCacheLsCommand(cacheDir func() (string, error)) *cobra.Command {
 		Use:   "ls",
 		Short: "List cached blobs and index files",
 		Long: `List the blobs that have bytes in the disk cache (blocks held, bytes cached,
-last use) and the index files kept beside them. Sizes are what the cache
+last use, and the images they belong to where regfs has resolved them) and
+the index files kept beside them. Sizes are what the cache
 holds, not the blobs' full sizes.`,
 		Example: `  regfs cache ls
   regfs cache ls --sort used
@@ -161,21 +198,21 @@ holds, not the blobs' full sizes.`,
 }
 
 func sortListing(l *cacheListing, by string) error {
-	var blobLess func(a, b layercache.BlobUsage) bool
+	var blobLess func(a, b cacheBlob) bool
 	var fileLess func(a, b cacheFile) bool
 	switch by {
 	case "name", "":
-		blobLess = func(a, b layercache.BlobUsage) bool { return a.Key < b.Key }
+		blobLess = func(a, b cacheBlob) bool { return a.Key < b.Key }
 		fileLess = func(a, b cacheFile) bool { return a.Name < b.Name }
 	case "size":
-		blobLess = func(a, b layercache.BlobUsage) bool {
+		blobLess = func(a, b cacheBlob) bool {
 			return a.DiskBytes > b.DiskBytes || a.DiskBytes == b.DiskBytes && a.Key < b.Key
 		}
 		fileLess = func(a, b cacheFile) bool {
 			return a.DiskBytes > b.DiskBytes || a.DiskBytes == b.DiskBytes && a.Name < b.Name
 		}
 	case "used":
-		blobLess = func(a, b layercache.BlobUsage) bool {
+		blobLess = func(a, b cacheBlob) bool {
 			return a.LastUsed.After(b.LastUsed) || a.LastUsed.Equal(b.LastUsed) && a.Key < b.Key
 		}
 		fileLess = func(a, b cacheFile) bool {
@@ -202,11 +239,15 @@ func writeListing(w io.Writer, l *cacheListing, now time.Time) error {
 		return bw.Flush()
 	}
 	if len(l.Blobs) > 0 {
-		rows := [][]string{{"BLOB", "BLOCKS", "CACHED", "LAST USED"}}
+		rows := [][]string{{"BLOB", "BLOCKS", "CACHED", "LAST USED", "IMAGES"}}
 		for _, b := range l.Blobs {
-			rows = append(rows, []string{b.Key, strconv.Itoa(b.Blocks), humanBytes(b.DataBytes), lastUsed(b.LastUsed, now)})
+			images := strings.Join(b.Images, ", ")
+			if images == "" {
+				images = "-"
+			}
+			rows = append(rows, []string{b.Key, strconv.Itoa(b.Blocks), humanBytes(b.DataBytes), lastUsed(b.LastUsed, now), images})
 		}
-		writeTable(bw, rows, []bool{false, true, true, false})
+		writeTable(bw, rows, []bool{false, true, true, false, false})
 	}
 	if len(l.Files) > 0 {
 		if len(l.Blobs) > 0 {
@@ -356,9 +397,10 @@ func newCacheClearCommand(cacheDir func() (string, error)) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "clear",
 		Short: "Remove everything from the disk cache",
-		Long: `Remove every cached block and index file under --cache-dir (nothing else in
-that directory is touched). With --keep-indexes, only the blocks go: layer
-indexes stay, so a later mount lists rootfs/ at once and reads a file with
+		Long: `Remove every cached block, index file and the metadata kept for offline use
+(manifests, configs, tag answers) under --cache-dir (nothing else in that
+directory is touched). With --keep-indexes, only the blocks go: layer
+indexes and metadata stay, so a later mount lists rootfs/ at once and reads a file with
 the few ranges its index names. Refused while a regfs mount uses the
 directory: unmount it first, or pass --force (the mount keeps working and
 refetches what it needs).`,
@@ -409,6 +451,9 @@ refetches what it needs).`,
 				return nil
 			}
 			if err := layercache.Clear(ctx, diskTierDir(dir)); err != nil {
+				return err
+			}
+			if err := os.RemoveAll(metaStoreDir(dir)); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "cleared %s (%d blobs, %d index files) from %s\n",

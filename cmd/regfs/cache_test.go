@@ -16,8 +16,10 @@ import (
 
 	"github.com/regfs/regfs/layercache"
 	"github.com/regfs/regfs/layerindex"
+	"github.com/regfs/regfs/metastore"
 	"github.com/regfs/regfs/registry"
 	"github.com/regfs/regfs/registry/registrytest"
+	"github.com/regfs/regfs/session"
 )
 
 // runCLI runs the regfs command line in this process.
@@ -76,11 +78,20 @@ func filledCache(t *testing.T) (string, map[string]int64, int) {
 	fx := registrytest.PushFixtures(t, reg, registrytest.WithoutLarge())
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
-	client, err := registry.New(ctx, reg.Host, registry.Options{API: registry.APIV2, PlainHTTP: true, Logger: logrus.NewEntry(log)})
+	dir := t.TempDir()
+	meta, err := metastore.Open(metaStoreDir(dir), log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	rc, err := registry.New(ctx, reg.Host, registry.Options{API: registry.APIV2, PlainHTTP: true, Logger: logrus.NewEntry(log), Content: meta})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := session.New(session.Options{Client: rc, Meta: meta, Log: log}) // records what is resolved
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := sess.Client()
 	cache, err := layercache.New(layercache.Options{BlockSize: testBlockSize, DiskDir: diskTierDir(dir), Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +169,12 @@ func TestCacheLsDuClear(t *testing.T) {
 	if len(l.Blobs) != len(want) || !sort.StringsAreSorted(keys) {
 		t.Errorf("blobs: got %v, want the %d blobs read, sorted", keys, len(want))
 	}
+	small := registryHostOf(t, dir) + "/" + registrytest.RepoSmall + ":latest"
+	for _, b := range l.Blobs {
+		if len(b.Images) != 1 || !strings.HasSuffix(b.Images[0], ":latest") && !strings.HasSuffix(b.Images[0], ":estargz") {
+			t.Errorf("blob %s: got images %q, want the one tag it was read through", b.Key, b.Images)
+		}
+	}
 	kinds := map[string]int{}
 	for _, f := range l.Files {
 		kinds[f.Kind]++
@@ -178,7 +195,7 @@ func TestCacheLsDuClear(t *testing.T) {
 		t.Fatalf("cache ls: %v", err)
 	}
 	t.Logf("regfs cache ls:\n%s", out)
-	for _, s := range []string{"BLOB", "BLOCKS", "LAST USED", "INDEX FILE", "tar-index", keys[0], "ago)", dir} {
+	for _, s := range []string{"BLOB", "BLOCKS", "LAST USED", "IMAGES", small, "INDEX FILE", "tar-index", keys[0], "ago)", dir} {
 		if !strings.Contains(out, s) {
 			t.Errorf("cache ls: got\n%s\nwant it to contain %q", out, s)
 		}
@@ -231,6 +248,9 @@ func TestCacheLsDuClear(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &du); err != nil || du.Blobs != 0 || du.BlockBytes != 0 || du.Files != indexed || du.IndexBytes == 0 {
 		t.Errorf("cache du after clear --keep-indexes: got %+v (%v), want no blocks and %d index files", du, err, indexed)
 	}
+	if _, err := os.Stat(metaStoreDir(dir)); err != nil {
+		t.Errorf("metadata after clear --keep-indexes: got %v, want it kept", err)
+	}
 	idxBytes := du.Bytes
 	out, _, err = runCLI(t, "cache", "clear", "--cache-dir", dir)
 	if err != nil || !strings.Contains(out, "cleared "+humanBytes(idxBytes)) {
@@ -245,6 +265,9 @@ func TestCacheLsDuClear(t *testing.T) {
 	}
 	if _, err := os.Stat(other); err != nil {
 		t.Errorf("a file not the cache's own: got %v after clear, want it kept", err)
+	}
+	if _, err := os.Stat(metaStoreDir(dir)); !os.IsNotExist(err) {
+		t.Errorf("metadata after clear: got %v, want it gone", err)
 	}
 	if out, _, err = runCLI(t, "cache", "ls", "--cache-dir", dir); err != nil || !strings.Contains(out, "empty") {
 		t.Errorf("cache ls after clear: got %q, %v, want empty", out, err)
@@ -447,4 +470,19 @@ func TestRegfsMounts(t *testing.T) {
 	if _, err := regfsMounts(filepath.Join(dir, "missing")); err == nil {
 		t.Errorf("a missing table: got no error")
 	}
+}
+
+// registryHostOf is the registry the metadata store under dir has records
+// of (filledCache's one registry).
+func registryHostOf(t *testing.T, dir string) string {
+	t.Helper()
+	store, err := metastore.Open(metaStoreDir(dir), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs, err := store.Refs()
+	if err != nil || len(refs) == 0 {
+		t.Fatalf("metadata store: got %d records, %v; want some", len(refs), err)
+	}
+	return refs[0].Registry
 }

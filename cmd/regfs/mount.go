@@ -106,7 +106,7 @@ func runMount(ctx context.Context, f mountFlags, host, mountpoint string) (err e
 	defer cancel()
 	// Index builds detached: a timed-out FUSE operation must not stop a
 	// pass the next one waits for.
-	p, err := newParts(setupCtx, f.partsFlags, host, session.Options{DetachIndexBuilds: true})
+	p, err := newParts(setupCtx, f.partsFlags, host, partsUse{Options: session.Options{DetachIndexBuilds: true}, offline: true})
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/regfs/regfs/layercache"
 	"github.com/regfs/regfs/layerindex"
+	"github.com/regfs/regfs/metastore"
 	"github.com/regfs/regfs/registry"
 	"github.com/regfs/regfs/session"
 )
@@ -119,12 +120,23 @@ type parts struct {
 	cache    *layercache.Cache
 }
 
-// newParts builds the parts for the registry at host. use says how the
-// command reads layers (session.Options' IndexReads and
-// DetachIndexBuilds); the client, cache and index options come from f.
+// partsUse is how a command reads through the parts: session.Options'
+// IndexReads and DetachIndexBuilds (the client, cache, store and index
+// options come from the flags), and whether it starts with the registry
+// unreachable.
+type partsUse struct {
+	session.Options
+	// offline: a registry that cannot be reached at start-up is not an
+	// error when the metadata store has answers from it (a mount serves
+	// what the caches hold); an API probe that fails so is taken for v2,
+	// the only API whose content is kept by digest.
+	offline bool
+}
+
+// newParts builds the parts for the registry at host, read as use says.
 // ctx bounds only the setup (the client's probe of the registry). Close the
 // result when done, after everything that reads through it has stopped.
-func newParts(ctx context.Context, f partsFlags, host string, use session.Options) (*parts, error) {
+func newParts(ctx context.Context, f partsFlags, host string, use partsUse) (*parts, error) {
 	log, err := newLogger(f)
 	if err != nil {
 		return nil, err
@@ -146,12 +158,26 @@ func newParts(ctx context.Context, f partsFlags, host string, use session.Option
 	if err != nil {
 		return nil, fmt.Errorf("--verify: %w", err)
 	}
-	client, err := registry.New(ctx, host, registry.Options{
-		API: f.API, PlainHTTP: f.PlainHTTP, Logger: logrus.NewEntry(log),
+	meta := metastore.Memory()
+	if f.CacheDir != "" {
+		if meta, err = metastore.Open(metaStoreDir(f.CacheDir), log); err != nil {
+			return nil, err
+		}
+	}
+	ro := registry.Options{
+		API: f.API, PlainHTTP: f.PlainHTTP, Logger: logrus.NewEntry(log), Content: meta,
 		// Every blob is read through the cache, which hashes what it
 		// reads against the blob's digest: once is enough.
 		UnverifiedStreams: true,
-	})
+	}
+	client, err := registry.New(ctx, host, ro)
+	if err != nil && use.offline && ro.API != registry.APIV1 && registry.IsUnreachable(err) && hasRecords(meta, host) {
+		// Start anyway: what the caches hold serves without the registry,
+		// and everything else is fetched once it answers again.
+		log.WithError(err).Warnf("registry %s unreachable: serving cached content until it answers", host)
+		ro.API = registry.APIV2
+		client, err = registry.New(ctx, host, ro)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -166,15 +192,30 @@ func newParts(ctx context.Context, f partsFlags, host string, use session.Option
 	if err != nil {
 		return nil, err
 	}
-	use.Client, use.Cache = client, cache
+	use.Client, use.Cache, use.Meta, use.Log = client, cache, meta, log
 	use.Index = layerindex.Options{Store: cache, Spacing: int64(f.Spacing), Logger: log}
-	sess, err := session.New(use)
+	sess, err := session.New(use.Options)
 	if err != nil {
 		cache.Close()
 		return nil, err
 	}
 	setMemoryLimit(f)
 	return &parts{log: log, platform: platform, session: sess, cache: cache}, nil
+}
+
+// hasRecords reports whether meta holds answers from host: only then is
+// there anything to serve without it (a mistyped host must still fail).
+func hasRecords(meta *metastore.Store, host string) bool {
+	refs, err := meta.Refs()
+	if err != nil {
+		return false
+	}
+	for _, r := range refs {
+		if r.Registry == host {
+			return true
+		}
+	}
+	return false
 }
 
 // memoryAllowance is what regfs holds besides the memory block cache when

@@ -123,7 +123,7 @@ func runPrefetch(ctx context.Context, f prefetchFlags, refArg string, paths []st
 	if len(paths) > 0 {
 		use.IndexReads = layercache.OpenOptions{WholeBlocks: true, Ranged: true}
 	}
-	p, err := newParts(ctx, f.partsFlags, ref.Registry, use)
+	p, err := newParts(ctx, f.partsFlags, ref.Registry, partsUse{Options: use})
 	if err != nil {
 		return err
 	}
