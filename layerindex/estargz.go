@@ -55,25 +55,22 @@ type stargzChunk struct {
 
 // stargzState remembers whether a layer is eStargz, once known.
 type stargzState struct {
-	mu      sync.Mutex
-	checked bool
-	sg      *stargzLayer
-	opened  atomic.Bool // the TOC is read: the layer's index needs no pass
+	sg     retryOnce[*stargzLayer] // nil once known: not eStargz
+	opened atomic.Bool             // the TOC is read: the layer's index needs no pass
 }
 
 // stargz returns the eStargz view of the layer, or nil if the blob is not
 // eStargz. It costs two small range reads the first time (footer, then TOC
-// and footer together), none when persisted.
+// and footer together), none when persisted. A failure is not kept: the
+// next call checks again.
 func (l *Layer) stargz(ctx context.Context) (*stargzLayer, error) {
-	l.sgState.mu.Lock()
-	defer l.sgState.mu.Unlock()
-	if l.sgState.checked {
-		return l.sgState.sg, nil
-	}
+	return l.sgState.sg.get(ctx, l.checkStargz)
+}
+
+func (l *Layer) checkStargz(ctx context.Context) (*stargzLayer, error) {
 	tocOff, tail, err := l.m.loadStargzTail(ctx, l.key)
 	if err != nil {
 		if idx := l.loadedIndex(ctx); idx != nil && (idx.NotStargz || idx.Format != FormatGzip) {
-			l.sgState.checked = true
 			return nil, nil
 		}
 		f, err := l.Format(ctx)
@@ -81,12 +78,10 @@ func (l *Layer) stargz(ctx context.Context) (*stargzLayer, error) {
 			return nil, err
 		}
 		if f != FormatGzip {
-			l.sgState.checked = true
 			return nil, nil
 		}
 		tocOff, tail, err = l.readStargzTail(ctx)
 		if errors.Is(err, errNotStargz) && l.lopts.TOCDigest == "" {
-			l.sgState.checked = true
 			return nil, nil
 		}
 		if err != nil {
@@ -100,7 +95,6 @@ func (l *Layer) stargz(ctx context.Context) (*stargzLayer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: eStargz: %w", l.key, err)
 	}
-	l.sgState.checked, l.sgState.sg = true, sg
 	l.sgState.opened.Store(true)
 	return sg, nil
 }
