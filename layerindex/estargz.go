@@ -210,7 +210,9 @@ func (sg *stargzLayer) buildIndex(toc *estargz.JTOC, tocHdr *tar.Header, maxEntr
 	}
 	b := newIndexBuilder(maxEntries)
 	sg.chunks = map[string][]stargzChunk{}
-	var file *estargz.TOCEntry // the regular file the next "chunk" entries belong to
+	owner := map[string]*Entry{}           // name → the regular file its chunks are
+	replaced := map[*Entry][]stargzChunk{} // the chunks of regular files replaced since
+	var file *estargz.TOCEntry             // the regular file the next "chunk" entries belong to
 	var fileName string
 	addChunk := func(te *estargz.TOCEntry, i int, size int64) error {
 		if size <= 0 {
@@ -256,6 +258,10 @@ func (sg *stargzLayer) buildIndex(toc *estargz.JTOC, tocHdr *tar.Header, maxEntr
 		file, fileName = nil, e.Name
 		if te.Type == "reg" {
 			file = te
+			if prev := owner[e.Name]; prev != nil {
+				replaced[prev] = sg.chunks[e.Name] // a hardlink to prev may keep them (movedData)
+			}
+			owner[e.Name] = e
 			delete(sg.chunks, e.Name) // a later entry for a path replaces the earlier one
 			size := te.ChunkSize
 			if size == 0 || size > te.Size {
@@ -269,16 +275,23 @@ func (sg *stargzLayer) buildIndex(toc *estargz.JTOC, tocHdr *tar.Header, maxEntr
 			return fmt.Errorf("TOC entry %q: %w", te.Name, err)
 		}
 	}
-	for name, cs := range sg.chunks {
-		sort.Slice(cs, func(i, j int) bool { return cs[i].FileOff < cs[j].FileOff })
-		sg.chunks[name] = cs
-	}
 	// The TOC's own tar entry ends the layer's tar: shown like any file.
 	if err := b.add(tocHdr, -1); err != nil {
 		return fmt.Errorf("TOC entry %q: %w", tocHdr.Name, err)
 	}
 	sg.tocEntry = b.x.byName[cleanName(tocHdr.Name)]
 	sg.index = b.finish()
+	for _, mv := range b.moved {
+		cs, ok := replaced[mv.from]
+		if !ok && owner[mv.from.Name] == mv.from {
+			cs = sg.chunks[mv.from.Name] // no regular file took its name since
+		}
+		sg.chunks[mv.to.Name] = cs
+	}
+	for name, cs := range sg.chunks {
+		sort.Slice(cs, func(i, j int) bool { return cs[i].FileOff < cs[j].FileOff })
+		sg.chunks[name] = cs
+	}
 	return nil
 }
 

@@ -26,7 +26,7 @@ import (
 // ignored and rebuilt. Files under Dir are written to a temp file and
 // renamed.
 const (
-	persistVersion = 2 // 2: checkpoints as klauspost/compress/flate's (byte offset + bit), with a check of the output after them
+	persistVersion = 3 // 3: a hardlink keeps the data of a target replaced after it; 2: checkpoints as klauspost/compress/flate's (byte offset + bit), with a check of the output after them
 	idxMagic       = "RGFSIDX\x00"
 	tocMagic       = "RGFSTOC\x00"
 )
