@@ -80,6 +80,7 @@ type indexBuilder struct {
 	pos        map[string]int      // Name → its slot in x.entries (slots of replaced entries are nil)
 	kids       map[string][]string // directory → names ever added under it
 	maxEntries int
+	charge     func(int64) error // takes an entry's memory from the Manager's budget; nil: none
 	// links binds a hardlink to the entry its target named when the link
 	// was read: an extraction links to what is on disk then, so a later
 	// entry replacing the target leaves the link with the original data.
@@ -211,6 +212,11 @@ func (b *indexBuilder) put(e *Entry) error {
 		if len(b.x.byName) >= b.maxEntries {
 			return fmt.Errorf("more than %d entries", b.maxEntries)
 		}
+		if b.charge != nil {
+			if err := b.charge(entryCost(e)); err != nil {
+				return err
+			}
+		}
 		dir := path.Dir(e.Name)
 		if dir == "." {
 			dir = ""
@@ -328,20 +334,19 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // readTarIndex reads tar headers from r, noting where each entry's data
 // starts. It stops at the end-of-archive marker or the first error.
-func readTarIndex(r *countingReader, maxEntries int) (*Index, error) {
-	return walkTar(tar.NewReader(r), func() int64 { return r.n }, maxEntries)
+func readTarIndex(r *countingReader, b *indexBuilder) (*Index, error) {
+	return walkTar(tar.NewReader(r), func() int64 { return r.n }, b)
 }
 
 // readTarIndexAt reads the tar headers of a seekable blob, skipping the
 // data between them.
-func readTarIndexAt(s *seekBlob, maxEntries int) (*Index, error) {
-	return walkTar(tar.NewReader(s), func() int64 { return s.pos }, maxEntries)
+func readTarIndexAt(s *seekBlob, b *indexBuilder) (*Index, error) {
+	return walkTar(tar.NewReader(s), func() int64 { return s.pos }, b)
 }
 
 // walkTar indexes the entries of tr; pos tells where the stream is (right
 // after Next: where the entry's data starts).
-func walkTar(tr *tar.Reader, pos func() int64, maxEntries int) (*Index, error) {
-	b := newIndexBuilder(maxEntries)
+func walkTar(tr *tar.Reader, pos func() int64, b *indexBuilder) (*Index, error) {
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {

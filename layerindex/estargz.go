@@ -95,6 +95,11 @@ func (l *Layer) checkStargz(ctx context.Context) (*stargzLayer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: eStargz: %w", l.key, err)
 	}
+	// The layer keeps its TOC index for good: charged, never given back.
+	if err := l.m.charge(tarIndexCost(sg.index)+int64(len(tail)), "eStargz TOC of layer "+l.key); err != nil {
+		l.logBudgetOnce(err)
+		return nil, err
+	}
 	l.sgState.opened.Store(true)
 	return sg, nil
 }

@@ -22,10 +22,11 @@ type Layer struct {
 
 	format retryOnce[Format] // how the blob is stored, once read
 
-	build       indexBuild
-	share       passSharing
-	sgState     stargzState
-	noDiskIndex atomic.Bool // no persisted index was found
+	build        indexBuild
+	share        passSharing
+	sgState      stargzState
+	noDiskIndex  atomic.Bool // no persisted index was found
+	budgetLogged atomic.Bool // logBudgetOnce logged
 }
 
 // Key returns the blob key this Layer was made for.
@@ -101,7 +102,7 @@ func (l *Layer) loadedIndex(ctx context.Context) *layerIndex {
 	if idx == nil {
 		return nil // a failed read (a cancelled ctx) is tried again next time
 	}
-	l.m.indexes.Add(l.key, idx)
+	idx, _ = l.m.keep(l.key, idx) // not kept if over budget: used, and loaded again next time
 	return idx
 }
 
