@@ -7,7 +7,6 @@ import (
 	"github.com/regfs/regfs/blobio"
 
 	"archive/tar"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,7 +17,6 @@ import (
 	"time"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
-	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -146,12 +144,10 @@ const maxTOCJSON = 1 << 30
 // returns that tar header too (the entry is part of the layer's tar) and
 // the JSON's digest.
 func parseStargzTOC(tail []byte) (*tar.Header, *estargz.JTOC, digest.Digest, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(tail))
+	zr, err := newGzipMember(tail)
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("TOC gzip header: %w", err)
 	}
-	defer zr.Close()
-	zr.Multistream(false)
 	tr := tar.NewReader(zr)
 	hdr, err := tr.Next()
 	if err != nil {
@@ -525,11 +521,10 @@ func (sg *stargzLayer) firstInSpans(a, b int64) bool {
 // decodeChunk inflates chunk c from comp, its gzip member's bytes, checks
 // it against its TOC digest and caches it.
 func (sg *stargzLayer) decodeChunk(comp []byte, c stargzChunk, name string) ([]byte, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(comp))
+	zr, err := newGzipMember(comp)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.src.key, c.Offset, errCorrupt, err)
 	}
-	zr.Multistream(false)
 	if _, err := io.CopyN(io.Discard, zr, c.Inner); err != nil {
 		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.src.key, c.Offset, errCorrupt, err)
 	}
@@ -559,12 +554,11 @@ func (f *stargzTOCFile) Size() int64 { return f.size }
 
 func (f *stargzTOCFile) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
 	f.once.Do(func() {
-		zr, err := gzip.NewReader(bytes.NewReader(f.sg.tail))
+		zr, err := newGzipMember(f.sg.tail)
 		if err != nil {
 			f.err = err
 			return
 		}
-		zr.Multistream(false)
 		tr := tar.NewReader(zr)
 		if _, f.err = tr.Next(); f.err == nil {
 			f.data, f.err = io.ReadAll(io.LimitReader(tr, f.size))
