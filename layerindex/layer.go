@@ -96,6 +96,13 @@ func (l *Layer) loadedIndex(ctx context.Context) *layerIndex {
 		return nil
 	}
 	idx, err := l.m.loadIndex(ctx, l.key)
+	if idx != nil {
+		if err = idx.check(l.blob.Size()); err != nil {
+			idx = nil
+		} else if idx.Tar != nil {
+			idx.Tar.finishChildren()
+		}
+	}
 	if idx == nil && (err == nil || errors.Is(err, errBadIndexFile)) {
 		l.noDiskIndex.Store(true) // until a pass saves one
 	}
