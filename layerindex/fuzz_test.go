@@ -43,10 +43,10 @@ func fuzzManager(t *testing.T, store FileStore) *Manager {
 
 func seedTars(t testing.TB) [][]byte {
 	long := strings.Repeat("x", 300)
-	small := makeTar(t, []tarFile{dir("d/"), reg("d/a", []byte("hello")), reg("b", bytes.Repeat([]byte("0123456789"), 3000)),
+	small := makeTar(t, []tarFile{dir("d/"), reg("d/a", []byte("hello")), reg("b", bytes.Repeat([]byte("0123456789"), 1500)),
 		{hdr: tar.Header{Typeflag: tar.TypeLink, Name: "l", Linkname: "d/a"}}, reg("d/a", []byte("replaced")),
 		{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: "s", Linkname: "../x"}}, reg(long+"/"+long, []byte("long name"))})
-	tree, _ := randomTree(t, 3, 8, 20<<10)
+	tree, _ := randomTree(t, 3, 4, 3<<10)
 	return [][]byte{small, tree, makeTar(t, nil)}
 }
 
