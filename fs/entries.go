@@ -111,6 +111,9 @@ func (v *layerView) children(ctx context.Context, dir string) ([]ventry, error) 
 }
 
 func (v *layerView) open(ctx context.Context, ve ventry) (blobio.ReaderAt, error) {
+	if ve.data == nil {
+		return nil, brokenHardlink(ve)
+	}
 	l, err := v.ref.l.Index(ctx)
 	if err != nil {
 		return nil, err
@@ -160,13 +163,20 @@ func (v *mergedView) children(ctx context.Context, dir string) ([]ventry, error)
 
 func (v *mergedView) open(ctx context.Context, ve ventry) (blobio.ReaderAt, error) {
 	if ve.data == nil {
-		return nil, fmt.Errorf("hardlink %s to %s: %w", ve.e.Name, ve.e.Linkname, iofs.ErrNotExist)
+		return nil, brokenHardlink(ve)
 	}
 	l, err := v.img.Layers()[ve.dataLayer].Index(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return l.OpenFile(ctx, ve.data)
+}
+
+// brokenHardlink is the error of opening a hardlink whose target the view
+// does not have: the name is listed (the tar has it), so not ENOENT but EIO
+// with one log line naming the target (toErrno).
+func brokenHardlink(ve ventry) error {
+	return fmt.Errorf("hardlink %s: its target %s is not in this view (a broken layer, or in a per-layer view a file of a layer below)", ve.e.Name, ve.e.Linkname)
 }
 
 // typeBits maps a tar type to the file type bits of st_mode.

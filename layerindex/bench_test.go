@@ -239,7 +239,7 @@ func BenchmarkTarIndexPass(b *testing.B) {
 					if _, err := m.Layer("k", UncachedBlob(blob), LayerOptions{}).Index(ctx); err != nil {
 						b.Fatal(err)
 					}
-				} else if _, err := readTarIndex(&countingReader{r: newBlobReader(ctx, blob, 0, defaultReadSize)}, defaultMaxEntries); err != nil {
+				} else if _, err := readTarIndex(&countingReader{r: newBlobReader(ctx, blob, 0, defaultReadSize)}, newIndexBuilder(defaultMaxEntries)); err != nil {
 					b.Fatal(err)
 				}
 				passes++

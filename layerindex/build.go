@@ -103,7 +103,7 @@ func (l *Layer) startBuild(ctx context.Context) *build {
 		if b.err != nil {
 			lb.end.Store(&passEnd{state: IndexFailed, err: b.err.Error()})
 		} else {
-			l.m.indexes.Add(l.key, b.idx)
+			b.idx, _ = l.m.keep(l.key, b.idx) // over budget (dropped meanwhile): not kept, its waiters still use it
 			lb.end.Store(&passEnd{state: IndexReady})
 		}
 		lb.mu.Unlock()

@@ -80,7 +80,18 @@ type indexBuilder struct {
 	pos        map[string]int      // Name → its slot in x.entries (slots of replaced entries are nil)
 	kids       map[string][]string // directory → names ever added under it
 	maxEntries int
+	charge     func(int64) error // takes an entry's memory from the Manager's budget; nil: none
+	// links binds a hardlink to the entry its target named when the link
+	// was read: an extraction links to what is on disk then, so a later
+	// entry replacing the target leaves the link with the original data.
+	links map[*Entry]*Entry
+	// moved lists the replaced entries whose data a hardlink took over
+	// (finish): the eStargz index moves their chunks along.
+	moved []movedData
 }
+
+// movedData is a replaced entry whose data now lives at a hardlink's path.
+type movedData struct{ from, to *Entry }
 
 func newIndexBuilder(maxEntries int) *indexBuilder {
 	return &indexBuilder{
@@ -88,7 +99,31 @@ func newIndexBuilder(maxEntries int) *indexBuilder {
 		pos:        map[string]int{},
 		kids:       map[string][]string{},
 		maxEntries: maxEntries,
+		links:      map[*Entry]*Entry{},
 	}
+}
+
+// maxLinkHops bounds following a chain of hardlinks.
+const maxLinkHops = 64
+
+// dataEntry is the entry that holds the data of the path name now, after
+// hardlinks (bound ones to what they were bound to); nil if there is none
+// or it is a directory.
+func (b *indexBuilder) dataEntry(name string) *Entry {
+	t, ok := b.x.byName[name]
+	for i := 0; ok && t.Type == tar.TypeLink; i++ {
+		if bt := b.links[t]; bt != nil {
+			return bt
+		}
+		if i > maxLinkHops {
+			return nil
+		}
+		t, ok = b.x.byName[t.Linkname]
+	}
+	if !ok || t.Type == tar.TypeDir {
+		return nil
+	}
+	return t
 }
 
 var errNotAddressable = errors.New("entry data is not stored contiguously (sparse file)")
@@ -150,6 +185,11 @@ func (b *indexBuilder) addEntry(e *Entry) error {
 	if e.Type == tar.TypeDir {
 		e.Offset = -1
 	}
+	if e.Type == tar.TypeLink {
+		if t := b.dataEntry(e.Linkname); t != nil {
+			b.links[e] = t
+		}
+	}
 	if e.Name == "" {
 		if e.Type == tar.TypeDir {
 			b.x.root = e
@@ -171,6 +211,11 @@ func (b *indexBuilder) put(e *Entry) error {
 	} else {
 		if len(b.x.byName) >= b.maxEntries {
 			return fmt.Errorf("more than %d entries", b.maxEntries)
+		}
+		if b.charge != nil {
+			if err := b.charge(entryCost(e)); err != nil {
+				return err
+			}
 		}
 		dir := path.Dir(e.Name)
 		if dir == "." {
@@ -210,7 +255,8 @@ func (b *indexBuilder) removeUnder(dir string) {
 	delete(b.kids, dir)
 }
 
-// finish compacts the entry list and builds the directory listings.
+// finish compacts the entry list, gives hardlinks whose target was
+// replaced after them the original data, and builds the directory listings.
 func (b *indexBuilder) finish() *Index {
 	x := b.x
 	live := x.entries[:0]
@@ -220,8 +266,32 @@ func (b *indexBuilder) finish() *Index {
 		}
 	}
 	x.entries = live
+	b.keepReplacedTargets()
 	x.finishChildren()
 	return x
+}
+
+// keepReplacedTargets turns the first live hardlink bound to a replaced
+// (or removed) entry into that entry, at the link's path: it holds the
+// original data now, as the extracted file would. Other links bound to the
+// same entry link to it.
+func (b *indexBuilder) keepReplacedTargets() {
+	holders := map[*Entry]*Entry{} // replaced entry → the link holding its data
+	for _, e := range b.x.entries {
+		t := b.links[e]
+		if t == nil || b.x.byName[t.Name] == t {
+			continue
+		}
+		if h := holders[t]; h != nil {
+			e.Linkname = h.Name
+			continue
+		}
+		name := e.Name
+		*e = *t
+		e.Name = name
+		holders[t] = e
+		b.moved = append(b.moved, movedData{from: t, to: e})
+	}
 }
 
 // finishChildren builds byName and children from entries (also after loading).
@@ -264,20 +334,19 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // readTarIndex reads tar headers from r, noting where each entry's data
 // starts. It stops at the end-of-archive marker or the first error.
-func readTarIndex(r *countingReader, maxEntries int) (*Index, error) {
-	return walkTar(tar.NewReader(r), func() int64 { return r.n }, maxEntries)
+func readTarIndex(r *countingReader, b *indexBuilder) (*Index, error) {
+	return walkTar(tar.NewReader(r), func() int64 { return r.n }, b)
 }
 
 // readTarIndexAt reads the tar headers of a seekable blob, skipping the
 // data between them.
-func readTarIndexAt(s *seekBlob, maxEntries int) (*Index, error) {
-	return walkTar(tar.NewReader(s), func() int64 { return s.pos }, maxEntries)
+func readTarIndexAt(s *seekBlob, b *indexBuilder) (*Index, error) {
+	return walkTar(tar.NewReader(s), func() int64 { return s.pos }, b)
 }
 
 // walkTar indexes the entries of tr; pos tells where the stream is (right
 // after Next: where the entry's data starts).
-func walkTar(tr *tar.Reader, pos func() int64, maxEntries int) (*Index, error) {
-	b := newIndexBuilder(maxEntries)
+func walkTar(tr *tar.Reader, pos func() int64, b *indexBuilder) (*Index, error) {
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {

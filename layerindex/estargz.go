@@ -7,7 +7,6 @@ import (
 	"github.com/regfs/regfs/blobio"
 
 	"archive/tar"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,7 +17,6 @@ import (
 	"time"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
-	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -55,25 +53,22 @@ type stargzChunk struct {
 
 // stargzState remembers whether a layer is eStargz, once known.
 type stargzState struct {
-	mu      sync.Mutex
-	checked bool
-	sg      *stargzLayer
-	opened  atomic.Bool // the TOC is read: the layer's index needs no pass
+	sg     retryOnce[*stargzLayer] // nil once known: not eStargz
+	opened atomic.Bool             // the TOC is read: the layer's index needs no pass
 }
 
 // stargz returns the eStargz view of the layer, or nil if the blob is not
 // eStargz. It costs two small range reads the first time (footer, then TOC
-// and footer together), none when persisted.
+// and footer together), none when persisted. A failure is not kept: the
+// next call checks again.
 func (l *Layer) stargz(ctx context.Context) (*stargzLayer, error) {
-	l.sgState.mu.Lock()
-	defer l.sgState.mu.Unlock()
-	if l.sgState.checked {
-		return l.sgState.sg, nil
-	}
+	return l.sgState.sg.get(ctx, l.checkStargz)
+}
+
+func (l *Layer) checkStargz(ctx context.Context) (*stargzLayer, error) {
 	tocOff, tail, err := l.m.loadStargzTail(ctx, l.storeKey())
 	if err != nil {
 		if idx := l.loadedIndex(ctx); idx != nil && (idx.NotStargz || idx.Format != FormatGzip) {
-			l.sgState.checked = true
 			return nil, nil
 		}
 		f, err := l.Format(ctx)
@@ -81,12 +76,10 @@ func (l *Layer) stargz(ctx context.Context) (*stargzLayer, error) {
 			return nil, err
 		}
 		if f != FormatGzip {
-			l.sgState.checked = true
 			return nil, nil
 		}
 		tocOff, tail, err = l.readStargzTail(ctx)
 		if errors.Is(err, errNotStargz) && l.lopts.TOCDigest == "" {
-			l.sgState.checked = true
 			return nil, nil
 		}
 		if err != nil {
@@ -100,7 +93,11 @@ func (l *Layer) stargz(ctx context.Context) (*stargzLayer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: eStargz: %w", l.key, err)
 	}
-	l.sgState.checked, l.sgState.sg = true, sg
+	// The layer keeps its TOC index for good: charged, never given back.
+	if err := l.m.charge(tarIndexCost(sg.index)+int64(len(tail)), "eStargz TOC of layer "+l.key); err != nil {
+		l.logBudgetOnce(err)
+		return nil, err
+	}
 	l.sgState.opened.Store(true)
 	return sg, nil
 }
@@ -147,12 +144,10 @@ const maxTOCJSON = 1 << 30
 // returns that tar header too (the entry is part of the layer's tar) and
 // the JSON's digest.
 func parseStargzTOC(tail []byte) (*tar.Header, *estargz.JTOC, digest.Digest, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(tail))
+	zr, err := newGzipMember(tail)
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("TOC gzip header: %w", err)
 	}
-	defer zr.Close()
-	zr.Multistream(false)
 	tr := tar.NewReader(zr)
 	hdr, err := tr.Next()
 	if err != nil {
@@ -216,7 +211,9 @@ func (sg *stargzLayer) buildIndex(toc *estargz.JTOC, tocHdr *tar.Header, maxEntr
 	}
 	b := newIndexBuilder(maxEntries)
 	sg.chunks = map[string][]stargzChunk{}
-	var file *estargz.TOCEntry // the regular file the next "chunk" entries belong to
+	owner := map[string]*Entry{}           // name → the regular file its chunks are
+	replaced := map[*Entry][]stargzChunk{} // the chunks of regular files replaced since
+	var file *estargz.TOCEntry             // the regular file the next "chunk" entries belong to
 	var fileName string
 	addChunk := func(te *estargz.TOCEntry, i int, size int64) error {
 		if size <= 0 {
@@ -262,6 +259,10 @@ func (sg *stargzLayer) buildIndex(toc *estargz.JTOC, tocHdr *tar.Header, maxEntr
 		file, fileName = nil, e.Name
 		if te.Type == "reg" {
 			file = te
+			if prev := owner[e.Name]; prev != nil {
+				replaced[prev] = sg.chunks[e.Name] // a hardlink to prev may keep them (movedData)
+			}
+			owner[e.Name] = e
 			delete(sg.chunks, e.Name) // a later entry for a path replaces the earlier one
 			size := te.ChunkSize
 			if size == 0 || size > te.Size {
@@ -275,16 +276,23 @@ func (sg *stargzLayer) buildIndex(toc *estargz.JTOC, tocHdr *tar.Header, maxEntr
 			return fmt.Errorf("TOC entry %q: %w", te.Name, err)
 		}
 	}
-	for name, cs := range sg.chunks {
-		sort.Slice(cs, func(i, j int) bool { return cs[i].FileOff < cs[j].FileOff })
-		sg.chunks[name] = cs
-	}
 	// The TOC's own tar entry ends the layer's tar: shown like any file.
 	if err := b.add(tocHdr, -1); err != nil {
 		return fmt.Errorf("TOC entry %q: %w", tocHdr.Name, err)
 	}
 	sg.tocEntry = b.x.byName[cleanName(tocHdr.Name)]
 	sg.index = b.finish()
+	for _, mv := range b.moved {
+		cs, ok := replaced[mv.from]
+		if !ok && owner[mv.from.Name] == mv.from {
+			cs = sg.chunks[mv.from.Name] // no regular file took its name since
+		}
+		sg.chunks[mv.to.Name] = cs
+	}
+	for name, cs := range sg.chunks {
+		sort.Slice(cs, func(i, j int) bool { return cs[i].FileOff < cs[j].FileOff })
+		sg.chunks[name] = cs
+	}
 	return nil
 }
 
@@ -513,11 +521,10 @@ func (sg *stargzLayer) firstInSpans(a, b int64) bool {
 // decodeChunk inflates chunk c from comp, its gzip member's bytes, checks
 // it against its TOC digest and caches it.
 func (sg *stargzLayer) decodeChunk(comp []byte, c stargzChunk, name string) ([]byte, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(comp))
+	zr, err := newGzipMember(comp)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.src.key, c.Offset, errCorrupt, err)
 	}
-	zr.Multistream(false)
 	if _, err := io.CopyN(io.Discard, zr, c.Inner); err != nil {
 		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.src.key, c.Offset, errCorrupt, err)
 	}
@@ -547,12 +554,11 @@ func (f *stargzTOCFile) Size() int64 { return f.size }
 
 func (f *stargzTOCFile) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
 	f.once.Do(func() {
-		zr, err := gzip.NewReader(bytes.NewReader(f.sg.tail))
+		zr, err := newGzipMember(f.sg.tail)
 		if err != nil {
 			f.err = err
 			return
 		}
-		zr.Multistream(false)
 		tr := tar.NewReader(zr)
 		if _, f.err = tr.Next(); f.err == nil {
 			f.data, f.err = io.ReadAll(io.LimitReader(tr, f.size))

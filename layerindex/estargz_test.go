@@ -13,7 +13,7 @@ import (
 	"github.com/containerd/stargz-snapshotter/estargz"
 )
 
-func buildStargz(t *testing.T, tarData []byte, chunk int) ([]byte, string) {
+func buildStargz(t testing.TB, tarData []byte, chunk int) ([]byte, string) {
 	t.Helper()
 	b, err := estargz.Build(io.NewSectionReader(bytes.NewReader(tarData), 0, int64(len(tarData))), estargz.WithChunkSize(chunk))
 	if err != nil {

@@ -193,65 +193,13 @@ func inflateErr(err error) error {
 // member reads a member's header and starts its deflate data; more is
 // false at the end of the input.
 func (s *gzipStream) member() (more bool, err error) {
-	start := s.pos()
-	var hdr [10]byte
-	n, err := io.ReadFull(s.in, hdr[:])
-	if n == 0 && errors.Is(err, io.EOF) {
+	if err := readGzipHeader(s.in, s.pos()); errors.Is(err, io.EOF) {
 		return false, nil
-	}
-	if err != nil {
-		return false, s.headerErr(err)
-	}
-	if hdr[0] != 0x1f || hdr[1] != 0x8b {
-		return false, corrupt("bad gzip magic %x at byte %d", hdr[:2], start)
-	}
-	if hdr[2] != 8 {
-		return false, corrupt("gzip compression method %d, want 8 (deflate)", hdr[2])
-	}
-	flg := hdr[3]
-	if flg&0x04 != 0 { // FEXTRA
-		var x [2]byte
-		if _, err := io.ReadFull(s.in, x[:]); err != nil {
-			return false, s.headerErr(err)
-		}
-		if _, err := s.in.Discard(int(binary.LittleEndian.Uint16(x[:]))); err != nil {
-			return false, s.headerErr(err)
-		}
-	}
-	for _, f := range []byte{0x08, 0x10} { // FNAME, FCOMMENT: zero-terminated
-		if flg&f != 0 {
-			if err := s.skipString(); err != nil {
-				return false, err
-			}
-		}
-	}
-	if flg&0x02 != 0 { // FHCRC
-		if _, err := s.in.Discard(2); err != nil {
-			return false, s.headerErr(err)
-		}
+	} else if err != nil {
+		return false, err
 	}
 	s.crc, s.msize, s.crcValid = 0, 0, true
 	return true, s.startDeflate(flate.InflateCheckpoint{CompressedOffset: s.pos(), UncompressedOffset: s.uoff})
-}
-
-// skipString skips a zero-terminated header string.
-func (s *gzipStream) skipString() error {
-	for {
-		b, err := s.in.ReadByte()
-		if err != nil {
-			return s.headerErr(err)
-		}
-		if b == 0 {
-			return nil
-		}
-	}
-}
-
-func (s *gzipStream) headerErr(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("gzip header: %w", errTruncated)
-	}
-	return fmt.Errorf("gzip header: %w", err)
 }
 
 // trailer reads the member's CRC-32 and size and checks them.

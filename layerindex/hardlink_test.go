@@ -92,7 +92,7 @@ func TestEStargzMatchesGzipIndex(t *testing.T) {
 	}
 	// The same blob read as plain gzip: a Layer whose eStargz check is done and negative.
 	gl := newTestManager(t, Options{}).Layer("gz", UncachedBlob(newMemBlob(blob)), LayerOptions{})
-	gl.sgState.checked = true
+	gl.sgState.sg.set(nil)
 	gzIdx, err := gl.Index(ctx)
 	if err != nil {
 		t.Fatalf("gzip Index: %v", err)

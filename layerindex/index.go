@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/flate"
 )
@@ -29,6 +30,28 @@ type layerIndex struct {
 	TarErr      string       // why Tar is nil
 	tarErr      error        // the same, unwrappable, when built in this process
 	NotStargz   bool         // the blob was checked and has no eStargz footer
+	// charged is what the index holds of the Manager's memory budget:
+	// taken as a pass builds it (or when loaded), given back when the
+	// Manager's LRU drops it or the pass fails.
+	charged atomic.Int64
+}
+
+// charge takes n bytes of the Manager's budget for idx.
+func (l *Layer) charge(idx *layerIndex, n int64) error {
+	if err := l.m.charge(n, "index layer "+l.key); err != nil {
+		l.logBudgetOnce(err)
+		return err
+	}
+	idx.charged.Add(n)
+	return nil
+}
+
+// newIndexBuilder is a builder for l's index idx, bounded by the
+// Manager's limits.
+func (l *Layer) newIndexBuilder(idx *layerIndex) *indexBuilder {
+	b := newIndexBuilder(l.m.opts.MaxEntries)
+	b.charge = func(n int64) error { return l.charge(idx, n) }
+	return b
 }
 
 // checkpoint is a place a gzip stream can be resumed: at the start of a
@@ -108,6 +131,11 @@ func (l *Layer) buildIndex(ctx context.Context) (_ *layerIndex, err error) {
 		return nil, err
 	}
 	idx := &layerIndex{Format: f}
+	defer func() {
+		if err != nil {
+			l.m.release(idx.charged.Swap(0))
+		}
+	}()
 	if f == FormatGzip {
 		// Settle eStargz now (one read of the blob's last bytes) so a
 		// persisted index answers it later without any read.
@@ -126,10 +154,13 @@ func (l *Layer) buildIndex(ctx context.Context) (_ *layerIndex, err error) {
 		share := l.share.start()
 		defer func() { l.share.finish(share, err == nil) }()
 		spacing, last := l.m.opts.Spacing, int64(0)
+		var budgetErr error
 		gz.onCheckpoint = func(cp flate.InflateCheckpoint) {
-			if u := cp.UncompressedOffset; u-last >= spacing {
-				idx.Checkpoints = append(idx.Checkpoints, checkpoint{UOff: u, COff: cp.CompressedOffset, Bit: cp.BitOffset,
-					Window: append([]byte(nil), cp.Window...)})
+			if u := cp.UncompressedOffset; u-last >= spacing && budgetErr == nil {
+				c := checkpoint{UOff: u, COff: cp.CompressedOffset, Bit: cp.BitOffset, Window: append([]byte(nil), cp.Window...)}
+				if budgetErr = l.charge(idx, checkpointCost(&c)); budgetErr == nil {
+					idx.Checkpoints = append(idx.Checkpoints, c)
+				}
 				last = u
 			}
 		}
@@ -137,6 +168,9 @@ func (l *Layer) buildIndex(ctx context.Context) (_ *layerIndex, err error) {
 		// from then on it is never written again.
 		pending, decoded := 0, int64(0)
 		checked := readerFunc(func(p []byte) (int, error) {
+			if budgetErr != nil {
+				return 0, budgetErr
+			}
 			n, err := gz.read(p)
 			if was := pending; len(idx.Checkpoints) > pending {
 				pending = checkOutput(idx.Checkpoints, pending, decoded, p[:n], err != nil)
@@ -156,18 +190,33 @@ func (l *Layer) buildIndex(ctx context.Context) (_ *layerIndex, err error) {
 			return nil, err
 		}
 		defer zs.close()
-		zs.onFrame = func(fr zstdFrame) { idx.Frames = append(idx.Frames, fr) }
-		src = zs
+		var budgetErr error
+		zs.onFrame = func(fr zstdFrame) {
+			if budgetErr == nil {
+				if budgetErr = l.charge(idx, frameCost); budgetErr == nil {
+					idx.Frames = append(idx.Frames, fr)
+				}
+			}
+		}
+		src = readerFunc(func(p []byte) (int, error) {
+			if budgetErr != nil {
+				return 0, budgetErr
+			}
+			return zs.Read(p)
+		})
 		if l.m.spans != nil {
-			src = &spanTee{r: zs, l: l, idx: idx, limit: l.m.opts.SpanCacheBytes / 2}
+			src = &spanTee{r: src, l: l, idx: idx, limit: l.m.opts.SpanCacheBytes / 2}
 		}
 	default:
 		return nil, fmt.Errorf("unknown format %v", f)
 	}
 	cr := &countingReader{r: src}
-	tarIdx, tarErr := readTarIndex(cr, l.m.opts.MaxEntries)
+	tarIdx, tarErr := readTarIndex(cr, l.newIndexBuilder(idx))
 	if cr.err != nil {
 		return nil, cr.err // the blob, not the tar, is broken
+	}
+	if errors.Is(tarErr, ErrIndexMemory) {
+		return nil, tarErr // not the tar's fault: never saved as its state
 	}
 	// The rest (end-of-archive padding, or all of a non-tar) counts too.
 	if _, err := io.Copy(io.Discard, cr); err != nil {

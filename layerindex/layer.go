@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 )
 
@@ -21,14 +20,13 @@ type Layer struct {
 	blob  Blob
 	lopts LayerOptions
 
-	formatOnce sync.Once
-	format     Format
-	formatErr  error
+	format retryOnce[Format] // how the blob is stored, once read
 
-	build       indexBuild
-	share       passSharing
-	sgState     stargzState
-	noDiskIndex atomic.Bool // no persisted index was found
+	build        indexBuild
+	share        passSharing
+	sgState      stargzState
+	noDiskIndex  atomic.Bool // no persisted index was found
+	budgetLogged atomic.Bool // logBudgetOnce logged
 }
 
 // Key returns the blob key this Layer was made for.
@@ -42,22 +40,20 @@ func (l *Layer) storeKey() string {
 	return l.key
 }
 
-// Format returns how the blob is stored, read from its first bytes.
+// Format returns how the blob is stored, read from its first bytes. A
+// failure (a cancelled ctx, a registry error) is not remembered: the next
+// call reads again.
 func (l *Layer) Format(ctx context.Context) (Format, error) {
-	l.formatOnce.Do(func() {
+	f, err := l.format.get(ctx, func(ctx context.Context) (Format, error) {
 		if idx := l.loadedIndex(ctx); idx != nil {
-			l.format = idx.Format // persisted: no blob read
-			return
+			return idx.Format, nil // persisted: no blob read
 		}
-		l.format, l.formatErr = detectFormat(ctx, l.blob)
+		return detectFormat(ctx, l.blob)
 	})
-	if l.formatErr != nil {
-		err := l.formatErr
-		// Don't remember a failure (it may be a cancelled ctx): try again next time.
-		l.formatOnce = sync.Once{}
+	if err != nil {
 		return 0, fmt.Errorf("layer %s: %w", l.key, err)
 	}
-	return l.format, nil
+	return f, nil
 }
 
 // source is what the layer's decoders read.
@@ -68,7 +64,11 @@ func (l *Layer) source() blobSource {
 // decoderFor returns the layer's decoder with the restart points of idx
 // (nil: none). The format must be known: Format returned without error.
 func (l *Layer) decoderFor(idx *layerIndex) decoder {
-	return newDecoder(l.format, l.source(), idx)
+	f, ok := l.format.peek()
+	if !ok {
+		f = -1 // not known: a decoder whose every open fails, never a guess
+	}
+	return newDecoder(f, l.source(), idx)
 }
 
 // Prefetch gets the layer's index ready in the background and returns at
@@ -104,13 +104,20 @@ func (l *Layer) loadedIndex(ctx context.Context) *layerIndex {
 		return nil
 	}
 	idx, err := l.m.loadIndex(ctx, l.storeKey())
+	if idx != nil {
+		if err = idx.check(l.blob.Size()); err != nil {
+			idx = nil
+		} else if idx.Tar != nil {
+			idx.Tar.finishChildren()
+		}
+	}
 	if idx == nil && (err == nil || errors.Is(err, errBadIndexFile)) {
 		l.noDiskIndex.Store(true) // until a pass saves one
 	}
 	if idx == nil {
 		return nil // a failed read (a cancelled ctx) is tried again next time
 	}
-	l.m.indexes.Add(l.key, idx)
+	idx, _ = l.m.keep(l.key, idx) // not kept if over budget: used, and loaded again next time
 	return idx
 }
 

@@ -35,6 +35,13 @@ type Options struct {
 	// MaxEntries bounds the entries of one layer's index; a tar with more
 	// fails to index. Default 1,000,000.
 	MaxEntries int
+	// MaxIndexBytes bounds the memory, estimated, of all the Manager's
+	// indexes together (every layer of a mount): tar entries, gzip
+	// checkpoints, zstd frames, eStargz TOCs. To make room idle indexes
+	// are dropped from memory (they are persisted); an index that still
+	// does not fit fails with ErrIndexMemory, logged once per layer.
+	// Default 512 MiB (about 1.5 million entries); negative: no bound.
+	MaxIndexBytes int64
 	// BuildTimeout bounds one index pass, which runs detached from the
 	// callers that wait for it. Default 30 minutes.
 	BuildTimeout time.Duration
@@ -59,6 +66,7 @@ const (
 	defaultMaxIndexes   = 64
 	defaultBuildTimeout = 30 * time.Minute
 	defaultMaxEntries   = 1_000_000
+	defaultMaxIndexMem  = 512 << 20
 	defaultSpanCache    = 64 << 20
 	defaultMaxCursors   = 16
 	maxCachedChunks     = 16 // eStargz chunks are up to 4 MiB by default
@@ -69,6 +77,7 @@ const (
 type Manager struct {
 	opts    Options
 	store   FileStore // persisted indexes; nil: none
+	budget  indexBudget
 	mu      sync.Mutex
 	layers  map[string]*Layer
 	indexes *lru.Cache[string, *layerIndex]
@@ -100,16 +109,18 @@ func NewManager(opts Options) (*Manager, error) {
 	if opts.MaxCursors <= 0 {
 		opts.MaxCursors = defaultMaxCursors
 	}
-	c, err := lru.New[string, *layerIndex](opts.MaxIndexes)
-	if err != nil {
-		return nil, fmt.Errorf("index cache: %w", err)
+	if opts.MaxIndexBytes == 0 {
+		opts.MaxIndexBytes = defaultMaxIndexMem
 	}
 	chunks, err := lru.New[chunkKey, []byte](maxCachedChunks)
 	if err != nil {
 		return nil, fmt.Errorf("chunk cache: %w", err)
 	}
-	m := &Manager{opts: opts, layers: map[string]*Layer{}, indexes: c, chunks: chunks, store: opts.Store,
-		cursors: newCursorPool(opts.MaxCursors)}
+	m := &Manager{opts: opts, layers: map[string]*Layer{}, chunks: chunks, store: opts.Store,
+		cursors: newCursorPool(opts.MaxCursors), budget: indexBudget{limit: opts.MaxIndexBytes}}
+	if m.indexes, err = lru.NewWithEvict[string, *layerIndex](opts.MaxIndexes, m.dropped); err != nil {
+		return nil, fmt.Errorf("index cache: %w", err)
+	}
 	if m.store == nil && opts.Dir != "" {
 		m.store = dirStore{opts.Dir}
 	}

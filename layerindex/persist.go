@@ -1,6 +1,7 @@
 package layerindex
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -12,6 +13,7 @@ import (
 	"hash/crc32"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 )
@@ -26,7 +28,7 @@ import (
 // ignored and rebuilt. Files under Dir are written to a temp file and
 // renamed.
 const (
-	persistVersion = 2 // 2: checkpoints as klauspost/compress/flate's (byte offset + bit), with a check of the output after them
+	persistVersion = 3 // 3: a hardlink keeps the data of a target replaced after it; 2: checkpoints as klauspost/compress/flate's (byte offset + bit), with a check of the output after them
 	idxMagic       = "RGFSIDX\x00"
 	tocMagic       = "RGFSTOC\x00"
 )
@@ -170,7 +172,6 @@ func (m *Manager) loadIndex(ctx context.Context, key string) (*layerIndex, error
 	idx := &layerIndex{Format: p.Format, TarSize: p.TarSize, Checkpoints: p.Checkpoints, Frames: p.Frames, TarErr: p.TarErr, NotStargz: p.NotStargz}
 	if p.HasTar {
 		idx.Tar = &Index{root: p.Root, entries: p.Entries}
-		idx.Tar.finishChildren()
 	}
 	return idx, nil
 }
@@ -226,6 +227,67 @@ func (m *Manager) saveStargzTail(ctx context.Context, key string, tocOff int64, 
 	}
 	if err := m.store.PutFile(ctx, fileName(key)+".toc", data); err != nil {
 		return fmt.Errorf("save TOC of %s: %w", key, err)
+	}
+	return nil
+}
+
+// check refuses a loaded index that cannot describe a blob of blobSize
+// bytes: the checksum catches damage, this catches a file that is
+// consistent but wrong (written for other bytes under the same key, or
+// crafted), wherever that is visible without reading the blob.
+func (idx *layerIndex) check(blobSize int64) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", errBadIndexFile, fmt.Sprintf(format, a...))
+	}
+	switch idx.Format {
+	case FormatTar:
+		if idx.TarSize != blobSize {
+			return bad("an uncompressed tar of %d bytes in a blob of %d", idx.TarSize, blobSize)
+		}
+	case FormatGzip, FormatZstd:
+	default:
+		return bad("format %v", idx.Format)
+	}
+	if idx.TarSize < 0 {
+		return bad("tar size %d", idx.TarSize)
+	}
+	if len(idx.Checkpoints) > 0 && idx.Format != FormatGzip || len(idx.Frames) > 0 && idx.Format != FormatZstd {
+		return bad("restart points of another format")
+	}
+	var prev int64
+	for i, cp := range idx.Checkpoints {
+		want := uint32(min(checkLen, idx.TarSize-cp.UOff))
+		if cp.UOff <= prev || cp.UOff > idx.TarSize || cp.COff < 0 || cp.COff >= blobSize || cp.Bit > 7 ||
+			len(cp.Window) > windowSize || cp.CheckLen != want {
+			return bad("checkpoint %d out of place", i)
+		}
+		prev = cp.UOff
+	}
+	var prevC int64
+	for i, fr := range idx.Frames {
+		if fr.UOff < prev || fr.COff < prevC || fr.COff >= blobSize || fr.UOff > idx.TarSize || i > 0 && fr.COff == prevC {
+			return bad("zstd frame %d out of place", i)
+		}
+		prev, prevC = fr.UOff, fr.COff
+	}
+	if idx.Tar == nil {
+		return nil
+	}
+	if r := idx.Tar.root; r != nil && r.Type != tar.TypeDir {
+		return bad("root entry of type %q", r.Type)
+	}
+	seen := make(map[string]bool, len(idx.Tar.entries))
+	for _, e := range idx.Tar.entries {
+		if e == nil || e.Name == "" || cleanName(e.Name) != e.Name || seen[e.Name] || e.Size < 0 ||
+			e.Offset < -1 || e.Offset >= 0 && e.Offset > idx.TarSize-e.Size {
+			return bad("entry out of place")
+		}
+		seen[e.Name] = true
+	}
+	for _, e := range idx.Tar.entries {
+		if d := path.Dir(e.Name); d != "." && !seen[d] {
+			return bad("entry %q without its parent directory", e.Name)
+		}
 	}
 	return nil
 }

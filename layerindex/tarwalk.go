@@ -85,9 +85,12 @@ func (s *seekBlob) Seek(off int64, whence int) (int64, error) {
 // buildTarIndex indexes an uncompressed tar blob from its headers alone.
 func (l *Layer) buildTarIndex(ctx context.Context, idx *layerIndex) (*layerIndex, error) {
 	sb := &seekBlob{ctx: ctx, blob: l.blob, size: l.blob.Size(), onMove: func(pos int64) { l.build.done.Store(pos) }}
-	tarIdx, tarErr := readTarIndexAt(sb, l.m.opts.MaxEntries)
+	tarIdx, tarErr := readTarIndexAt(sb, l.newIndexBuilder(idx))
 	if sb.err != nil {
 		return nil, sb.err // the blob, not the tar, is broken
+	}
+	if errors.Is(tarErr, ErrIndexMemory) {
+		return nil, tarErr // not the tar's fault: never saved as its state
 	}
 	l.build.done.Store(sb.size)
 	idx.TarSize = sb.size

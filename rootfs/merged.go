@@ -8,17 +8,28 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/regfs/regfs/layerindex"
 )
 
 // Merged is the merged tree of some layers' indexes. Safe for concurrent use.
+//
+// A lookup at depth k costs O(k) per layer, not O(k²): which layers a
+// directory hides from is remembered per directory (hidden), so a path's
+// answer builds on its parent's instead of walking every ancestor again.
 type Merged struct {
 	layers []*layerindex.Index // base first
 
 	linksOnce sync.Once
 	links     map[mergedLinkKey]int
+
+	mu     sync.Mutex
+	hidden map[string]int // directory → floorUnder(directory), for directories some layer has
+	below  []*Merged      // below[i]: the merge of layers [0, i), made on first use
+
+	lookups atomic.Int64 // index lookups made, for tests that bound the work
 }
 
 type mergedLinkKey struct {
@@ -58,32 +69,75 @@ func parentName(name string) string {
 	return ""
 }
 
-// hidesBelow reports whether layer i hides, from the layers below it,
-// whatever they have at name (a non-empty path).
-func (m *Merged) hidesBelow(i int, name string) bool {
-	x := m.layers[i]
-	if _, ok := x.Lookup(OpaqueWhiteout); ok {
-		return true // the root is opaque in this layer
-	}
-	p := ""
-	for _, el := range strings.Split(name, "/") {
-		dir := p
-		p = joinName(dir, el)
-		if _, ok := x.Lookup(joinName(dir, WhiteoutPrefix+el)); ok {
-			return true
+// find looks name up in layer i's own index.
+func (m *Merged) find(i int, name string) (*layerindex.Entry, bool) {
+	m.lookups.Add(1)
+	return m.layers[i].Lookup(name)
+}
+
+// floorAt is the highest layer that hides, from the layers below it,
+// whatever they have at name (a non-empty path): a whiteout of name or of
+// an ancestor, an opaque ancestor, or a non-directory ancestor in that
+// layer. -1 if none does: every layer shows through.
+func (m *Merged) floorAt(name string) int {
+	dir, base := parentName(name), name[strings.LastIndexByte(name, '/')+1:]
+	f := m.floorUnder(dir)
+	wh := joinName(dir, WhiteoutPrefix+base)
+	for i := len(m.layers) - 1; i > f; i-- {
+		if _, ok := m.find(i, wh); ok {
+			return i
 		}
-		if p == name {
+	}
+	return f
+}
+
+// floorUnder is floorAt for what lies strictly under dir ("" is the root):
+// also an opaque marker in dir, or dir being a non-directory, hides. It is
+// remembered for directories a layer has, so a walk down a deep tree does
+// each ancestor once.
+func (m *Merged) floorUnder(dir string) int {
+	m.mu.Lock()
+	f, ok := m.hidden[dir]
+	m.mu.Unlock()
+	if ok {
+		return f
+	}
+	f = -1
+	if dir != "" {
+		f = m.floorAt(dir)
+	}
+	exists := dir == ""
+	opq := joinName(dir, OpaqueWhiteout)
+	for i := len(m.layers) - 1; i > f; i-- {
+		if _, ok := m.find(i, opq); ok {
+			f = i
 			break
 		}
-		// p is a strict ancestor of name.
-		if _, ok := x.Lookup(joinName(p, OpaqueWhiteout)); ok {
-			return true
+		if dir == "" {
+			continue
 		}
-		if e, ok := x.Lookup(p); ok && e.Type != tar.TypeDir {
-			return true
+		if e, ok := m.find(i, dir); ok {
+			exists = true
+			if e.Type != tar.TypeDir {
+				f = i
+				break
+			}
 		}
 	}
-	return false
+	if !exists {
+		for i := f; i >= 0 && !exists; i-- {
+			_, exists = m.find(i, dir)
+		}
+	}
+	if exists { // only paths some layer has: bounded by the indexes' size
+		m.mu.Lock()
+		if m.hidden == nil {
+			m.hidden = map[string]int{}
+		}
+		m.hidden[dir] = f
+		m.mu.Unlock()
+	}
+	return f
 }
 
 // Lookup returns the visible entry at name ("" is the root).
@@ -106,8 +160,9 @@ func (m *Merged) Lookup(name string) (Entry, bool) {
 	// A directory a layer only implies takes the metadata of a directory
 	// a lower layer lists at the same path, if one shows through.
 	var implied *Entry
-	for i := len(m.layers) - 1; i >= 0; i-- {
-		if e, ok := m.layers[i].Lookup(name); ok {
+	floor := m.floorAt(name)
+	for i := len(m.layers) - 1; i >= 0 && i >= floor; i-- {
+		if e, ok := m.find(i, name); ok {
 			switch {
 			case e.Type == tar.TypeDir && e.Implicit:
 				if implied == nil {
@@ -120,9 +175,6 @@ func (m *Merged) Lookup(name string) (Entry, bool) {
 			default:
 				return Entry{Entry: e, Layer: i}, true
 			}
-		}
-		if m.hidesBelow(i, name) {
-			break
 		}
 	}
 	if implied != nil {
@@ -138,10 +190,11 @@ func (m *Merged) Children(dir string) []Entry {
 		return nil
 	}
 	names := map[string]bool{}
-	for i := len(m.layers) - 1; i >= 0; i-- {
+	floor := m.floorUnder(dir)
+	for i := len(m.layers) - 1; i >= 0 && i >= floor; i-- {
 		x := m.layers[i]
 		if dir != "" {
-			if e, ok := x.Lookup(dir); ok && e.Type != tar.TypeDir {
+			if e, ok := m.find(i, dir); ok && e.Type != tar.TypeDir {
 				break
 			}
 		}
@@ -149,12 +202,6 @@ func (m *Merged) Children(dir string) []Entry {
 			if !IsWhiteout(c.Name) {
 				names[path.Base(c.Name)] = true
 			}
-		}
-		if _, ok := x.Lookup(joinName(dir, OpaqueWhiteout)); ok {
-			break
-		}
-		if dir != "" && m.hidesBelow(i, dir) {
-			break
 		}
 	}
 	out := make([]Entry, 0, len(names))
@@ -177,12 +224,25 @@ func (m *Merged) Resolve(e Entry) (Entry, error) {
 	if t, err := m.layers[e.Layer].Resolve(e.Entry); err == nil {
 		return Entry{Entry: t, Layer: e.Layer}, nil
 	}
-	below := Merge(m.layers[:e.Layer])
+	below := m.mergedBelow(e.Layer)
 	t, ok := below.Lookup(e.Linkname)
 	if !ok || t.Type == tar.TypeDir {
 		return Entry{}, fmt.Errorf("hardlink %q: target %q: %w", e.Name, e.Linkname, fs.ErrNotExist)
 	}
 	return below.Resolve(t)
+}
+
+// mergedBelow is the merge of the layers below layer i, made once.
+func (m *Merged) mergedBelow(i int) *Merged {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.below == nil {
+		m.below = make([]*Merged, len(m.layers))
+	}
+	if m.below[i] == nil {
+		m.below[i] = Merge(m.layers[:i])
+	}
+	return m.below[i]
 }
 
 // Nlink is the number of visible paths that share e's data (hardlinks);
