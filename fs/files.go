@@ -87,10 +87,31 @@ func (r *layerRef) view() *layerView {
 	return r.fs
 }
 
-// knownTarSize is layer.tar's size if some open found it.
+// knownTarSize is layer.tar's size if something found it already.
 func (r *layerRef) knownTarSize() (int64, bool) {
 	v := r.tar.Load()
 	return v - 1, v > 0
+}
+
+// tarSize is layer.tar's size. Known without decoding for an uncompressed
+// blob (its size) and a loaded or persisted index; otherwise it starts the
+// layer's index pass and waits for it until ctx ends (the operation's
+// --timeout; the pass itself goes on). layer.tar must never be shown
+// complete and empty: copy tools read exactly the size a stat gives.
+func (r *layerRef) tarSize(ctx context.Context) (int64, error) {
+	if size, ok := r.knownTarSize(); ok {
+		return size, nil
+	}
+	ix, err := r.l.Index(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("size of layer.tar: %w", err)
+	}
+	size, err := ix.TarSize(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("size of layer.tar (waiting for the layer's index pass): %w", err)
+	}
+	r.tar.Store(size + 1)
+	return size, nil
 }
 
 // readFull serves one READ of [off, off+len(dest)) of a size-byte stream,
@@ -239,9 +260,9 @@ func (h *blobHandle) Release(context.Context) syscall.Errno {
 	return 0
 }
 
-// tarFile is a layer's uncompressed tar stream, from layerindex. Its size
-// is known once the layer's index pass has run; until then it is shown as 0
-// with an attribute timeout that makes the kernel ask again.
+// tarFile is a layer's uncompressed tar stream, from layerindex. Its
+// attributes carry its real size (layerRef.tarSize), waiting for the
+// layer's index pass when that is the only way to know it.
 type tarFile struct {
 	gofs.Inode
 	ref   *layerRef
@@ -261,17 +282,9 @@ var (
 const unknownTTL = 0
 
 func (f *tarFile) fill(ctx context.Context, a *fuse.Attr) error {
-	size, ok := f.ref.knownTarSize()
-	if !ok {
-		if ix := f.ref.l.OpenedIndex(); ix != nil && ix.Progress().State == layerindex.IndexReady {
-			if s, err := ix.TarSize(ctx); err == nil {
-				f.ref.tar.Store(s + 1)
-				size, ok = s, true
-			}
-		}
-	}
-	if !ok {
-		size = 0
+	size, err := f.ref.tarSize(ctx)
+	if err != nil {
+		return err
 	}
 	fileAttr(a, size, f.mtime)
 	return nil
