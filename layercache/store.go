@@ -36,6 +36,8 @@ type store struct {
 	mem  *memTier  // nil when the memory tier is off
 	disk *diskTier // nil without a disk tier
 
+	fetched fetchedBlobs // bytes read from Sources, per blob key
+
 	idsMu sync.Mutex
 	ids   map[string]uint64 // blob key → blob id
 
@@ -66,6 +68,7 @@ func (s *store) blob(src blobio.Source, stream bool) *blob {
 		s.ids[key] = id
 	}
 	s.idsMu.Unlock()
+	src = countingSource{src, s.fetched.counter(key)}
 	b := &blob{src: src, stream: stream, key: key, id: id, size: size, bs: s.bs}
 	if size > 0 {
 		b.nblocks = (size + s.bs - 1) / s.bs
