@@ -33,6 +33,7 @@ func (t *tree) imageChild(name, mpath string, img *registry.Image) child {
 	return child{
 		name: name, mode: fuse.S_IFDIR, ino: inoOf(t.host, "image", mpath, id), entryTTL: immutableTTL,
 		make: func() node {
+			t.noteImage(mpath, id, img)
 			d := &imageDir{img: img, id: id, mpath: mpath}
 			d.fixedDir = fixedDir{t: t, mtime: img.Created, list: d.children}
 			return d
