@@ -3,6 +3,7 @@ package mounttest
 import (
 	"archive/tar"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -192,5 +193,40 @@ func TestLayerTarStatTimeout(t *testing.T) {
 	}
 	if n := strings.Count(p.stderr.String(), "size of layer.tar"); n < 1 {
 		t.Errorf("log lines about the stat: got %d, want at least 1:\n%s", n, p.stderr)
+	}
+}
+
+// cat of a layer.tar whose size is not known yet streams along with the
+// index pass: its fstat does not wait for the pass, so its first bytes
+// come while the pass is still running (here held near the blob's end).
+func TestLayerTarCatStreams(t *testing.T) {
+	needFUSE(t)
+	proxy := registrytest.StartFaultProxy(t, reg.URL)
+	l := fixtures.Large.Layers[0]
+	proxy.Add(registrytest.Fault{Match: registrytest.PathContains(l.Digest.Encoded()), StallAt: l.Size - 64<<10, StallBody: 10 * time.Second})
+	p := startCacheMount(t, proxy.Host, t.TempDir(), "--block-size", "1M")
+	path := filepath.Join(p.mnt, "test/large:latest/layers", chainIDs(fixtures.Large.DiffIDs)[0], "layer.tar")
+	cat := exec.Command("cat", path)
+	out, err := cat.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cat.Process.Kill()
+		cat.Wait()
+	})
+	first := make([]byte, 1<<20)
+	if _, err := io.ReadFull(out, first); err != nil {
+		t.Fatalf("cat's first MiB: %v", err)
+	}
+	var st statsImages
+	if err := json.Unmarshal(readFile(t, filepath.Join(p.mnt, ".regfs/stats")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Images) != 1 || len(st.Images[0].Layers) != 1 || st.Images[0].Layers[0].IndexState != "building" {
+		t.Errorf("index state when cat has its first MiB: got %+v, want the pass still building", st.Images)
 	}
 }
