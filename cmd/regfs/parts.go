@@ -124,11 +124,11 @@ type parts struct {
 // ctx bounds only the setup (the client's probe of the registry). Close the
 // result when done, after everything that reads through it has stopped.
 func newParts(ctx context.Context, f partsFlags, host string, use session.Options) (*parts, error) {
-	log, err := newLogger(f)
-	if err != nil {
+	if err := f.validate(); err != nil {
 		return nil, err
 	}
-	if err := f.validate(); err != nil {
+	log, err := newLogger(f)
+	if err != nil {
 		return nil, err
 	}
 	platform, err := registry.ParsePlatform(f.Platform)
