@@ -29,7 +29,8 @@ func (f *fetchedBlobs) get(key string) int64 {
 	return 0
 }
 
-// BlobFetched is how many bytes of the blob key this Cache has read from
+// BlobFetched is how many bytes of the blob key (blobio.Source.Key, the
+// digest of a v2 blob) this Cache has read from
 // its Sources since New (ranged reads and streams alike; a block fetched
 // twice counts twice). No I/O.
 func (c *Cache) BlobFetched(key string) int64 { return c.store.fetched.get(key) }

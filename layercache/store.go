@@ -68,7 +68,9 @@ func (s *store) blob(src blobio.Source, stream bool) *blob {
 		s.ids[key] = id
 	}
 	s.idsMu.Unlock()
-	src = countingSource{src, s.fetched.counter(key)}
+	// Counted by the blob's own key (its digest), whatever key the cache
+	// files it under.
+	src = countingSource{src, s.fetched.counter(src.Key())}
 	b := &blob{src: src, stream: stream, key: key, id: id, size: size, bs: s.bs}
 	if size > 0 {
 		b.nblocks = (size + s.bs - 1) / s.bs
