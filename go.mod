@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/containerd/stargz-snapshotter/estargz v0.19.1
 	github.com/distribution/distribution/v3 v3.1.2
+	github.com/docker/go-units v0.5.0
 	github.com/google/go-containerregistry v0.22.1
 	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/hashicorp/golang-lru/v2 v2.0.7

@@ -87,10 +87,46 @@ func (r *layerRef) view() *layerView {
 	return r.fs
 }
 
-// knownTarSize is layer.tar's size if some open found it.
+// knownTarSize is layer.tar's size if something found it already.
 func (r *layerRef) knownTarSize() (int64, bool) {
 	v := r.tar.Load()
 	return v - 1, v > 0
+}
+
+// cheapTarSize is layer.tar's size if it is known without I/O: found
+// before, or in the layer's loaded index.
+func (r *layerRef) cheapTarSize(ctx context.Context) (int64, bool) {
+	if size, ok := r.knownTarSize(); ok {
+		return size, true
+	}
+	if ix := r.l.OpenedIndex(); ix != nil && ix.Progress().State == layerindex.IndexReady {
+		if s, err := ix.TarSize(ctx); err == nil {
+			r.tar.Store(s + 1)
+			return s, true
+		}
+	}
+	return 0, false
+}
+
+// tarSize is layer.tar's size. Known without decoding for an uncompressed
+// blob (its size) and a loaded or persisted index; otherwise it starts the
+// layer's index pass and waits for it until ctx ends (the operation's
+// --timeout; the pass itself goes on). layer.tar must never be shown
+// complete and empty: copy tools read exactly the size a stat gives.
+func (r *layerRef) tarSize(ctx context.Context) (int64, error) {
+	if size, ok := r.knownTarSize(); ok {
+		return size, nil
+	}
+	ix, err := r.l.Index(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("size of layer.tar: %w", err)
+	}
+	size, err := ix.TarSize(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("size of layer.tar (waiting for the layer's index pass): %w", err)
+	}
+	r.tar.Store(size + 1)
+	return size, nil
 }
 
 // readFull serves one READ of [off, off+len(dest)) of a size-byte stream,
@@ -239,9 +275,13 @@ func (h *blobHandle) Release(context.Context) syscall.Errno {
 	return 0
 }
 
-// tarFile is a layer's uncompressed tar stream, from layerindex. Its size
-// is known once the layer's index pass has run; until then it is shown as 0
-// with an attribute timeout that makes the kernel ask again.
+// tarFile is a layer's uncompressed tar stream, from layerindex. Every
+// stat gets its real size (layerRef.tarSize), waiting for the layer's
+// index pass when that is the only way to know it. A lookup does not wait:
+// while the size is unknown its attributes have a 0 timeout, so the
+// kernel sends a GETATTR for any stat. Nor does the fstat of the process
+// streaming an open layer.tar (cat): it reads to the end whatever size it
+// is told, and waiting would hold its first byte until the whole pass ends.
 type tarFile struct {
 	gofs.Inode
 	ref   *layerRef
@@ -260,19 +300,10 @@ var (
 // (The mount sets no default attribute timeout, so 0 stays 0.)
 const unknownTTL = 0
 
+// fill gives the size if known without waiting, else 0 with a 0 attribute
+// timeout (attrTTL): for lookups, whose attributes no stat is answered from.
 func (f *tarFile) fill(ctx context.Context, a *fuse.Attr) error {
-	size, ok := f.ref.knownTarSize()
-	if !ok {
-		if ix := f.ref.l.OpenedIndex(); ix != nil && ix.Progress().State == layerindex.IndexReady {
-			if s, err := ix.TarSize(ctx); err == nil {
-				f.ref.tar.Store(s + 1)
-				size, ok = s, true
-			}
-		}
-	}
-	if !ok {
-		size = 0
-	}
+	size, _ := f.ref.cheapTarSize(ctx)
 	fileAttr(a, size, f.mtime)
 	return nil
 }
@@ -284,8 +315,33 @@ func (f *tarFile) attrTTL() time.Duration {
 	return unknownTTL
 }
 
-func (f *tarFile) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	return f.ref.t.getattr(ctx, f, out)
+func (f *tarFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	// go-fuse passes one of the node's open handles when the kernel names
+	// none (it never does for fstat); only the streaming handle's own
+	// process is spared the wait.
+	if h, ok := fh.(*tarHandle); ok && h.size < 0 && h.pid != 0 && h.pid == callerPid(ctx) {
+		f.fill(ctx, &out.Attr)
+		out.SetTimeout(f.attrTTL())
+		return 0
+	}
+	t := f.ref.t
+	ctx, cancel := t.opCtx(ctx)
+	defer cancel()
+	size, err := f.ref.tarSize(ctx)
+	if err != nil {
+		return t.errno("getattr", &f.Inode, err)
+	}
+	fileAttr(&out.Attr, size, f.mtime)
+	out.SetTimeout(f.attrTTL())
+	return 0
+}
+
+// callerPid is the pid of the process whose request ctx serves; 0 if unknown.
+func callerPid(ctx context.Context) uint32 {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Pid
+	}
+	return 0
 }
 
 // Open finds the tar size (waiting briefly for the index pass) so the
@@ -302,7 +358,7 @@ func (f *tarFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 	if err != nil {
 		return nil, 0, t.errno("open", &f.Inode, err)
 	}
-	h := &tarHandle{f: f, r: ix.NewTarReader(), size: -1}
+	h := &tarHandle{f: f, r: ix.NewTarReader(), size: -1, pid: callerPid(ctx)}
 	if size, ok := f.ref.knownTarSize(); ok {
 		h.size = size
 		return h, fuse.FOPEN_KEEP_CACHE, 0
@@ -330,7 +386,8 @@ func (f *tarFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint
 type tarHandle struct {
 	f    *tarFile
 	r    *layerindex.TarReader
-	size int64 // -1 in direct-I/O mode: read until the stream ends
+	size int64  // -1 in direct-I/O mode: read until the stream ends
+	pid  uint32 // the process that opened it
 }
 
 var (

@@ -113,10 +113,15 @@ func (n *imageDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Att
 
 // image is the image this directory shows now.
 func (n *imageDir) image(ctx context.Context) (*registry.Image, error) {
-	if n.img != nil {
-		return n.img, nil
+	img := n.img
+	if img == nil {
+		var err error
+		if img, err = n.t.meta.Resolve(ctx, n.repo, n.tag, n.t.platform); err != nil {
+			return nil, err
+		}
 	}
-	return n.t.meta.Resolve(ctx, n.repo, n.tag, n.t.platform)
+	n.t.noteImage(n.mpath, imageID(img), img)
+	return img, nil
 }
 
 // children lists img's entries; names under a tag point to the tag's

@@ -73,7 +73,8 @@ func (o Options) withDefaults() (Options, error) {
 // MountConfig is how the tree is mounted; cmd/regfs fills it from flags.
 type MountConfig struct {
 	// AllowOther lets other users read the mount (needs user_allow_other in
-	// /etc/fuse.conf for non-root mounts).
+	// /etc/fuse.conf for non-root mounts), with default_permissions: the
+	// kernel enforces each file's mode and owner.
 	AllowOther bool
 	// AllowNonEmpty mounts over a directory that has files (they are hidden
 	// while mounted); otherwise Mount refuses it (CheckMountpoint).
@@ -103,6 +104,13 @@ func (r *Root) fuseOptions(mc MountConfig) *gofs.Options {
 	if mc.MaxRead <= 0 {
 		mc.MaxRead = 1 << 20
 	}
+	opts := []string{"ro", "nosuid", "nodev"}
+	if mc.AllowOther {
+		// Other users reach the mount: the kernel must check each file's
+		// mode and owner (a root-owned 0600 file in an image stays root's).
+		// regfs does no permission checks of its own.
+		opts = append(opts, "default_permissions")
+	}
 	return &gofs.Options{
 		// Every node kind sets its own timeouts: long for content by
 		// digest, short for tags. The entry default covers what go-fuse
@@ -122,7 +130,7 @@ func (r *Root) fuseOptions(mc MountConfig) *gofs.Options {
 			FsName:     t.host,
 			Name:       "regfs",
 			AllowOther: mc.AllowOther,
-			Options:    []string{"ro", "nosuid", "nodev"},
+			Options:    opts,
 			// READ requests are capped by MaxWrite (max_read) and by
 			// MaxReadAhead; both raised so one request can carry a block.
 			MaxWrite:     mc.MaxRead,

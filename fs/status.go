@@ -21,9 +21,10 @@ type Status struct {
 	Config any
 	// Stats is called on every open of .regfs/stats; its result is shown as
 	// indented JSON, with the layer index builds added under
-	// "index_builds" (per blob key: state, done, total) when the tree has
-	// an index Manager. A result that is not a JSON object is shown under
-	// "stats".
+	// "index_builds" (per blob key: state, done, total) and, once the mount
+	// has shown an image directory, the images under "images" (per image
+	// and layer: size, fetched bytes and percent, index state). A result
+	// that is not a JSON object is shown under "stats".
 	Stats func() any
 }
 
@@ -43,11 +44,19 @@ func (t *tree) statsJSON() []byte {
 			obj = map[string]json.RawMessage{"stats": raw}
 		}
 	}
-	builds, err := json.Marshal(t.s.Indexes().Progress())
+	progress := t.s.Indexes().Progress()
+	builds, err := json.Marshal(progress)
 	if err != nil {
 		return jsonBytes(map[string]string{"error": err.Error()})
 	}
 	obj["index_builds"] = builds
+	if shown := t.imagesStats(progress); len(shown) > 0 {
+		images, err := json.Marshal(shown)
+		if err != nil {
+			return jsonBytes(map[string]string{"error": err.Error()})
+		}
+		obj["images"] = images
+	}
 	return jsonBytes(obj)
 }
 

@@ -33,6 +33,8 @@ type tree struct {
 
 	mu     sync.Mutex
 	layers map[*session.Layer]*layerRef // one per layer for the mount's life
+
+	shown sync.Map // image ID → *shownImage: images shown, for .regfs/stats
 }
 
 // layerRef returns the tree's state of layer l of repo, one per session

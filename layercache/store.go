@@ -46,6 +46,8 @@ type store struct {
 	disk *diskTier // nil without a disk tier
 	log  logrus.FieldLogger
 
+	fetched fetchedBlobs // bytes read from Sources, per blob key
+
 	idsMu sync.Mutex
 	ids   map[string]uint64 // blob key → blob id
 
@@ -86,6 +88,9 @@ func (s *store) blob(src blobio.Source, stream bool) *blob {
 		s.ids[key] = id
 	}
 	s.idsMu.Unlock()
+	// Counted by the blob's own key (its digest), whatever key the cache
+	// files it under.
+	src = countingSource{src, s.fetched.counter(src.Key())}
 	b := &blob{src: src, stream: stream, key: key, host: o.Host, id: id, size: size, bs: s.bs}
 	if size > 0 {
 		b.nblocks = (size + s.bs - 1) / s.bs

@@ -32,6 +32,13 @@ func ParsePlatform(s string) (Platform, error) {
 		if p == "" {
 			return Platform{}, fmt.Errorf("platform %q: empty component", s)
 		}
+		// Index entries name platforms in these characters; anything else
+		// (a space, a comma) would match none of them.
+		for _, c := range p {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+				return Platform{}, fmt.Errorf("platform %q: component %q may hold only letters, digits, '_', '.' and '-' (e.g. linux/arm64/v8)", s, p)
+			}
+		}
 	}
 	p := Platform{OS: parts[0], Architecture: parts[1]}
 	if len(parts) == 3 {

@@ -6,6 +6,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
@@ -32,6 +33,12 @@ func versionString() string {
 	return v
 }
 
+// versionText is what `regfs version` and `regfs --version` print: one
+// line, "regfs <module version> (<go version> <os>/<arch>)".
+func versionText() string {
+	return fmt.Sprintf("regfs %s (%s %s/%s)\n", versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
 func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "regfs",
@@ -42,7 +49,10 @@ layers are directories; manifests, configs and layer bytes are files. Nothing
 is downloaded until it is read, and then only the byte ranges read.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionString(),
 	}
+	// --version prints what `regfs version` prints.
+	root.SetVersionTemplate(versionText())
 	root.AddCommand(newMountCommand(), newPrefetchCommand(), newCacheCommand(), newVersionCommand())
 	return root
 }
@@ -50,10 +60,10 @@ is downloaded until it is read, and then only the byte ranges read.`,
 func newVersionCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the regfs version",
+		Short: "Print the regfs version, the Go version it was built with and its os/arch",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "regfs %s\n", versionString())
+			fmt.Fprint(cmd.OutOrStdout(), versionText())
 		},
 	}
 }

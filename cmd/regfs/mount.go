@@ -23,12 +23,12 @@ import (
 // .regfs/config (there are no secrets among them).
 type mountFlags struct {
 	partsFlags
-	TagTTL     time.Duration `json:"tag_ttl"`
-	Timeout    time.Duration `json:"timeout"`
-	AllowOther bool          `json:"allow_other"`
-	NonEmpty   bool          `json:"allow_non_empty"`
-	Daemon     bool          `json:"daemon"`
-	DebugFUSE  bool          `json:"debug_fuse"`
+	TagTTL     duration `json:"tag_ttl"`
+	Timeout    duration `json:"timeout"`
+	AllowOther bool     `json:"allow_other"`
+	NonEmpty   bool     `json:"allow_non_empty"`
+	Daemon     bool     `json:"daemon"`
+	DebugFUSE  bool     `json:"debug_fuse"`
 }
 
 const readyFDEnv = "REGFS_READY_FD"
@@ -64,6 +64,9 @@ Unmount with "fusermount3 -u MOUNTPOINT", or stop regfs with Ctrl-C/SIGTERM.`,
   fusermount3 -u /mnt/local`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := f.validate(); err != nil {
+				return err
+			}
 			if err := checkRegistryArg(args[0]); err != nil {
 				return err
 			}
@@ -78,8 +81,9 @@ Unmount with "fusermount3 -u MOUNTPOINT", or stop regfs with Ctrl-C/SIGTERM.`,
 	}
 	addPartsFlags(cmd, &f.partsFlags)
 	fl := cmd.Flags()
-	fl.DurationVar(&f.TagTTL, "tag-ttl", regfs.DefaultTagTTL, "how long tag lists and tag → digest answers are trusted")
-	fl.DurationVar(&f.Timeout, "timeout", regfs.DefaultOpTimeout, "bound on any one filesystem operation")
+	f.TagTTL, f.Timeout = duration(regfs.DefaultTagTTL), duration(regfs.DefaultOpTimeout)
+	fl.Var(&f.TagTTL, "tag-ttl", "how long tag lists and tag → digest answers are trusted (up to 24h)")
+	fl.Var(&f.Timeout, "timeout", "bound on any one filesystem operation (1s to 24h)")
 	fl.BoolVar(&f.AllowOther, "allow-other", false, "let other users read the mount (non-root needs user_allow_other in /etc/fuse.conf)")
 	fl.BoolVar(&f.NonEmpty, "allow-non-empty", false, "mount over a directory that has files (hidden while mounted)")
 	fl.BoolVar(&f.Daemon, "daemon", false, "run in the background; return once the mount answers")
@@ -102,7 +106,7 @@ func runMount(ctx context.Context, f mountFlags, host, mountpoint string) (err e
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	setupCtx, cancel := context.WithTimeout(ctx, f.Timeout)
+	setupCtx, cancel := context.WithTimeout(ctx, time.Duration(f.Timeout))
 	defer cancel()
 	// Index builds detached: a timed-out FUSE operation must not stop a
 	// pass the next one waits for.
@@ -116,7 +120,7 @@ func runMount(ctx context.Context, f mountFlags, host, mountpoint string) (err e
 	started := time.Now()
 	root, err := regfs.NewRoot(regfs.Options{
 		Session: p.session, Platform: p.platform,
-		TagTTL: f.TagTTL, OpTimeout: f.Timeout, Log: log,
+		TagTTL: time.Duration(f.TagTTL), OpTimeout: time.Duration(f.Timeout), Log: log,
 		Status: &regfs.Status{
 			Version: versionString(),
 			Config: struct {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -67,13 +68,13 @@ func addPartsFlags(cmd *cobra.Command, f *partsFlags) {
 	fl.StringVar(&f.API, "api", registry.APIAuto, "registry API: auto (v2, falling back to v1), v2 or v1")
 	fl.StringVar(&f.Platform, "platform", registry.HostPlatform().String(), "platform chosen from a multi-platform image (os/arch[/variant])")
 	fl.BoolVar(&f.PlainHTTP, "plain-http", false, "speak plain HTTP to the registry (always allowed for loopback hosts)")
-	fl.Var(&f.CacheSize, "cache-size", "memory block cache bound")
-	fl.Var(&f.BlockSize, "block-size", "cache block size: the unit of every ranged fetch (mount and prefetch must agree)")
+	fl.Var(&f.CacheSize, "cache-size", "memory block cache bound (at least 4 blocks; sizes as 512M, 1.5G, 2GiB)")
+	fl.Var(&f.BlockSize, "block-size", "cache block size, 4K to 64M: the unit of every ranged fetch (fixed per --cache-dir: mount and prefetch must agree)")
 	fl.StringVar(&f.CacheDir, "cache-dir", defaultCacheDir(), `disk cache and layer index directory ("" for none)`)
-	fl.Var(&f.DiskCacheSize, "disk-cache-size", "disk cache bound")
-	fl.IntVar(&f.Parallel, "parallel-fetches", f.Parallel, "ranged requests one open file keeps in flight for its misses and readahead (a sequential read of a registry blob streams with one request instead)")
+	fl.Var(&f.DiskCacheSize, "disk-cache-size", "disk cache bound (at least 4 blocks)")
+	fl.IntVar(&f.Parallel, "parallel-fetches", f.Parallel, "ranged requests one open file keeps in flight for its misses and readahead, 1 to 64 (a sequential read of a registry blob streams with one request instead)")
 	fl.StringVar(&f.Verify, "verify", "lazy", "when layer bytes are served: lazy (as they arrive; a whole in-order read checks the digest) or strict (a blob is read whole and checked before its first byte is served)")
-	fl.Var(&f.Spacing, "checkpoint-spacing", "uncompressed distance between gzip checkpoints of a new layer index: smaller fetches and inflates less per random read, for a larger index")
+	fl.Var(&f.Spacing, "checkpoint-spacing", "uncompressed distance between gzip checkpoints of a new layer index: smaller fetches and inflates less per random read, for a larger index (128K to 1G)")
 }
 
 // addLogFlags registers the logging flags; separate from addPartsFlags so
@@ -137,6 +138,9 @@ type partsUse struct {
 // ctx bounds only the setup (the client's probe of the registry). Close the
 // result when done, after everything that reads through it has stopped.
 func newParts(ctx context.Context, f partsFlags, host string, use partsUse) (*parts, error) {
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
 	log, err := newLogger(f)
 	if err != nil {
 		return nil, err
@@ -145,14 +149,12 @@ func newParts(ctx context.Context, f partsFlags, host string, use partsUse) (*pa
 	if err != nil {
 		return nil, fmt.Errorf("--platform: %w", err)
 	}
-	if f.BlockSize <= 0 {
-		return nil, fmt.Errorf("--block-size must be positive")
-	}
-	if f.Parallel < 1 {
-		return nil, fmt.Errorf("--parallel-fetches %d: want at least 1", f.Parallel)
-	}
-	if f.Spacing < minSpacing {
-		return nil, fmt.Errorf("--checkpoint-spacing %s: want at least %s (each checkpoint keeps a 32 KiB window)", &f.Spacing, humanBytes(minSpacing))
+	diskDir := ""
+	if f.CacheDir != "" {
+		diskDir = diskTierDir(f.CacheDir)
+		if err := stampBlockSize(f, diskDir); err != nil {
+			return nil, err
+		}
 	}
 	verify, err := layercache.ParseVerifyMode(f.Verify)
 	if err != nil {
@@ -180,10 +182,6 @@ func newParts(ctx context.Context, f partsFlags, host string, use partsUse) (*pa
 	}
 	if err != nil {
 		return nil, err
-	}
-	diskDir := ""
-	if f.CacheDir != "" {
-		diskDir = diskTierDir(f.CacheDir)
 	}
 	cache, err := layercache.New(layercache.Options{
 		BlockSize: int64(f.BlockSize), MemoryBytes: int64(f.CacheSize),
@@ -216,6 +214,24 @@ func hasRecords(meta *metastore.Store, host string) bool {
 		}
 	}
 	return false
+}
+
+// stampBlockSize pins the disk cache to --block-size: blocks of another
+// size are never read, so a prefetch and a mount that disagree would share
+// nothing, silently. Refused instead, with the way out.
+func stampBlockSize(f partsFlags, diskDir string) error {
+	err := layercache.StampBlockSize(diskDir, int64(f.BlockSize))
+	var mm *layercache.BlockSizeMismatchError
+	if errors.As(err, &mm) {
+		was := byteSize(mm.Stamped)
+		return fmt.Errorf("--block-size %s: the disk cache in %s holds %s blocks (filled with --block-size %s), which this block size would never read: "+
+			"pass --block-size %s, or another --cache-dir, or empty it with \"regfs cache clear --cache-dir %s\"",
+			&f.BlockSize, f.CacheDir, &was, &was, &was, f.CacheDir)
+	}
+	if err != nil {
+		return fmt.Errorf("--cache-dir %s: %w", f.CacheDir, err)
+	}
+	return nil
 }
 
 // memoryAllowance is what regfs holds besides the memory block cache when

@@ -114,7 +114,7 @@ func TestCLIStatusDir(t *testing.T) {
 	if err := json.Unmarshal(readFile(t, filepath.Join(p.mnt, ".regfs/config")), &cfg); err != nil {
 		t.Fatalf(".regfs/config: %v", err)
 	}
-	if cfg["registry"] != reg.Host || cfg["tag_ttl"] != float64(5*time.Second) {
+	if cfg["registry"] != reg.Host || cfg["tag_ttl"] != "5s" {
 		t.Errorf(".regfs/config: got registry %v tag_ttl %v, want %s and 5s", cfg["registry"], cfg["tag_ttl"], reg.Host)
 	}
 	readFile(t, filepath.Join(p.mnt, "test/small:latest/layers", chainIDs(fixtures.Small.DiffIDs)[0], "blob"))

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	units "github.com/docker/go-units"
 	"github.com/moby/sys/mountinfo"
 )
 
@@ -114,10 +115,12 @@ func (mr *mounter) mount(ctx context.Context, phase, cacheDir string) (*mount, e
 	// The memory bound regfs applies, as it reports it (the RSS row
 	// compares against it).
 	var cfg struct {
-		CacheSize int64 `json:"cache_size"`
+		CacheSize string `json:"cache_size"` // as --cache-size is written: "128M"
 	}
 	if raw, err := os.ReadFile(filepath.Join(m.dir, ".regfs", "config")); err == nil && json.Unmarshal(raw, &cfg) == nil {
-		m.cacheSize = cfg.CacheSize
+		if n, err := units.RAMInBytes(cfg.CacheSize); err == nil {
+			m.cacheSize = n
+		}
 	}
 	return m, nil
 }
