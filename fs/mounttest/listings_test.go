@@ -160,7 +160,10 @@ func TestManyLayers(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("ls -l layers: got %d names, want the %d chain IDs", len(got), len(want))
 	}
-	lsLong(t, filepath.Join(mnt, "test/layers:latest/layers", want[n/2]))
+	// Names only: a stat of layer.tar may wait for the layer's size.
+	if _, err := os.ReadDir(filepath.Join(mnt, "test/layers:latest/layers", want[n/2])); err != nil {
+		t.Fatal(err)
+	}
 	blobs := 0
 	for _, q := range proxy.Requests() {
 		if strings.Contains(q.Path, "/blobs/") && q.Path != "/v2/test/layers/blobs/"+img.ConfigDigest.String() {
