@@ -1,6 +1,10 @@
 package layercache
 
-import "github.com/regfs/regfs/blobio"
+import (
+	"sync/atomic"
+
+	"github.com/regfs/regfs/blobio"
+)
 
 // blob is one Source as one Reader sees it. Storage keys its blocks by id
 // (memory) and key (disk); scheduling reads them from src.
@@ -15,6 +19,7 @@ type blob struct {
 	size    int64
 	bs      int64 // block size
 	nblocks int64
+	fetched *atomic.Int64 // bytes read from src, shared by every blob of its Key
 }
 
 // blockLen is the length of block i: the block size, or less for the last.

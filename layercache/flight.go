@@ -203,6 +203,7 @@ func (f *flight) fetchStream(ctx context.Context, j, end int, off, n int64) erro
 		m, err := io.ReadFull(rc, blk)
 		got += int64(m)
 		s.st.bytesFetched.Add(int64(m))
+		b.fetched.Add(int64(m))
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return fail(shortRead(got, n))
 		}
@@ -289,6 +290,7 @@ func readRange(ctx context.Context, st *counters, b *blob, p []byte, off int64, 
 	st.inFlight.Add(-1)
 	if got > 0 {
 		st.bytesFetched.Add(int64(min(got, len(p))))
+		b.fetched.Add(int64(min(got, len(p))))
 	}
 	if got == len(p) && errors.Is(err, io.EOF) {
 		err = nil // io.ReaderAt may report EOF with a full read of the tail

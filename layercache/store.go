@@ -88,10 +88,10 @@ func (s *store) blob(src blobio.Source, stream bool) *blob {
 		s.ids[key] = id
 	}
 	s.idsMu.Unlock()
-	// Counted by the blob's own key (its digest), whatever key the cache
-	// files it under.
-	src = countingSource{src, s.fetched.counter(src.Key())}
-	b := &blob{src: src, stream: stream, key: key, host: o.Host, id: id, size: size, bs: s.bs}
+	b := &blob{src: src, stream: stream, key: key, host: o.Host, id: id, size: size, bs: s.bs,
+		// Counted by the blob's own key (its digest), whatever key the cache
+		// files it under.
+		fetched: s.fetched.counter(src.Key())}
 	if size > 0 {
 		b.nblocks = (size + s.bs - 1) / s.bs
 	}

@@ -375,6 +375,7 @@ func (st *stream) readSource() (stop int64, err error) {
 		m, err := io.ReadFull(rc, blk)
 		got += int64(m)
 		s.st.bytesFetched.Add(int64(m))
+		b.fetched.Add(int64(m))
 		if err == nil {
 			err = s.store.vet(b, f.first+int64(j), blk)
 		}
