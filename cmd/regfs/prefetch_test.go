@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+	"github.com/regfs/regfs/layercache"
 	"github.com/regfs/regfs/registry/registrytest"
 )
 
@@ -195,5 +198,27 @@ func TestRunPrefetchInProcess(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A registry that serves other bytes for a layer digest fails the prefetch:
+// the cache's hash of the in-order pass is the check, and nothing of the
+// blob is left under its digest.
+func TestRunPrefetchRefusesWrongBytes(t *testing.T) {
+	reg := registrytest.StartRegistry(t, registrytest.WithInMemoryStorage())
+	fx := registrytest.PushFixtures(t, reg, registrytest.WithoutLarge())
+	var targets []digest.Digest
+	for _, l := range fx.Small.Layers {
+		targets = append(targets, l.Digest)
+	}
+	evil := registrytest.StartEvilRegistry(t, reg, registrytest.LieWrongBytes, targets...)
+	f := prefetchFlags{partsFlags: partsFlags{
+		API: "v2", Platform: "linux/amd64", CacheSize: defaultCacheSize, BlockSize: 16 << 10,
+		CacheDir: t.TempDir(), DiskCacheSize: defaultDiskCacheSize, Spacing: defaultSpacing, Parallel: 4, LogLevel: "error", LogFormat: "text",
+	}}
+	var out bytes.Buffer
+	err := runPrefetch(context.Background(), f, evil.Host+"/test/small@"+fx.Small.Digest.String(), nil, &out)
+	if !errors.Is(err, layercache.ErrDigestMismatch) {
+		t.Fatalf("prefetch from a registry serving wrong layer bytes: got %v, want a digest mismatch", err)
 	}
 }
