@@ -185,15 +185,22 @@ func (f *blobFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	defer cancel()
 	h := &blobHandle{f: f}
 	var err error
-	if t.s.Cache() != nil {
-		h.cached, err = f.ref.l.Reader(ctx, layercache.OpenOptions{})
-	} else {
-		h.direct, err = f.ref.l.Blob(ctx)
-	}
-	if err != nil {
+	if h.cached, h.direct, err = f.ref.openStored(ctx); err != nil {
 		return nil, 0, t.errno("open", &f.Inode, err)
 	}
 	return h, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// openStored opens a reader of the layer's stored bytes for one consumer:
+// through the cache (a reader of its own, to close when done), or the
+// blob itself (direct) when the tree has no cache.
+func (r *layerRef) openStored(ctx context.Context) (cached *layercache.Reader, direct blobio.Source, err error) {
+	if r.t.s.Cache() != nil {
+		cached, err = r.l.Reader(ctx, layercache.OpenOptions{})
+	} else {
+		direct, err = r.l.Blob(ctx)
+	}
+	return cached, direct, err
 }
 
 // blobHandle is one open blob file: a cache reader of its own (its own
