@@ -223,13 +223,13 @@ func TestListings(t *testing.T) {
 		{"/alpine/_tags", []string{"3"}},
 		{"/test/small/_tags", []string{"latest"}},
 		{"/test/multi/_tags", []string{"latest"}},
-		{"/test/small/_tags/latest", []string{"ancestry", "config.json", "json", "layers", "manifest.json", "rootfs"}},
-		{"/test/small:latest", []string{"ancestry", "config.json", "json", "layers", "manifest.json", "rootfs"}},
+		{"/test/small/_tags/latest", []string{"ancestry", "config.json", "image.tar", "json", "layers", "manifest.json", "oci", "rootfs"}},
+		{"/test/small:latest", []string{"ancestry", "config.json", "image.tar", "json", "layers", "manifest.json", "oci", "rootfs"}},
 		{"/test/small:latest/layers", layerIDs(h.small.img)},
 		{"/test/small:latest/layers/" + h.small.img.Layers[0].ID, []string{"blob", "digest", "fs", "json", "layer.tar"}},
-		{"/test/multi:latest", []string{"ancestry", "config.json", "index.json", "json", "layers", "manifest.json", "platforms", "rootfs"}},
+		{"/test/multi:latest", []string{"ancestry", "config.json", "image.tar", "index.json", "json", "layers", "manifest.json", "oci", "platforms", "rootfs"}},
 		{"/test/multi:latest/platforms", []string{"linux-amd64", "linux-arm64-v8"}},
-		{"/test/multi:latest/platforms/linux-arm64-v8", []string{"ancestry", "config.json", "json", "layers", "manifest.json", "rootfs"}},
+		{"/test/multi:latest/platforms/linux-arm64-v8", []string{"ancestry", "config.json", "image.tar", "json", "layers", "manifest.json", "oci", "rootfs"}},
 	}
 	for _, tc := range tests {
 		if got := h.readdir(tc.path); !sameStrings(got, tc.want) {
@@ -362,7 +362,7 @@ func TestPlatformChoice(t *testing.T) {
 		t.Errorf("--platform linux/arm64/v8: got config %q, want %q", got, h.arm.config)
 	}
 	h2 := newHarness(t, func(o *Options) { o.Platform = registry.Platform{OS: "linux", Architecture: "s390x"} })
-	if got := h2.readdir("/test/multi:latest"); !sameStrings(got, []string{"index.json", "platforms"}) {
+	if got := h2.readdir("/test/multi:latest"); !sameStrings(got, []string{"index.json", "oci", "platforms"}) {
 		t.Errorf("no matching platform: got %v, want [index.json platforms]", got)
 	}
 }

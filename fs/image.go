@@ -127,7 +127,7 @@ func (n *imageDir) image(ctx context.Context) (*registry.Image, error) {
 // children lists img's entries; names under a tag point to the tag's
 // current image, so their entries keep only for the tag TTL.
 func (n *imageDir) children(img *registry.Image) []child {
-	cs := imageChildren(n.t, img, n.mpath)
+	cs := imageChildren(n.t, img, n.mpath, n.tag)
 	if n.img == nil {
 		for i := range cs {
 			cs[i].entryTTL = n.t.tagTTL
@@ -168,10 +168,11 @@ func imageFile(t *tree, img *registry.Image, id, name string, data func() []byte
 	}
 }
 
-// imageChildren are the entries of the directory of img at mpath. Nothing
-// here costs more than a constant per entry: an image may have thousands
-// of layers, and every lookup lists these again.
-func imageChildren(t *tree, img *registry.Image, mpath string) []child {
+// imageChildren are the entries of the directory of img at mpath, reached
+// by tag ("" if by digest). Nothing here costs more than a constant per
+// entry: an image may have thousands of layers, and every lookup lists
+// these again.
+func imageChildren(t *tree, img *registry.Image, mpath, tag string) []child {
 	id := imageID(img)
 	bytesOf := func(b []byte) func() []byte { return func() []byte { return b } }
 	var cs []child
@@ -189,6 +190,12 @@ func imageChildren(t *tree, img *registry.Image, mpath string) []child {
 	}
 	if img.Config != nil {
 		cs = append(cs, imageFile(t, img, id, "config.json", bytesOf(img.Config)))
+	}
+	if hasOCILayout(img) {
+		cs = append(cs, t.ociChild(img, id, mpath, tag))
+	}
+	if c, ok := t.imageTarChild(img, id, tag); ok {
+		cs = append(cs, c)
 	}
 	if len(img.Layers) > 0 {
 		if top := img.Layers[len(img.Layers)-1]; top.JSON != nil {

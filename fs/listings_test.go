@@ -85,7 +85,7 @@ func TestListingTagsResolvesNothing(t *testing.T) {
 	if n, m := h.c.tagCalls.Load(), h.c.resolves.Load(); n != 1 || m != 0 {
 		t.Errorf("ls -l of %d tags: got %d tag lists and %d resolves, want 1 and 0", tags, n, m)
 	}
-	if got := h.readdir("/test/small/_tags/v0042"); !sameStrings(got, []string{"ancestry", "config.json", "json", "layers", "manifest.json", "rootfs"}) {
+	if got := h.readdir("/test/small/_tags/v0042"); !sameStrings(got, []string{"ancestry", "config.json", "image.tar", "json", "layers", "manifest.json", "oci", "rootfs"}) {
 		t.Errorf("ls _tags/v0042: got %v", got)
 	}
 	if m := h.c.resolves.Load(); m != 1 {

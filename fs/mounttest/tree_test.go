@@ -69,7 +69,7 @@ func TestListing(t *testing.T) {
 		t.Errorf("ls /test/deep/nested/repo: got %v, want [_digests _tags]", got)
 	}
 	got = readdir(t, filepath.Join(mnt, "test/small:latest"))
-	if want := []string{"ancestry", "config.json", "json", "layers", "manifest.json", "rootfs"}; !slices.Equal(got, want) {
+	if want := []string{"ancestry", "config.json", "image.tar", "json", "layers", "manifest.json", "oci", "rootfs"}; !slices.Equal(got, want) {
 		t.Errorf("ls test/small:latest: got %v, want %v", got, want)
 	}
 	for _, p := range []string{"test", "test/small:latest", "test/small:latest/layers", "test/small/_tags/latest", "test/small/_tags"} {
