@@ -27,14 +27,15 @@ func imageID(img *registry.Image) string {
 }
 
 // imageChild is the directory of img, pinned (reached by digest, or as a
-// platform of an index), at mount path mpath. Directories carry the mount
-// path in their identity (two aliases of one directory inode confuse the
-// kernel); files inside an image share inodes across the names of the
-// image.
-func (t *tree) imageChild(name, mpath string, img *registry.Image) child {
+// platform of an index), at mount path mpath; tag is the tag that reached
+// the index ("" by digest), which names a platform in its views.
+// Directories carry the mount path in their identity (two aliases of one
+// directory inode confuse the kernel); files inside an image share inodes
+// across the names of the image.
+func (t *tree) imageChild(name, mpath string, img *registry.Image, tag string) child {
 	return child{
 		name: name, mode: fuse.S_IFDIR, ino: inoOf(t.host, "image", mpath, imageID(img)), entryTTL: immutableTTL,
-		make: func() node { return &imageDir{t: t, mpath: mpath, img: img} },
+		make: func() node { return &imageDir{t: t, mpath: mpath, img: img, tag: tag} },
 	}
 }
 
@@ -71,7 +72,7 @@ func (t *tree) lookupDigest(ctx context.Context, parent *gofs.Inode, name, mpath
 	if err != nil {
 		return nil, t.errno("lookup", parent, err)
 	}
-	return t.lookupChild(ctx, parent, t.imageChild(name, mpath, img), out)
+	return t.lookupChild(ctx, parent, t.imageChild(name, mpath, img, ""), out)
 }
 
 // imageDir is one image: manifest.json, index.json and platforms/ (for an
@@ -83,8 +84,8 @@ type imageDir struct {
 	t     *tree
 	mpath string
 	img   *registry.Image // pinned; nil when reached by tag
-	repo  string          // by tag: the repository and tag
-	tag   string
+	repo  string          // by tag: the repository
+	tag   string          // the tag that reached it (or its index), if any
 }
 
 var (
@@ -184,7 +185,7 @@ func imageChildren(t *tree, img *registry.Image, mpath, tag string) []child {
 		cs = append(cs, child{
 			name: "platforms", mode: fuse.S_IFDIR, ino: inoOf(t.host, "platforms", mpath, id), entryTTL: immutableTTL,
 			make: func() node {
-				return &platformsDir{fixedDir: fixedDir{t: t, mtime: img.Created}, img: img, mpath: mpath + "/platforms"}
+				return &platformsDir{fixedDir: fixedDir{t: t, mtime: img.Created}, img: img, mpath: mpath + "/platforms", tag: tag}
 			},
 		})
 	}
@@ -229,6 +230,7 @@ type platformsDir struct {
 	fixedDir // its own Lookup and Readdir
 	img      *registry.Image
 	mpath    string
+	tag      string // the index's tag, if reached by one
 }
 
 var (
@@ -261,7 +263,7 @@ func (n *platformsDir) Lookup(ctx context.Context, name string, out *fuse.EntryO
 	// Known already: the digest pins the image, no need to resolve again.
 	if ch := n.GetChild(name); ch != nil {
 		if d, ok := ch.Operations().(*imageDir); ok {
-			return t.lookupChild(ctx, &n.Inode, t.imageChild(name, mpath, d.img), out)
+			return t.lookupChild(ctx, &n.Inode, t.imageChild(name, mpath, d.img, n.tag), out)
 		}
 	}
 	ctx, cancel := t.opCtx(ctx)
@@ -270,7 +272,7 @@ func (n *platformsDir) Lookup(ctx context.Context, name string, out *fuse.EntryO
 	if err != nil {
 		return nil, t.errno("lookup", &n.Inode, err)
 	}
-	return t.lookupChild(ctx, &n.Inode, t.imageChild(name, mpath, img), out)
+	return t.lookupChild(ctx, &n.Inode, t.imageChild(name, mpath, img, n.tag), out)
 }
 
 func (n *platformsDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {

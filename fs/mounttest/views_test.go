@@ -157,20 +157,31 @@ func TestOCIViewWithSkopeoAndUmoci(t *testing.T) {
 	runTool(t, skopeo, "copy", "--all", "oci:"+filepath.Join(mnt, "test/multi/_tags/latest/oci"), "oci:"+outAll+":latest")
 	checkCopiedLayout(t, outAll, fixtures.Multi.Digest)
 
+	// umoci unpacks one manifest: an index's platform, named by the tag
+	// that reached the index, under platforms/.
 	umoci := needTool(t, "umoci")
-	bundle := filepath.Join(t.TempDir(), "bundle")
-	runTool(t, umoci, "unpack", "--rootless", "--image", layout+":latest", bundle)
-	ours, theirs := describe(t, filepath.Join(mnt, "test/small/_tags/latest/rootfs")), describe(t, filepath.Join(bundle, "rootfs"))
-	if len(ours) == 0 || len(ours) != len(theirs) {
-		t.Errorf("umoci rootfs: got %d entries, want our rootfs/'s %d", len(theirs), len(ours))
+	for _, dir := range []string{"test/small/_tags/latest", "test/multi/_tags/latest/platforms/linux-amd64"} {
+		bundle := filepath.Join(t.TempDir(), "bundle")
+		runTool(t, umoci, "unpack", "--rootless", "--image", filepath.Join(mnt, dir, "oci")+":latest", bundle)
+		sameTree(t, filepath.Join(mnt, dir, "rootfs"), filepath.Join(bundle, "rootfs"))
 	}
-	for name, e := range ours {
-		u, ok := theirs[name]
+}
+
+// sameTree: theirs has the files, links and directories of ours, with the
+// same contents.
+func sameTree(t *testing.T, ours, theirs string) {
+	t.Helper()
+	want, got := describe(t, ours), describe(t, theirs)
+	if len(want) == 0 || len(got) != len(want) {
+		t.Errorf("%s: got %d entries, want the %d of %s", theirs, len(got), len(want), ours)
+	}
+	for name, e := range want {
+		u, ok := got[name]
 		if ok && (e.typ == tar.TypeChar || e.typ == tar.TypeBlock) && u.typ == tar.TypeReg && u.size == 0 {
 			continue // rootless umoci cannot mknod: it leaves an empty file
 		}
 		if !ok || u.typ != e.typ || u.size != e.size || u.sum != e.sum || u.link != e.link {
-			t.Errorf("umoci rootfs %s: got %+v, want %+v", name, u, e)
+			t.Errorf("%s/%s: got %+v, want %+v", theirs, name, u, e)
 		}
 	}
 }
