@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what regfs's tests and demo need beyond Go itself: fusermount3
-# (Debian's fuse3) and the Go modules. Safe to run again: it skips what is there.
+# (Debian's fuse3), skopeo and umoci (clients of the image views), and the
+# Go modules. Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,17 @@ if ! command -v fusermount3 >/dev/null 2>&1; then
 	export DEBIAN_FRONTEND=noninteractive
 	need_root apt-get update -q
 	need_root apt-get install -y -q fuse3
+fi
+# Real clients of the oci/ and image.tar views, for the mount tests.
+missing=()
+for tool in skopeo umoci; do
+	command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "setup: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	need_root apt-get update -q
+	need_root apt-get install -y -q "${missing[@]}"
 fi
 if [ ! -e /dev/fuse ]; then
 	echo "setup: /dev/fuse is missing; FUSE mounts cannot work on this machine" >&2

@@ -47,7 +47,11 @@ The tree:
   MOUNTPOINT/<repo>@sha256:<hex>/         any manifest by digest
     manifest.json  index.json  platforms/<os>-<arch>[-<variant>]/
     config.json  json  ancestry
-    layers/<id>/{json,blob,layer.tar,digest}
+    layers/<id>/{json,blob,layer.tar,digest,fs/}  rootfs/
+    oci/{oci-layout,index.json,blobs/sha256/<hex>}   an OCI image layout (v2)
+    image.tar                             a docker-save archive (v2)
+  MOUNTPOINT/<repo>/_tags/<tag>/          the same image directory, without a colon
+  MOUNTPOINT/<repo>/_digests/sha256-<hex>/
 
 Names the registry's catalog does not list still resolve when looked up.
 Unmount with "fusermount3 -u MOUNTPOINT", or stop regfs with Ctrl-C/SIGTERM.`,
