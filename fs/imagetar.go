@@ -13,7 +13,6 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/regfs/regfs/blobio"
 	"github.com/regfs/regfs/registry"
@@ -21,11 +20,10 @@ import (
 )
 
 // imageTarChild is <image dir>/image.tar, the image as `docker save`
-// writes it (and an OCI layout besides, as docker 25 does), its layers
-// the stored blobs. Only a manifest with a config and layers of known
+// writes it, its layers the stored blobs. Only a manifest with a config and layers of known
 // digest and size has one: its size must be known without a fetch.
 func (t *tree) imageTarChild(img *registry.Image, id, tag string) (child, bool) {
-	if img.Manifest == nil || img.ConfigDigest.Algorithm() != digest.SHA256 || img.ManifestDigest.Algorithm() != digest.SHA256 || !hasOCILayout(img) {
+	if img.Manifest == nil || img.ConfigDigest.Algorithm() != digest.SHA256 || !hasOCILayout(img) {
 		return child{}, false
 	}
 	for _, l := range img.Layers {
@@ -59,9 +57,8 @@ var (
 	_ = (gofs.NodeGetattrer)((*imageTarFile)(nil))
 )
 
-// imageTarPlan is image.tar's members: member i holds data[i] (metadata,
-// the manifest and config; nil for a directory) or the stored bytes of
-// layers[i].
+// imageTarPlan is image.tar's members: member i holds data[i] (metadata
+// and config; nil for a directory) or the stored bytes of layers[i].
 type imageTarPlan struct {
 	layout *tarlayout.Layout
 	data   [][]byte
@@ -74,9 +71,11 @@ func (f *imageTarFile) planned() (*imageTarPlan, error) {
 	return f.plan, f.err
 }
 
-// planImageTar lays image.tar out: manifest.json, repositories, index.json
-// and oci-layout first (a streaming reader meets them before the blobs),
-// then blobs/sha256/ with the manifest, the config and each layer once.
+// planImageTar lays image.tar out: manifest.json and repositories first
+// (a streaming reader meets them before the blobs), then blobs/sha256/
+// with the config and each layer once, named as docker 25 names them.
+// No OCI index.json: podman would load the archive as an OCI one and
+// name the image by the bare tag.
 func planImageTar(t *tree, img *registry.Image, tag string) (*imageTarPlan, error) {
 	mtime := img.Created.Truncate(time.Second)
 	if mtime.Before(time.Unix(0, 0)) {
@@ -119,19 +118,13 @@ func planImageTar(t *tree, img *registry.Image, tag string) (*imageTarPlan, erro
 	if err != nil {
 		return nil, fmt.Errorf("image.tar repositories: %w", err)
 	}
-	top := ocispec.Descriptor{MediaType: img.ManifestMediaType, Digest: img.ManifestDigest, Size: int64(len(img.Manifest))}
-	index := ociIndex(top, tag)
-	layout := []byte(`{"imageLayoutVersion":"` + ocispec.ImageLayoutVersion + `"}`)
 
 	add("manifest.json", int64(len(manifest)), manifest, nil)
 	add("repositories", int64(len(repos)), repos, nil)
-	add(ocispec.ImageIndexFile, int64(len(index)), index, nil)
-	add(ocispec.ImageLayoutFile, int64(len(layout)), layout, nil)
 	add("blobs/", 0, nil, nil)
 	add("blobs/sha256/", 0, nil, nil)
-	add(blobPath(img.ManifestDigest), int64(len(img.Manifest)), img.Manifest, nil)
 	add(blobPath(img.ConfigDigest), int64(len(img.Config)), img.Config, nil)
-	seen := map[string]bool{blobPath(img.ManifestDigest): true, blobPath(img.ConfigDigest): true}
+	seen := map[string]bool{blobPath(img.ConfigDigest): true}
 	for _, l := range img.Layers {
 		if path := blobPath(l.Digest); !seen[path] {
 			seen[path] = true
