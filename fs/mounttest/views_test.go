@@ -323,3 +323,40 @@ func TestImageTarView(t *testing.T) {
 		t.Errorf("podman image inspect %s: got ID %s, want the config digest %s", name, id, img.ConfigDigest.Encoded())
 	}
 }
+
+// TestImageTarSeeks: a read near the end of image.tar fetches the blob
+// bytes under it, not the part of the layer that precedes them.
+func TestImageTarSeeks(t *testing.T) {
+	mnt := mount(t, reg.Host, mountOpts{})
+	l := fixtures.Large.Layers[0]
+	blob, err := l.BlobBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(mnt, "test/large/_tags/latest/image.tar")
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// The layer's last 4 KiB: the archive ends with its padding and the
+	// two zero blocks of the trailer.
+	end := st.Size() - 1024 - (512-int64(len(blob))%512)%512
+	p := make([]byte, 4096)
+	before := blobBytes(reg)
+	if _, err := f.ReadAt(p, end-int64(len(p))); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(p, blob[len(blob)-len(p):]) {
+		t.Errorf("image.tar: the 4 KiB before %d are not the layer's last", end)
+	}
+	if got := blobBytes(reg) - before; got <= 0 || got > int64(len(blob))/4 {
+		t.Errorf("read 4 KiB at the end of a %d-byte layer: fetched %d blob bytes, want some and under a quarter", len(blob), got)
+	} else {
+		t.Logf("read 4 KiB at the end of a %d-byte layer in image.tar: fetched %d blob bytes", len(blob), got)
+	}
+}
