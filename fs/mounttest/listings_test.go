@@ -91,7 +91,7 @@ func TestListingsCostWhatTheyShow(t *testing.T) {
 	if n, m := count("/tags/list"), count("/manifests/"); n == 0 || m != 0 {
 		t.Errorf("ls -l of %d tags: got %d tag list and %d manifest requests, want some and none", tags, n, m)
 	}
-	if got := readdir(t, filepath.Join(mnt, "tagged/repo/_tags/v00042")); !slices.Equal(got, []string{"config.json", "manifest.json"}) {
+	if got := readdir(t, filepath.Join(mnt, "tagged/repo/_tags/v00042")); !slices.Equal(got, []string{"config.json", "image.tar", "manifest.json", "oci"}) {
 		t.Errorf("ls _tags/v00042: got %v", got)
 	}
 	if m := count("/manifests/"); m == 0 {

@@ -88,8 +88,8 @@ func TestPlatformNotInIndexIsLogged(t *testing.T) {
 	logText := func() string { b, _ := os.ReadFile(logFile); return string(b) }
 	dir := filepath.Join(p.mnt, "test/multi:latest")
 	for range 3 {
-		if got := readdir(t, dir); !slices.Equal(got, []string{"index.json", "platforms"}) {
-			t.Fatalf("ls %s: got %v, want [index.json platforms]", dir, got)
+		if got := readdir(t, dir); !slices.Equal(got, []string{"index.json", "oci", "platforms"}) {
+			t.Fatalf("ls %s: got %v, want [index.json oci platforms]", dir, got)
 		}
 		if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
 			t.Fatal(err)
