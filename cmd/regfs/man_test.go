@@ -33,17 +33,3 @@ func TestManPages(t *testing.T) {
 		t.Errorf("regfs-mount.1 lists the hidden --debug-fuse")
 	}
 }
-
-func TestCompletion(t *testing.T) {
-	for shell, want := range map[string]string{"bash": "__start_regfs", "zsh": "#compdef regfs", "fish": "complete -c regfs"} {
-		out, _, err := runCLI(t, "completion", shell)
-		if err != nil || !strings.Contains(out, want) {
-			t.Errorf("regfs completion %s: got %v and %d bytes, want a script with %q", shell, err, len(out), want)
-		}
-	}
-	// MOUNTPOINT completes to directories.
-	out, _, err := runCLI(t, "__complete", "mount", "ghcr.io", "")
-	if err != nil || !strings.Contains(out, ":16") {
-		t.Errorf("completion of MOUNTPOINT: got %q, %v; want directive 16 (directories)", out, err)
-	}
-}

@@ -116,6 +116,7 @@ once the mount answers and STOPPING=1 when it goes.`,
 	fl.BoolVar(&f.DebugFUSE, "debug-fuse", false, "log every FUSE request")
 	fl.MarkHidden("debug-fuse")
 	addLogFlags(cmd, &f.partsFlags, "info")
+	registerFlagCompletions(cmd)
 	return cmd
 }
 
