@@ -88,6 +88,8 @@ type MountConfig struct {
 	// sequential read(2) then reaches the server as several MaxRead-sized
 	// READs in flight. Negative leaves the kernel's default.
 	KernelReadahead int
+	// NoExec mounts noexec: no program in the mount can be executed.
+	NoExec bool
 	// Debug logs every FUSE request (go-fuse's debug output).
 	Debug bool
 }
@@ -110,6 +112,10 @@ func (r *Root) fuseOptions(mc MountConfig) *gofs.Options {
 		// mode and owner (a root-owned 0600 file in an image stays root's).
 		// regfs does no permission checks of its own.
 		opts = append(opts, "default_permissions")
+	}
+	if mc.NoExec {
+		// go-fuse turns it into MS_NOEXEC for mount(2), fusermount3 too.
+		opts = append(opts, "noexec")
 	}
 	return &gofs.Options{
 		// Every node kind sets its own timeouts: long for content by

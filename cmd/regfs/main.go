@@ -53,7 +53,9 @@ is downloaded until it is read, and then only the byte ranges read.`,
 	}
 	// --version prints what `regfs version` prints.
 	root.SetVersionTemplate(versionText())
-	root.AddCommand(newMountCommand(), newPrefetchCommand(), newCacheCommand(), newVersionCommand())
+	root.AddCommand(newMountCommand(), newPrefetchCommand(), newCacheCommand(), newVersionCommand(), newManCommand())
+	// A wrong flag or flag value is a usage error (exit status 2).
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root
 }
 
@@ -69,8 +71,12 @@ func newVersionCommand() *cobra.Command {
 }
 
 func main() {
-	if err := newRootCommand().Execute(); err != nil {
+	root := newRootCommand()
+	if args, ok := mountHelperArgs(root, os.Args[1:]); ok {
+		root.SetArgs(args)
+	}
+	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "regfs: %v\n", err)
-		os.Exit(1)
+		os.Exit(exitStatus(err))
 	}
 }

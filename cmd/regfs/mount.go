@@ -27,6 +27,7 @@ type mountFlags struct {
 	Timeout    duration `json:"timeout"`
 	AllowOther bool     `json:"allow_other"`
 	NonEmpty   bool     `json:"allow_non_empty"`
+	NoExec     bool     `json:"noexec"`
 	Daemon     bool     `json:"daemon"`
 	DebugFUSE  bool     `json:"debug_fuse"`
 }
@@ -35,6 +36,7 @@ const readyFDEnv = "REGFS_READY_FD"
 
 func newMountCommand() *cobra.Command {
 	var f mountFlags
+	var options []string
 	cmd := &cobra.Command{
 		Use:   "mount [flags] REGISTRY MOUNTPOINT",
 		Short: "Mount a registry on MOUNTPOINT",
@@ -54,7 +56,17 @@ The tree:
   MOUNTPOINT/<repo>/_digests/sha256-<hex>/
 
 Names the registry's catalog does not list still resolve when looked up.
-Unmount with "fusermount3 -u MOUNTPOINT", or stop regfs with Ctrl-C/SIGTERM.`,
+Unmount with "fusermount3 -u MOUNTPOINT", or stop regfs with Ctrl-C/SIGTERM.
+
+Every flag is also a mount option: -o cache_size=1G,allow_other,plain_http
+(underscores for dashes; a boolean alone sets it). Options apply after flags.
+Generic mount options (ro, nofail, _netdev, auto, noauto, user, users,
+defaults, x-*, dev, suid, exec, noatime, ...) are accepted and change nothing:
+regfs always mounts read-only, nosuid and nodev; rw is refused. So regfs works
+as "mount -t fuse.regfs REGISTRY MOUNTPOINT -o ro,..." and in /etc/fstab:
+  REGISTRY  /mnt/reg  fuse.regfs  ro,nofail,_netdev,allow_other  0 0
+With $NOTIFY_SOCKET set (a systemd Type=notify service), regfs sends READY=1
+once the mount answers and STOPPING=1 when it goes.`,
 		Example: `  # Docker Hub (no catalog: look names up directly)
   regfs mount docker.io /mnt/hub &
   cat /mnt/hub/library/alpine:3.19/config.json
@@ -65,14 +77,26 @@ Unmount with "fusermount3 -u MOUNTPOINT", or stop regfs with Ctrl-C/SIGTERM.`,
   # A local registry over plain HTTP
   regfs mount --plain-http localhost:5000 /mnt/local
   tar -tvf /mnt/local/myapp:latest/layers/*/layer.tar
-  fusermount3 -u /mnt/local`,
+  fusermount3 -u /mnt/local
+
+  # As mount(8) and fstab do it (regfs in /usr/local/bin or /usr/bin)
+  mount -t fuse.regfs ghcr.io /mnt/ghcr -o ro,allow_other,cache_size=1G`,
 		Args: cobra.ExactArgs(2),
+		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+			if len(args) == 1 {
+				return nil, cobra.ShellCompDirectiveFilterDirs
+			}
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := f.validate(); err != nil {
+			if err := applyMountOptions(cmd.Flags(), options); err != nil {
 				return err
 			}
+			if err := f.validate(); err != nil {
+				return usageError{err}
+			}
 			if err := checkRegistryArg(args[0]); err != nil {
-				return err
+				return usageError{err}
 			}
 			if err := regfs.CheckMountpoint(args[1], f.NonEmpty); err != nil {
 				return err
@@ -90,10 +114,13 @@ Unmount with "fusermount3 -u MOUNTPOINT", or stop regfs with Ctrl-C/SIGTERM.`,
 	fl.Var(&f.Timeout, "timeout", "bound on any one filesystem operation (1s to 24h)")
 	fl.BoolVar(&f.AllowOther, "allow-other", false, "let other users read the mount (non-root needs user_allow_other in /etc/fuse.conf)")
 	fl.BoolVar(&f.NonEmpty, "allow-non-empty", false, "mount over a directory that has files (hidden while mounted)")
+	fl.BoolVar(&f.NoExec, "noexec", false, "mount noexec: no program in the mount can be executed")
 	fl.BoolVar(&f.Daemon, "daemon", false, "run in the background; return once the mount answers")
+	fl.StringArrayVarP(&options, "options", "o", nil, "mount options, comma-separated: any flag as name_with_underscores[=value], generic ones (ro, nofail, _netdev, ...) ignored")
 	fl.BoolVar(&f.DebugFUSE, "debug-fuse", false, "log every FUSE request")
 	fl.MarkHidden("debug-fuse")
 	addLogFlags(cmd, &f.partsFlags, "info")
+	registerFlagCompletions(cmd)
 	return cmd
 }
 
@@ -141,7 +168,7 @@ func runMount(ctx context.Context, f mountFlags, host, mountpoint string) (err e
 	if err != nil {
 		return err
 	}
-	server, err := root.Mount(mountpoint, regfs.MountConfig{AllowOther: f.AllowOther, AllowNonEmpty: f.NonEmpty, Debug: f.DebugFUSE})
+	server, err := root.Mount(mountpoint, regfs.MountConfig{AllowOther: f.AllowOther, AllowNonEmpty: f.NonEmpty, NoExec: f.NoExec, Debug: f.DebugFUSE})
 	if err != nil {
 		return fmt.Errorf("mount %s on %s: %w", host, mountpoint, err)
 	}
@@ -151,6 +178,7 @@ func runMount(ctx context.Context, f mountFlags, host, mountpoint string) (err e
 		ready.Close()
 		ready = nil
 	}
+	notifyReady(mountpoint, host, log)
 	serve(server, mountpoint, log)
 	log.WithField("mountpoint", mountpoint).Info("unmounted")
 	return nil
@@ -169,9 +197,11 @@ func serve(server *fuse.Server, mountpoint string, log logrus.FieldLogger) {
 	}()
 	select {
 	case <-done:
+		notifyStopping(log)
 		return
 	case s := <-sigs:
 		log.WithField("signal", s.String()).Info("unmounting")
+		notifyStopping(log)
 	}
 	if err := server.Unmount(); err != nil {
 		// Busy (a file is open, a shell is cd'ed in): detach now, the
@@ -247,15 +277,45 @@ func daemonize(mountpoint string) error {
 		return errors.New(strings.TrimSpace(string(msg)))
 	}
 	proc.Release()
-	// The mount answers through the kernel: a statfs reaches the daemon.
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(mountpoint, &st); err != nil {
-		return fmt.Errorf("daemon mounted, but %s does not answer: %w", mountpoint, err)
-	}
-	if st.Type != fuseSuperMagic {
-		return fmt.Errorf("daemon reported ready, but %s is not a FUSE mount", mountpoint)
+	if err := checkMountAnswers(mountpoint); err != nil {
+		return fmt.Errorf("daemon reported ready, but %w", err)
 	}
 	return nil
+}
+
+// checkMountAnswers checks that mountpoint is a FUSE mount that answers: a
+// statfs goes through the kernel to the server.
+func checkMountAnswers(mountpoint string) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(mountpoint, &st); err != nil {
+		return fmt.Errorf("%s does not answer: %w", mountpoint, err)
+	}
+	if st.Type != fuseSuperMagic {
+		return fmt.Errorf("%s is not a FUSE mount", mountpoint)
+	}
+	return nil
+}
+
+// notifyReady tells a service manager waiting on $NOTIFY_SOCKET that the
+// mount is up, once it answers; a failure is logged, the mount stays.
+func notifyReady(mountpoint, host string, log logrus.FieldLogger) {
+	if os.Getenv(notifySocketEnv) == "" {
+		return
+	}
+	if err := checkMountAnswers(mountpoint); err != nil {
+		log.WithError(err).Error("not notifying the service manager: the mount does not answer")
+		return
+	}
+	if err := notifyServiceManager("READY=1\nSTATUS=serving " + host + " on " + mountpoint); err != nil {
+		log.WithError(err).Warn("service manager not notified")
+	}
+}
+
+// notifyStopping tells a service manager the mount is going away.
+func notifyStopping(log logrus.FieldLogger) {
+	if err := notifyServiceManager("STOPPING=1"); err != nil {
+		log.WithError(err).Warn("service manager not notified")
+	}
 }
 
 const fuseSuperMagic = 0x65735546

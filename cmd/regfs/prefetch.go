@@ -75,6 +75,7 @@ down after retries) ends the command with a non-zero status.`,
 	addPartsFlags(cmd, &f.partsFlags)
 	cmd.Flags().BoolVarP(&f.Quiet, "quiet", "q", false, "print nothing but errors")
 	addLogFlags(cmd, &f.partsFlags, "warn")
+	registerFlagCompletions(cmd)
 	return cmd
 }
 
