@@ -83,8 +83,8 @@ type imageDir struct {
 	t     *tree
 	mpath string
 	img   *registry.Image // pinned; nil when reached by tag
-	repo  string          // by tag: the repository and tag
-	tag   string
+	repo  string          // by tag: the repository and tag (at the mount
+	tag   string          // root, a digest until Root.Resolve pins it)
 }
 
 var (
@@ -125,13 +125,17 @@ func (n *imageDir) image(ctx context.Context) (*registry.Image, error) {
 }
 
 // children lists img's entries; names under a tag point to the tag's
-// current image, so their entries keep only for the tag TTL.
+// current image, so their entries keep only for the tag TTL. At the mount
+// root, .regfs/ is one of them.
 func (n *imageDir) children(img *registry.Image) []child {
 	cs := imageChildren(n.t, img, n.mpath)
 	if n.img == nil {
 		for i := range cs {
 			cs[i].entryTTL = n.t.tagTTL
 		}
+	}
+	if n.IsRoot() && n.t.status != nil {
+		cs = append(cs, n.t.statusChild())
 	}
 	return cs
 }
