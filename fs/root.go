@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sort"
 	"strings"
 	"syscall"
@@ -69,19 +68,19 @@ const rootImagePath = "."
 // Resolve asks the registry for what the root names, so that a mount of a
 // repository or image that does not exist can be refused before mounting:
 // the repository's tag list, or the image's manifest (a digest is pinned
-// here). The whole registry needs nothing. Errors wrap the registry's
-// (registry.ErrNotFound for a name that does not exist).
+// here). The whole registry needs nothing. Errors are the registry
+// client's, which name the reference (registry.ErrNotFound for a name
+// that does not exist).
 func (r *Root) Resolve(ctx context.Context) error {
 	t := r.t
 	switch top := r.top.(type) {
 	case *tagsDir:
-		if _, err := t.meta.Tags(ctx, top.repo); err != nil {
-			return fmt.Errorf("repository %s: %w", r.source, err)
-		}
+		_, err := t.meta.Tags(ctx, top.repo)
+		return err
 	case *imageDir:
 		img, err := t.meta.Resolve(ctx, top.repo, top.tag, t.platform)
 		if err != nil {
-			return fmt.Errorf("image %s: %w", r.source, err)
+			return err
 		}
 		if isDigestRef(top.tag) {
 			top.img = img

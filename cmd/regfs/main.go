@@ -4,6 +4,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -68,9 +69,18 @@ func newVersionCommand() *cobra.Command {
 	}
 }
 
+// usageError is a command line that cannot mean anything (a malformed
+// reference): regfs exits 2 for it, 1 for anything that failed at run time.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "regfs: %v\n", err)
+		if errors.As(err, new(usageError)) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }
