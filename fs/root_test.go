@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/regfs/regfs/registry"
 )
@@ -142,5 +143,37 @@ func TestOptionsRefuseBadScopes(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("NewRoot %q %q: got %v, want an error with %q", tc.repo, tc.ref, err, tc.want)
 		}
+	}
+}
+
+// A tag root follows the tag once the tag TTL has passed; a digest root
+// stays pinned.
+func TestRootTagFollows(t *testing.T) {
+	h := newHarness(t, nil)
+	old := h.small.img.ManifestDigest.String()
+	root := func(ref string) *harness {
+		s := *h
+		s.root = h.newRoot(h.root.t.s, func(o *Options) {
+			o.TagTTL = time.Nanosecond // every answer about a tag is stale at once
+			o.Repository, o.Reference = "test/small", ref
+		})
+		return &s
+	}
+	byTag, byDigest := root("latest"), root(old)
+	if err := byDigest.root.Resolve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(byTag.readFile("rootfs/etc/os-release")); got != "NAME=small\n" {
+		t.Fatalf("before the push: got %q, want NAME=small", got)
+	}
+	moved := h.c.addImage(t, "test/small", "latest", amd64, []testFile{{name: "etc/", typ: '5'}, {name: "etc/os-release", body: "NAME=moved\n"}})
+	if got := string(byTag.readFile("rootfs/etc/os-release")); got != "NAME=moved\n" {
+		t.Errorf("tag root after the tag moved: got %q, want NAME=moved", got)
+	}
+	if got := string(byTag.readFile("manifest.json")); got != string(moved.img.Manifest) {
+		t.Errorf("tag root manifest.json after the tag moved: got the old one, want the new one")
+	}
+	if got := string(byDigest.readFile("rootfs/etc/os-release")); got != "NAME=small\n" {
+		t.Errorf("digest root after the tag moved: got %q, want NAME=small", got)
 	}
 }
