@@ -4,6 +4,8 @@
 // manifest.json, index.json, platforms/, config.json, json, ancestry and
 // layers/<id>/{json,blob,layer.tar,digest}. A listing costs what it shows:
 // the catalog for a directory of repositories, the tag list for _tags/.
+// With Options.Repository the root is one repository (its tags) or, with
+// Options.Reference, one image directory.
 //
 // It turns each FUSE operation into calls on the parts below it, all
 // reached through one session.Session: metadata through its registry.Client

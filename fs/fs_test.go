@@ -58,17 +58,23 @@ func newHarness(t *testing.T, tweak func(*Options)) *harness {
 	c.addImage(t, "alpine", "3", amd64, []testFile{{name: "a", body: "a"}})
 	c.addImage(t, "test/deep/nested/repo", "v1", amd64, []testFile{{name: "d", body: "d"}})
 
-	opts := Options{Session: newSession(t, session.Options{Client: c}), Platform: amd64, Log: quietLog()}
+	h.root = h.newRoot(newSession(t, session.Options{Client: c}), tweak)
+	return h
+}
+
+// newRoot is a root over s, with the harness's options changed by tweak.
+func (h *harness) newRoot(s *session.Session, tweak func(*Options)) *Root {
+	h.t.Helper()
+	opts := Options{Session: s, Platform: amd64, Log: quietLog()}
 	if tweak != nil {
 		tweak(&opts)
 	}
 	root, err := NewRoot(opts)
 	if err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
-	gofs.NewNodeFS(root, &gofs.Options{})
-	h.root = root
-	return h
+	gofs.NewNodeFS(root.top, &gofs.Options{})
+	return root
 }
 
 // newSession wires o as a mount does (index builds detached).
@@ -84,7 +90,7 @@ func newSession(t *testing.T, o session.Options) *session.Session {
 
 func (h *harness) walk(path string) (*gofs.Inode, fuse.EntryOut, syscall.Errno) {
 	h.t.Helper()
-	in := &h.root.Inode
+	in := h.root.top.EmbeddedInode()
 	var out fuse.EntryOut
 	for _, name := range strings.Split(strings.Trim(path, "/"), "/") {
 		if name == "" {

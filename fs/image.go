@@ -85,7 +85,8 @@ type imageDir struct {
 	mpath string
 	img   *registry.Image // pinned; nil when reached by tag
 	repo  string          // by tag: the repository
-	tag   string          // the tag that reached it (or its index), if any
+	tag   string          // the tag that reached it (or its index), if any;
+	// at the mount root, a digest until Root.Resolve pins it
 }
 
 var (
@@ -126,13 +127,17 @@ func (n *imageDir) image(ctx context.Context) (*registry.Image, error) {
 }
 
 // children lists img's entries; names under a tag point to the tag's
-// current image, so their entries keep only for the tag TTL.
+// current image, so their entries keep only for the tag TTL. At the mount
+// root, .regfs/ is one of them.
 func (n *imageDir) children(img *registry.Image) []child {
 	cs := imageChildren(n.t, img, n.mpath, n.tag)
 	if n.img == nil {
 		for i := range cs {
 			cs[i].entryTTL = n.t.tagTTL
 		}
+	}
+	if n.IsRoot() && n.t.status != nil {
+		cs = append(cs, n.t.statusChild())
 	}
 	return cs
 }

@@ -2,7 +2,9 @@ package fs
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -49,6 +51,14 @@ type Options struct {
 	Log logrus.FieldLogger
 	// Status, when set, is shown as the hidden .regfs/ directory.
 	Status *Status
+	// Repository, when set, makes the mount root that one repository
+	// instead of the registry: its tags as <tag>/ and, resolved on lookup,
+	// its manifests as <alg>:<hex>/. Default "": the whole registry.
+	Repository string
+	// Reference, a tag or a digest of Repository, makes the mount root
+	// that image's directory: a tag is followed as <repo>:<tag>/ follows
+	// it (TagTTL), a digest pins. Needs Repository. Default "".
+	Reference string
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -66,6 +76,21 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
+	}
+	if o.Repository != "" {
+		for _, c := range strings.Split(o.Repository, "/") {
+			if !componentRE.MatchString(c) {
+				return o, fmt.Errorf("fs: Options.Repository %q: bad path component %q", o.Repository, c)
+			}
+		}
+	}
+	if o.Reference != "" {
+		if o.Repository == "" {
+			return o, fmt.Errorf("fs: Options.Reference %q needs Options.Repository", o.Reference)
+		}
+		if !tagRE.MatchString(o.Reference) && !digestRE.MatchString(o.Reference) {
+			return o, fmt.Errorf("fs: Options.Reference %q: want a tag or a sha256/sha512 digest", o.Reference)
+		}
 	}
 	return o, nil
 }
@@ -133,7 +158,7 @@ func (r *Root) fuseOptions(mc MountConfig) *gofs.Options {
 		// uid 0, and a root-owned file in an image must stay root's when
 		// a user mounts. The tree's own nodes name their owner (mountOwner).
 		MountOptions: fuse.MountOptions{
-			FsName:     t.host,
+			FsName:     r.source,
 			Name:       "regfs",
 			AllowOther: mc.AllowOther,
 			Options:    opts,
@@ -160,7 +185,7 @@ func (r *Root) Mount(mountpoint string, mc MountConfig) (*fuse.Server, error) {
 	if err := CheckMountpoint(mountpoint, mc.AllowNonEmpty); err != nil {
 		return nil, err
 	}
-	server, err := gofs.Mount(mountpoint, r, r.fuseOptions(mc))
+	server, err := gofs.Mount(mountpoint, r.top, r.fuseOptions(mc))
 	if err != nil {
 		return nil, err
 	}

@@ -16,9 +16,12 @@ import (
 )
 
 // Root is the root directory of a mount: the registry's top-level
-// repository path components.
+// repository path components or, with Options.Repository, that one
+// repository's tags or, with Options.Reference too, that image's directory.
 type Root struct {
-	pathDir
+	t      *tree
+	top    node   // the node shown at the mount root
+	source string // what is mounted, for the mount table: host[/repo[:tag|@digest]]
 }
 
 // NewRoot builds the tree over opts.Session; it does no I/O.
@@ -40,7 +43,50 @@ func NewRoot(opts Options) (*Root, error) {
 		started:   time.Now(),
 		layers:    map[*session.Layer]*layerRef{},
 	}
-	return &Root{pathDir{t: t}}, nil
+	r := &Root{t: t, source: t.host}
+	switch repo, ref := opts.Repository, opts.Reference; {
+	case repo == "":
+		r.top = &pathDir{t: t}
+	case ref == "":
+		r.source += "/" + repo
+		r.top = &tagsDir{t: t, repo: repo}
+	default:
+		// A digest is resolved like a tag until Resolve pins it.
+		sep := ":"
+		if digestRE.MatchString(ref) {
+			sep = "@"
+		}
+		r.source += "/" + repo + sep + ref
+		r.top = &imageDir{t: t, mpath: rootImagePath, repo: repo, tag: ref}
+	}
+	return r, nil
+}
+
+// rootImagePath is the mount path of an image shown at the mount root.
+const rootImagePath = "."
+
+// Resolve asks the registry for what the root names, so that a mount of a
+// repository or image that does not exist can be refused before mounting:
+// the repository's tag list, or the image's manifest (a digest is pinned
+// here). The whole registry needs nothing. Errors are the registry
+// client's, which name the reference (registry.ErrNotFound for a name
+// that does not exist).
+func (r *Root) Resolve(ctx context.Context) error {
+	t := r.t
+	switch top := r.top.(type) {
+	case *tagsDir:
+		_, err := t.meta.Tags(ctx, top.repo)
+		return err
+	case *imageDir:
+		img, err := t.meta.Resolve(ctx, top.repo, top.tag, t.platform)
+		if err != nil {
+			return err
+		}
+		if isDigestRef(top.tag) {
+			top.img = img
+		}
+	}
+	return nil
 }
 
 // pathDir is a repository path prefix (the root has prefix ""). It lists

@@ -12,7 +12,9 @@ import (
 // tagsDir is <repo>/_tags/: one image directory per tag, the same image
 // directory as <repo>:<tag>/ under a path without a colon. Listing it costs
 // the tag list, and `ls -l` of it nothing more: a tag's directory resolves
-// its image only when read.
+// its image only when read. At the mount root (a repository mount) it also
+// holds .regfs/ and resolves <alg>:<hex>/ names by digest, never listed; a
+// tag cannot hold ':' or start with '.', so neither clashes with a tag.
 type tagsDir struct {
 	gofs.Inode
 	t    *tree
@@ -41,6 +43,16 @@ func (n *tagsDir) mpath(tag string) string { return n.repo + "/" + tagsDirName +
 
 func (n *tagsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	t := n.t
+	if n.IsRoot() {
+		if name == statusDirName && t.status != nil {
+			return t.lookupChild(ctx, &n.Inode, t.statusChild(), out)
+		}
+		if digestRE.MatchString(name) {
+			ctx, cancel := t.opCtx(ctx)
+			defer cancel()
+			return t.lookupDigest(ctx, &n.Inode, name, n.repo+"@"+name, n.repo, name, out)
+		}
+	}
 	// Every name of a listing is looked up next (READDIRPLUS, ls -l): the
 	// cached tag list answers those without I/O, so without a timeout.
 	if !tagRE.MatchString(name) {
@@ -73,6 +85,9 @@ func (n *tagsDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	}
 	if bad > 0 {
 		t.log.WithField("repo", n.repo).Warnf("the registry lists %d tags that are not valid tag names; not shown", bad)
+	}
+	if n.IsRoot() && t.status != nil {
+		cs = append(cs, t.statusChild())
 	}
 	return t.dirStream(&n.Inode, cs), 0
 }

@@ -52,6 +52,35 @@ func FuzzParseReference(f *testing.F) {
 	})
 }
 
+// FuzzParseRegistryOrReference: any string is a registry alone, a
+// reference that prints back to itself, or a ReferenceError.
+func FuzzParseRegistryOrReference(f *testing.F) {
+	for _, s := range []string{
+		"127.0.0.1:5000", "ghcr.io/", "alpine", "alpine:3.19", "node:20", "[::1]:5000", "docker.io/alpine",
+		"127.0.0.1:5000/test/small@sha256:" + strings.Repeat("a", 64), "host:99999", "a/", "/", "@x",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ref, err := ParseRegistryOrReference(s)
+		if err != nil {
+			if !errors.As(err, new(*ReferenceError)) {
+				t.Fatalf("ParseRegistryOrReference(%q): error %T is not a ReferenceError", s, err)
+			}
+			return
+		}
+		if ref.Repository == "" {
+			if ref.Registry == "" || ref.Tag != "" || ref.Digest != "" || strings.Contains(ref.Registry, "/") {
+				t.Fatalf("ParseRegistryOrReference(%q): %+v: want a registry alone", s, ref)
+			}
+			return
+		}
+		if back, err := ParseReference(ref.String(), ""); err != nil || back != ref {
+			t.Fatalf("ParseRegistryOrReference(%q) = %+v, prints %q, which parses to %+v, %v", s, ref, ref.String(), back, err)
+		}
+	})
+}
+
 // fuzzRegistry serves one repository "r" whose tag "t" is top, any digest
 // of child or top the child or top (the child's media type from its body),
 // and the config blob by its digest. In top and child "@CONFIG@" stands for

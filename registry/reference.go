@@ -190,6 +190,21 @@ func ParseReference(s, defaultRegistry string) (Reference, error) {
 	return ref, nil
 }
 
+// ParseRegistryOrReference reads what `regfs mount` takes: a registry
+// host[:port] alone (a Reference with no Repository), or an image or
+// repository reference in docker's syntax, Docker Hub by default. Without a
+// '/' (one trailing '/' aside), s is a registry whenever it is a valid
+// host[:port], so "ghcr.io", "localhost:5000", "alpine" and "node:20" are
+// registries; "alpine:3.19" (a tag that is not a port) and "alpine@<digest>"
+// are Docker Hub's. Write "library/node:20" or "docker.io/node:20" for
+// Docker Hub's node:20.
+func ParseRegistryOrReference(s string) (Reference, error) {
+	if host := strings.TrimSuffix(s, "/"); !strings.ContainsAny(host, "/@") && host != "" && checkRegistryHost(host) == nil {
+		return Reference{Registry: host}, nil
+	}
+	return ParseReference(s, DockerHub)
+}
+
 // splitDomain splits off a registry host the way docker does.
 func splitDomain(name string) (domain, path string) {
 	i := strings.IndexByte(name, '/')

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 )
 
 const hexA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -134,5 +136,60 @@ func TestParseReferenceErrors(t *testing.T) {
 				t.Errorf("message %q does not name the %s", err, tt.part)
 			}
 		})
+	}
+}
+
+func TestParseRegistryOrReference(t *testing.T) {
+	dgst := "sha256:" + hexA
+	for _, tc := range []struct {
+		in   string
+		want Reference // the zero Reference: an error
+	}{
+		// A registry alone, as regfs mount always took it.
+		{"127.0.0.1:5000", Reference{Registry: "127.0.0.1:5000"}},
+		{"ghcr.io", Reference{Registry: "ghcr.io"}},
+		{"ghcr.io/", Reference{Registry: "ghcr.io"}},
+		{"docker.io", Reference{Registry: "docker.io"}},
+		{"localhost", Reference{Registry: "localhost"}},
+		{"[::1]:5000", Reference{Registry: "[::1]:5000"}},
+		// No '/': a registry whenever it can be one.
+		{"alpine", Reference{Registry: "alpine"}},
+		{"node:20", Reference{Registry: "node:20"}},
+		{"registry:5000", Reference{Registry: "registry:5000"}},
+		// ... and Docker Hub's otherwise.
+		{"alpine:3.19", Reference{Registry: "docker.io", Repository: "library/alpine", Tag: "3.19"}},
+		{"alpine:latest", Reference{Registry: "docker.io", Repository: "library/alpine", Tag: "latest"}},
+		{"host:99999", Reference{Registry: "docker.io", Repository: "library/host", Tag: "99999"}}, // no such port
+		{"alpine@" + dgst, Reference{Registry: "docker.io", Repository: "library/alpine", Digest: digest.Digest(dgst)}},
+		// A first component without '.' or ':' that is not localhost is a
+		// Docker Hub path.
+		{"library/node:20", Reference{Registry: "docker.io", Repository: "library/node", Tag: "20"}},
+		{"user/app", Reference{Registry: "docker.io", Repository: "user/app"}},
+		{"docker.io/alpine", Reference{Registry: "docker.io", Repository: "library/alpine"}},
+		{"docker.io/alpine:3.19", Reference{Registry: "docker.io", Repository: "library/alpine", Tag: "3.19"}},
+		{"index.docker.io/alpine", Reference{Registry: "docker.io", Repository: "library/alpine"}},
+		// Anything with a host is that host's.
+		{"127.0.0.1:5000/test/small", Reference{Registry: "127.0.0.1:5000", Repository: "test/small"}},
+		{"127.0.0.1:5000/test/small:latest", Reference{Registry: "127.0.0.1:5000", Repository: "test/small", Tag: "latest"}},
+		{"127.0.0.1:5000/test/small@" + dgst, Reference{Registry: "127.0.0.1:5000", Repository: "test/small", Digest: digest.Digest(dgst)}},
+		{"localhost/app:v1", Reference{Registry: "localhost", Repository: "app", Tag: "v1"}},
+		{"registry:5000/app", Reference{Registry: "registry:5000", Repository: "app"}},
+		// Malformed.
+		{"", Reference{}},
+		{"/", Reference{}},
+		{"http://ghcr.io", Reference{}},
+		{"ghcr.io//x", Reference{}},
+		{"127.0.0.1:5000/Test", Reference{}},
+		{"127.0.0.1:5000/test/small:", Reference{}},
+		{"127.0.0.1:5000/test/small/", Reference{}},
+		{"alpine:3.19@sha256:12", Reference{}},
+	} {
+		got, err := ParseRegistryOrReference(tc.in)
+		switch {
+		case tc.want == Reference{} && err == nil:
+			t.Errorf("ParseRegistryOrReference(%q): got %+v, want an error", tc.in, got)
+		case tc.want != Reference{} && (err != nil || got != tc.want):
+			t.Errorf("ParseRegistryOrReference(%q): got %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	regfs "github.com/regfs/regfs/fs"
+	"github.com/regfs/regfs/registry"
 	"github.com/regfs/regfs/session"
 )
 
@@ -38,8 +39,8 @@ func newMountCommand() *cobra.Command {
 	var f mountFlags
 	var options []string
 	cmd := &cobra.Command{
-		Use:   "mount [flags] REGISTRY MOUNTPOINT",
-		Short: "Mount a registry on MOUNTPOINT",
+		Use:   "mount [flags] REGISTRY|REFERENCE MOUNTPOINT",
+		Short: "Mount a registry, a repository or one image on MOUNTPOINT",
 		Long: `Mount REGISTRY (host[:port], e.g. ghcr.io, docker.io or 127.0.0.1:5000) on
 MOUNTPOINT, read-only, and serve it until unmounted.
 
@@ -56,6 +57,20 @@ The tree:
   MOUNTPOINT/<repo>/_digests/sha256-<hex>/
 
 Names the registry's catalog does not list still resolve when looked up.
+
+Or mount one image, REFERENCE = [host[:port]/]repository:tag or @digest:
+its image directory is MOUNTPOINT itself (MOUNTPOINT/rootfs/etc/os-release).
+A tag is followed as it moves (--tag-ttl); a digest pins the image. A
+repository without tag or digest mounts its tags as MOUNTPOINT/<tag>/ and
+its manifests as MOUNTPOINT/sha256:<hex>/. The name is resolved before
+mounting: one that does not resolve is refused and nothing is mounted.
+
+An argument without '/' is a registry whenever it is a valid host[:port]
+(alpine, node:20 and registry:5000 are hosts); otherwise, as for docker, a
+reference whose first component has no '.' or ':' and is not localhost is
+on Docker Hub: alpine:3.19 is docker.io/library/alpine:3.19, and
+library/node:20 or docker.io/node:20 is Docker Hub's node:20.
+
 Unmount with "fusermount3 -u MOUNTPOINT", or stop regfs with Ctrl-C/SIGTERM.
 
 Every flag is also a mount option: -o cache_size=1G,allow_other,plain_http
@@ -70,6 +85,10 @@ once the mount answers and STOPPING=1 when it goes.`,
 		Example: `  # Docker Hub (no catalog: look names up directly)
   regfs mount docker.io /mnt/hub &
   cat /mnt/hub/library/alpine:3.19/config.json
+
+  # One image: its directory is the mount
+  regfs mount --daemon alpine:3.19 /mnt/alpine
+  cat /mnt/alpine/rootfs/etc/os-release
 
   # GHCR, an arm64 view of multi-platform images, in the background
   regfs mount --daemon --platform linux/arm64/v8 ghcr.io /mnt/ghcr
@@ -95,8 +114,9 @@ once the mount answers and STOPPING=1 when it goes.`,
 			if err := f.validate(); err != nil {
 				return usageError{err}
 			}
-			if err := checkRegistryArg(args[0]); err != nil {
-				return usageError{err}
+			src, err := parseMountSource(args[0])
+			if err != nil {
+				return err
 			}
 			if err := regfs.CheckMountpoint(args[1], f.NonEmpty); err != nil {
 				return err
@@ -104,7 +124,7 @@ once the mount answers and STOPPING=1 when it goes.`,
 			if f.Daemon && os.Getenv(readyFDEnv) == "" {
 				return daemonize(args[1])
 			}
-			return runMount(cmd.Context(), f, args[0], args[1])
+			return runMount(cmd.Context(), f, src, args[1])
 		},
 	}
 	addPartsFlags(cmd, &f.partsFlags)
@@ -124,8 +144,9 @@ once the mount answers and STOPPING=1 when it goes.`,
 	return cmd
 }
 
-// runMount mounts and serves until unmounted (exit 0) or a setup error.
-func runMount(ctx context.Context, f mountFlags, host, mountpoint string) (err error) {
+// runMount mounts src (a registry, or one repository or image of it) and
+// serves until unmounted (exit 0) or a setup error.
+func runMount(ctx context.Context, f mountFlags, src registry.Reference, mountpoint string) (err error) {
 	// In a daemon child, say how setup ended on the ready pipe.
 	ready := readyPipe()
 	defer func() {
@@ -141,6 +162,7 @@ func runMount(ctx context.Context, f mountFlags, host, mountpoint string) (err e
 	defer cancel()
 	// Index builds detached: a timed-out FUSE operation must not stop a
 	// pass the next one waits for.
+	host := src.Registry
 	p, err := newParts(setupCtx, f.partsFlags, host, partsUse{Options: session.Options{DetachIndexBuilds: true}, offline: true})
 	if err != nil {
 		return err
@@ -149,17 +171,27 @@ func runMount(ctx context.Context, f mountFlags, host, mountpoint string) (err e
 	defer p.Close()
 	log, client, cache := p.log, p.session.Client(), p.cache
 	started := time.Now()
+	// what is mounted: the registry, or one repository or image of it.
+	what, mounted, ident := host, "", ""
+	if src.Repository != "" {
+		what, mounted = src.String(), src.String()
+		if src.Tag != "" || src.Digest != "" {
+			ident = src.Identifier()
+		}
+	}
 	root, err := regfs.NewRoot(regfs.Options{
+		Repository: src.Repository, Reference: ident,
 		Session: p.session, Platform: p.platform,
 		TagTTL: time.Duration(f.TagTTL), OpTimeout: time.Duration(f.Timeout), Log: log,
 		Status: &regfs.Status{
 			Version: versionString(),
 			Config: struct {
 				Registry   string `json:"registry"`
+				Mounted    string `json:"mounted,omitempty"` // the reference, for one repository or image
 				Mountpoint string `json:"mountpoint"`
 				API        string `json:"api_in_use"`
 				mountFlags
-			}{host, mountpoint, client.API(), f},
+			}{host, mounted, mountpoint, client.API(), f},
 			Stats: func() any {
 				return map[string]any{"uptime_seconds": int64(time.Since(started).Seconds()), "cache": cache.Stats()}
 			},
@@ -168,17 +200,20 @@ func runMount(ctx context.Context, f mountFlags, host, mountpoint string) (err e
 	if err != nil {
 		return err
 	}
+	if err := root.Resolve(setupCtx); err != nil {
+		return mountResolveError(src, err)
+	}
 	server, err := root.Mount(mountpoint, regfs.MountConfig{AllowOther: f.AllowOther, AllowNonEmpty: f.NonEmpty, NoExec: f.NoExec, Debug: f.DebugFUSE})
 	if err != nil {
-		return fmt.Errorf("mount %s on %s: %w", host, mountpoint, err)
+		return fmt.Errorf("mount %s on %s: %w", what, mountpoint, err)
 	}
-	log.WithFields(logrus.Fields{"registry": host, "mountpoint": mountpoint, "api": client.API()}).Info("mounted")
+	log.WithFields(logrus.Fields{"mounted": what, "mountpoint": mountpoint, "api": client.API()}).Info("mounted")
 	if ready != nil {
 		fmt.Fprintln(ready, "ok")
 		ready.Close()
 		ready = nil
 	}
-	notifyReady(mountpoint, host, log)
+	notifyReady(mountpoint, what, log)
 	serve(server, mountpoint, log)
 	log.WithField("mountpoint", mountpoint).Info("unmounted")
 	return nil
@@ -298,7 +333,7 @@ func checkMountAnswers(mountpoint string) error {
 
 // notifyReady tells a service manager waiting on $NOTIFY_SOCKET that the
 // mount is up, once it answers; a failure is logged, the mount stays.
-func notifyReady(mountpoint, host string, log logrus.FieldLogger) {
+func notifyReady(mountpoint, what string, log logrus.FieldLogger) {
 	if os.Getenv(notifySocketEnv) == "" {
 		return
 	}
@@ -306,7 +341,7 @@ func notifyReady(mountpoint, host string, log logrus.FieldLogger) {
 		log.WithError(err).Error("not notifying the service manager: the mount does not answer")
 		return
 	}
-	if err := notifyServiceManager("READY=1\nSTATUS=serving " + host + " on " + mountpoint); err != nil {
+	if err := notifyServiceManager("READY=1\nSTATUS=serving " + what + " on " + mountpoint); err != nil {
 		log.WithError(err).Warn("service manager not notified")
 	}
 }
@@ -320,21 +355,37 @@ func notifyStopping(log logrus.FieldLogger) {
 
 const fuseSuperMagic = 0x65735546
 
-// checkRegistryArg catches the REGISTRY forms people try that are not
-// host[:port] (a URL, an image reference) and says what to type instead;
-// registry.New checks the host itself.
-func checkRegistryArg(arg string) error {
+// mountResolveError says in one line why src, a repository or image,
+// cannot be mounted.
+func mountResolveError(src registry.Reference, err error) error {
+	kind := "image"
+	if src.Tag == "" && src.Digest == "" {
+		kind = "repository"
+	}
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return fmt.Errorf("no %s %s, nothing mounted: %w", kind, src, err)
+	case errors.Is(err, registry.ErrUnauthorized):
+		return fmt.Errorf("%s %s: the registry refused access (credentials come from ~/.docker/config.json), nothing mounted: %w", kind, src, err)
+	}
+	return fmt.Errorf("%s %s, nothing mounted: %w", kind, src, err)
+}
+
+// parseMountSource reads the REGISTRY or REFERENCE argument of mount
+// (registry.ParseRegistryOrReference). A malformed one is a usage error;
+// a URL gets a hint of what to type instead.
+func parseMountSource(arg string) (registry.Reference, error) {
 	if i := strings.Index(arg, "://"); i >= 0 {
 		rest := strings.TrimSuffix(arg[i+3:], "/")
 		hint := ""
 		if strings.HasPrefix(arg, "http://") {
 			hint = " (add --plain-http for plain HTTP to a registry that is not on loopback)"
 		}
-		return fmt.Errorf("REGISTRY %q: want host[:port] without a scheme: regfs mount %s MOUNTPOINT%s", arg, rest, hint)
+		return registry.Reference{}, usageError{fmt.Errorf("REGISTRY %q: want host[:port] without a scheme: regfs mount %s MOUNTPOINT%s", arg, rest, hint)}
 	}
-	if i := strings.IndexByte(arg, '/'); i >= 0 {
-		host, image := arg[:i], arg[i+1:]
-		return fmt.Errorf("REGISTRY %q: want host[:port], not an image: mount the registry (regfs mount %s MOUNTPOINT) and open MOUNTPOINT/%s/", arg, host, image)
+	src, err := registry.ParseRegistryOrReference(arg)
+	if err != nil {
+		return registry.Reference{}, usageError{err}
 	}
-	return nil
+	return src, nil
 }

@@ -226,7 +226,7 @@ func TestCLIRefusesBadMountpoints(t *testing.T) {
 		{"not empty", reg.Host, full, "is not empty"},
 		{"mounted already", reg.Host, busy, "is mounted already"},
 		{"URL as registry", "http://" + reg.Host, t.TempDir(), "want host[:port] without a scheme"},
-		{"image as registry", reg.Host + "/test/small:latest", t.TempDir(), "not an image"},
+		{"unknown image", reg.Host + "/test/small:nope", t.TempDir(), "no image " + reg.Host + "/test/small:nope, nothing mounted"},
 	} {
 		for _, daemon := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s daemon=%v", tc.name, daemon), func(t *testing.T) {
