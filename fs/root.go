@@ -51,6 +51,7 @@ func NewRoot(opts Options) (*Root, error) {
 // looked up (those resolve on lookup, as <component>@<digest> always did).
 type pathDir struct {
 	gofs.Inode
+	noXattrs
 	t      *tree
 	prefix string
 }

@@ -15,6 +15,7 @@ import (
 // its image only when read.
 type tagsDir struct {
 	gofs.Inode
+	noXattrs
 	t    *tree
 	repo string
 }
