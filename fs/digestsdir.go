@@ -16,6 +16,7 @@ import (
 // cost a manifest per tag.
 type digestsDir struct {
 	gofs.Inode
+	noXattrs
 	t    *tree
 	repo string
 }

@@ -23,6 +23,7 @@ import (
 // JSON, digests).
 type bytesFile struct {
 	gofs.Inode
+	noXattrs
 	data  []byte
 	mtime time.Time
 }
@@ -151,6 +152,7 @@ func readFull(ctx context.Context, readAt func(context.Context, []byte, int64) (
 // blobFile is a layer's stored bytes; reads are ranged through the cache.
 type blobFile struct {
 	gofs.Inode
+	noXattrs
 	ref   *layerRef
 	mtime time.Time
 }
@@ -291,6 +293,7 @@ func (h *blobHandle) Release(context.Context) syscall.Errno {
 // is told, and waiting would hold its first byte until the whole pass ends.
 type tarFile struct {
 	gofs.Inode
+	noXattrs
 	ref   *layerRef
 	mtime time.Time
 }

@@ -81,6 +81,7 @@ func (t *tree) lookupDigest(ctx context.Context, parent *gofs.Inode, name, mpath
 // answer cached for the tag TTL), and its attributes need no manifest.
 type imageDir struct {
 	gofs.Inode
+	noXattrs
 	t     *tree
 	mpath string
 	img   *registry.Image // pinned; nil when reached by tag

@@ -97,6 +97,7 @@ func (r *Root) Resolve(ctx context.Context) error {
 // looked up (those resolve on lookup, as <component>@<digest> always did).
 type pathDir struct {
 	gofs.Inode
+	noXattrs
 	t      *tree
 	prefix string
 }

@@ -112,6 +112,7 @@ func (n *statusDir) children() []child {
 // supported). stat shows the size of the content right now.
 type liveFile struct {
 	gofs.Inode
+	noXattrs
 	content func() []byte
 	mtime   time.Time
 }

@@ -17,6 +17,7 @@ import (
 // tag cannot hold ':' or start with '.', so neither clashes with a tag.
 type tagsDir struct {
 	gofs.Inode
+	noXattrs
 	t    *tree
 	repo string
 }

@@ -77,6 +77,7 @@ type node interface {
 // children method.
 type fixedDir struct {
 	gofs.Inode
+	noXattrs
 	t     *tree
 	mtime time.Time
 	list  func() []child

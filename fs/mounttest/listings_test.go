@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/regfs/regfs/registry/registrytest"
 )
@@ -188,5 +191,51 @@ func TestEndlessCatalog(t *testing.T) {
 	}
 	if pages := srv.Pages(); pages > 2000 {
 		t.Errorf("ls of an endless catalog: %d pages asked for, want the listing bounded", pages)
+	}
+}
+
+// TestLsLongAsksNoXattrs, with coreutils ls: regfs's own directories and
+// files answer getxattr with ENOTSUP, so `ls -l` stops asking after the
+// first entry (ENODATA made it ask every entry for security.selinux and
+// two POSIX ACLs: three FUSE round trips each, 15,000 for 5,000 tags); a
+// file of an image's rootfs still has xattrs to ask for (ENODATA).
+func TestLsLongAsksNoXattrs(t *testing.T) {
+	needFUSE(t)
+	ls, err := exec.LookPath("ls")
+	if err != nil {
+		t.Skipf("no ls: %v", err)
+	}
+	r := registrytest.StartRegistry(t, registrytest.WithInMemoryStorage())
+	ctx := context.Background()
+	const tags = 50
+	if err := registrytest.PushTinyRepos(ctx, registrytest.NewPusher(r), []string{"tagged/repo"}, numbered("v", tags), 8); err != nil {
+		t.Fatal(err)
+	}
+	l, err := registrytest.BuildLayer(registrytest.LayerSpec{Entries: []registrytest.Entry{registrytest.File("f", "x")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := registrytest.BuildImage(registrytest.ImageSpec{Layers: []*registrytest.Layer{l}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := registrytest.NewPusher(r).PushImage(ctx, "test/x", img, "latest"); err != nil {
+		t.Fatal(err)
+	}
+	mnt := mount(t, r.Host, mountOpts{})
+
+	out, err := exec.Command(ls, "-l", filepath.Join(mnt, "tagged/repo/_tags")).CombinedOutput()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err != nil || len(lines) != tags+1 || !strings.HasPrefix(lines[1], "dr-xr-xr-x") {
+		t.Errorf("ls -l _tags: %v, got %d lines (want total + %d), first %q", err, len(lines), tags, lines[:min(2, len(lines))])
+	}
+	buf := make([]byte, 256)
+	for _, p := range []string{"", "tagged", "tagged/repo", "tagged/repo/_tags", "tagged/repo/_tags/v00007", "test/x:latest", "test/x:latest/manifest.json"} {
+		if _, err := unix.Lgetxattr(filepath.Join(mnt, p), "security.selinux", buf); err != unix.ENOTSUP {
+			t.Errorf("getxattr security.selinux of /%s: got %v, want ENOTSUP", p, err)
+		}
+	}
+	if _, err := unix.Lgetxattr(filepath.Join(mnt, "test/x:latest/rootfs/f"), "security.selinux", buf); err != unix.ENODATA {
+		t.Errorf("getxattr security.selinux of a rootfs file: got %v, want ENODATA", err)
 	}
 }
