@@ -20,7 +20,7 @@ import (
 
 // pushZstdChunkedImage builds one zstd:chunked layer per entry list, lets
 // tamper change the blobs (their digests follow), and pushes the image.
-func pushZstdChunkedImage(t *testing.T, repo string, layers [][]registrytest.Entry, tamper func(*registrytest.Layer)) *registrytest.Image {
+func pushZstdChunkedImage(t testing.TB, repo string, layers [][]registrytest.Entry, tamper func(*registrytest.Layer)) *registrytest.Image {
 	t.Helper()
 	var built []*registrytest.Layer
 	for _, entries := range layers {
@@ -53,7 +53,7 @@ type zstdChunkedTOCEntry struct {
 
 // zstdChunkedTOC decodes a zstd:chunked blob's TOC through its position
 // annotation; it also returns the TOC's compressed size.
-func zstdChunkedTOC(t *testing.T, l *registrytest.Layer) ([]zstdChunkedTOCEntry, int64) {
+func zstdChunkedTOC(t testing.TB, l *registrytest.Layer) ([]zstdChunkedTOCEntry, int64) {
 	t.Helper()
 	pos := strings.Split(l.Annotations[registrytest.ZstdChunkedPositionAnnotation], ":")
 	off, _ := strconv.ParseInt(pos[0], 10, 64)
