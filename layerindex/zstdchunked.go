@@ -125,7 +125,8 @@ func (l *Layer) zstdChunkedPos(ctx context.Context) (pos zstdChunkedPos, found b
 		}
 		return pos, true, nil
 	}
-	if idx := l.loadedIndex(ctx); idx != nil && idx.Format != FormatZstd {
+	// A layer with a pass's index (persisted) reads through it: no footer read.
+	if idx := l.loadedIndex(ctx); idx != nil {
 		return pos, false, nil
 	}
 	if f, err := l.Format(ctx); err != nil || f != FormatZstd {
