@@ -3,7 +3,6 @@ package layerindex
 import (
 	"sync/atomic"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/regfs/regfs/blobio"
 
 	"archive/tar"
@@ -27,28 +26,13 @@ import (
 // hold (the target is in a layer below). Every chunk is still checked
 // against its TOC digest, and the TOC against the annotation when given.
 type stargzLayer struct {
-	src        blobSource                   // the blob the chunks are read from
-	chunkCache *lru.Cache[chunkKey, []byte] // verified chunks, the Manager's
-	index      *Index
-	chunks     map[string][]stargzChunk // regular file → its chunks, by FileOff
-	tocEntry   *Entry                   // stargz.index.json itself, the tar's last entry
-	tocOff     int64
-	tail       []byte // the blob from tocOff to its end: TOC and footer
-
-	// spans notes the read spans (ReadSize pieces of the blob) small
-	// chunk reads have fetched exactly: a second small read in one
-	// means its neighbours are being read too (find, tar, many readers),
-	// and the whole span is worth fetching once instead.
-	spansMu sync.Mutex
-	spans   map[int64]bool
-}
-
-// stargzChunk is one verified piece of a regular file's data.
-type stargzChunk struct {
-	Offset, End   int64 // the gzip member holding the chunk: blob bytes [Offset, End)
-	Inner         int64 // the chunk's uncompressed offset inside that member
-	FileOff, Size int64 // where the chunk lies in its file
-	Digest        digest.Digest
+	src      blobSource // the blob the chunks are read from
+	store    *chunkStore
+	index    *Index
+	chunks   map[string][]tocChunk // regular file → its chunks, by FileOff
+	tocEntry *Entry                // stargz.index.json itself, the tar's last entry
+	tocOff   int64
+	tail     []byte // the blob from tocOff to its end: TOC and footer
 }
 
 // stargzState remembers whether a layer is eStargz, once known.
@@ -185,7 +169,8 @@ func (l *Layer) openStargz(tocOff int64, tail []byte) (*stargzLayer, error) {
 			return nil, fmt.Errorf("verify TOC: %w: TOC JSON is %s, the annotation says %s", errCorrupt, tocDigest, want)
 		}
 	}
-	sg := &stargzLayer{src: l.source(), chunkCache: l.m.chunks, tocOff: tocOff, tail: tail}
+	sg := &stargzLayer{src: l.source(), tocOff: tocOff, tail: tail}
+	sg.store = &chunkStore{src: sg.src, cache: l.m.chunks, decode: decodeGzipChunk}
 	if err := sg.buildIndex(toc, hdr, l.m.opts.MaxEntries); err != nil {
 		return nil, err
 	}
@@ -210,10 +195,10 @@ func (sg *stargzLayer) buildIndex(toc *estargz.JTOC, tocHdr *tar.Header, maxEntr
 		}
 	}
 	b := newIndexBuilder(maxEntries)
-	sg.chunks = map[string][]stargzChunk{}
-	owner := map[string]*Entry{}           // name → the regular file its chunks are
-	replaced := map[*Entry][]stargzChunk{} // the chunks of regular files replaced since
-	var file *estargz.TOCEntry             // the regular file the next "chunk" entries belong to
+	sg.chunks = map[string][]tocChunk{}
+	owner := map[string]*Entry{}        // name → the regular file its chunks are
+	replaced := map[*Entry][]tocChunk{} // the chunks of regular files replaced since
+	var file *estargz.TOCEntry          // the regular file the next "chunk" entries belong to
 	var fileName string
 	addChunk := func(te *estargz.TOCEntry, i int, size int64) error {
 		if size <= 0 {
@@ -233,7 +218,7 @@ func (sg *stargzLayer) buildIndex(toc *estargz.JTOC, tocHdr *tar.Header, maxEntr
 		if err != nil {
 			return fmt.Errorf("TOC entry %q: chunk digest: %w", fileName, err)
 		}
-		sg.chunks[fileName] = append(sg.chunks[fileName], stargzChunk{
+		sg.chunks[fileName] = append(sg.chunks[fileName], tocChunk{
 			Offset: te.Offset, End: ends[i], Inner: te.InnerOffset, FileOff: te.ChunkOffset, Size: size, Digest: d,
 		})
 		return nil
@@ -355,187 +340,28 @@ func stargzEntry(te *estargz.TOCEntry) (*Entry, error) {
 	return e, nil
 }
 
-// openFile reads a regular file chunk by chunk: each chunk's compressed
-// range is fetched once, inflated, checked against its TOC digest, and kept
-// in the Manager's small chunk cache.
+// openFile reads a regular file chunk by chunk, each checked against its
+// TOC digest.
 func (sg *stargzLayer) openFile(e *Entry) (blobio.ReaderAt, error) {
 	if e == sg.tocEntry {
 		return &stargzTOCFile{sg: sg, size: e.Size}, nil
 	}
-	return &stargzFile{sg: sg, name: e.Name, size: e.Size, chunks: sg.chunks[e.Name]}, nil
+	return sg.store.openFile(e.Name, e.Size, sg.chunks[e.Name]), nil
 }
 
-type stargzFile struct {
-	sg     *stargzLayer
-	name   string
-	size   int64
-	chunks []stargzChunk
-}
-
-func (f *stargzFile) Size() int64 { return f.size }
-
-func (f *stargzFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("layer %s: negative offset %d", f.sg.src.key, off)
-	}
-	if err := f.fetchAhead(ctx, off, int64(len(p))); err != nil {
-		return 0, err
-	}
-	n := 0
-	for n < len(p) {
-		o := off + int64(n)
-		if o >= f.size {
-			return n, io.EOF
-		}
-		i := f.chunkAt(o)
-		if i < 0 {
-			return n, fmt.Errorf("layer %s: %q: %w: no chunk at offset %d", f.sg.src.key, f.name, errCorrupt, o)
-		}
-		c := f.chunks[i]
-		data, err := f.sg.chunk(ctx, c, f.name)
-		if err != nil {
-			return n, err
-		}
-		n += copy(p[n:], data[o-c.FileOff:])
-	}
-	return n, nil
-}
-
-// chunkAt returns the index of the chunk holding file offset o, or -1.
-func (f *stargzFile) chunkAt(o int64) int {
-	i := sort.Search(len(f.chunks), func(i int) bool { return f.chunks[i].FileOff > o }) - 1
-	if i < 0 || o >= f.chunks[i].FileOff+f.chunks[i].Size {
-		return -1
-	}
-	return i
-}
-
-// fetchAhead fetches the chunks a read of [off, off+n) needs, when there
-// are several not cached yet that lie one after another in the blob, with
-// one request for all of them rather than a request each (a FUSE read of
-// 128 KiB spans eight chunks of a layer built with 16 KiB chunks).
-func (f *stargzFile) fetchAhead(ctx context.Context, off, n int64) error {
-	end := min(off+n, f.size)
-	if off >= end {
-		return nil
-	}
-	first, last := f.chunkAt(off), f.chunkAt(end-1)
-	if first < 0 || last <= first {
-		return nil // one chunk (or a bad offset ReadAt reports): nothing to merge
-	}
-	var run []stargzChunk
-	flush := func() error {
-		defer func() { run = run[:0] }()
-		if len(run) < 2 {
-			return nil
-		}
-		from, to := run[0].Offset, run[len(run)-1].End
-		comp := make([]byte, to-from)
-		if err := f.sg.readCompressed(ctx, comp, from); err != nil {
-			return err
-		}
-		for _, c := range run {
-			if _, err := f.sg.decodeChunk(comp[c.Offset-from:c.End-from], c, f.name); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for _, c := range f.chunks[first : last+1] {
-		if b, ok := f.sg.chunkCache.Peek(chunkKey{f.sg.src.key, c.Offset, c.Inner}); ok && int64(len(b)) == c.Size {
-			if err := flush(); err != nil {
-				return err
-			}
-			continue
-		}
-		if len(run) > 0 {
-			prev := run[len(run)-1]
-			if c.Offset == prev.Offset && c.Inner > prev.Inner {
-				continue // a later piece of the same gzip member
-			}
-			// A run stays well within the chunk cache, or its first
-			// chunks would be gone before the read copies them.
-			if c.Offset != prev.End || len(run) >= maxCachedChunks/2 {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-		}
-		run = append(run, c)
-	}
-	return flush()
-}
-
-type chunkKey struct {
-	key        string
-	off, inner int64
-}
-
-func (sg *stargzLayer) chunk(ctx context.Context, c stargzChunk, name string) ([]byte, error) {
-	k := chunkKey{sg.src.key, c.Offset, c.Inner}
-	if b, ok := sg.chunkCache.Get(k); ok && int64(len(b)) == c.Size {
-		return b, nil
-	}
-	comp := make([]byte, c.End-c.Offset)
-	if err := sg.readCompressed(ctx, comp, c.Offset); err != nil {
-		return nil, err
-	}
-	return sg.decodeChunk(comp, c, name)
-}
-
-// readCompressed reads blob bytes at off. The first small read (less than
-// a read span: a small file's chunks) in a span of the blob is fetched
-// exactly: the cache's blocks around it would mostly hold other files. A
-// later one in the same span, or a large read, goes through the cache's
-// blocks, their readahead and their sharing between readers, which reads
-// of many files, and a sequential read of a large file, want.
-func (sg *stargzLayer) readCompressed(ctx context.Context, p []byte, off int64) error {
-	read := sg.src.blob.ReadAt
-	if span := sg.src.readSize; int64(len(p)) < span && sg.firstInSpans(off/span, (off+int64(len(p))-1)/span) {
-		read = sg.src.blob.ReadExact
-	}
-	if _, err := read(ctx, p, off); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("layer %s: read chunk at %d: %w", sg.src.key, off, err)
-	}
-	return nil
-}
-
-// firstInSpans reports whether no small read touched spans [a, b] before,
-// and notes that one does now.
-func (sg *stargzLayer) firstInSpans(a, b int64) bool {
-	sg.spansMu.Lock()
-	defer sg.spansMu.Unlock()
-	if sg.spans == nil {
-		sg.spans = map[int64]bool{}
-	}
-	first := true
-	for i := a; i <= b; i++ {
-		if sg.spans[i] {
-			first = false
-		}
-		sg.spans[i] = true
-	}
-	return first
-}
-
-// decodeChunk inflates chunk c from comp, its gzip member's bytes, checks
-// it against its TOC digest and caches it.
-func (sg *stargzLayer) decodeChunk(comp []byte, c stargzChunk, name string) ([]byte, error) {
+// decodeGzipChunk inflates chunk c from comp, its gzip member's bytes.
+func decodeGzipChunk(comp []byte, c tocChunk) ([]byte, error) {
 	zr, err := newGzipMember(comp)
 	if err != nil {
-		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.src.key, c.Offset, errCorrupt, err)
+		return nil, err
 	}
 	if _, err := io.CopyN(io.Discard, zr, c.Inner); err != nil {
-		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.src.key, c.Offset, errCorrupt, err)
+		return nil, err
 	}
 	data := make([]byte, c.Size)
 	if _, err := io.ReadFull(zr, data); err != nil {
-		return nil, fmt.Errorf("layer %s: chunk at %d: %w: %w", sg.src.key, c.Offset, errCorrupt, err)
+		return nil, err
 	}
-	if got := c.Digest.Algorithm().FromBytes(data); got != c.Digest {
-		return nil, fmt.Errorf("layer %s: chunk at %d of %q: %w: digest %s, the TOC says %s", sg.src.key, c.Offset, name, errCorrupt, got, c.Digest)
-	}
-	sg.chunkCache.Add(chunkKey{sg.src.key, c.Offset, c.Inner}, data)
 	return data, nil
 }
 

@@ -347,3 +347,93 @@ func quietLogger() *logrus.Logger {
 	l.SetOutput(io.Discard)
 	return l
 }
+
+// zstdChunkedParts splits a zstd:chunked blob into the bytes before its
+// TOC's skippable frame and the TOC JSON.
+func zstdChunkedParts(t testing.TB, blob []byte, pos string) ([]byte, []byte) {
+	p, err := parseZstdChunkedPosition(pos, int64(len(blob)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := zstd.NewReader(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	toc, err := dec.DecodeAll(blob[p.off:p.off+p.size], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return blob[:p.off-8], toc
+}
+
+// withZstdChunkedTOC appends toc (JSON), compressed, in a skippable frame
+// to data, then the footer pointing at it.
+func withZstdChunkedTOC(data, toc []byte) []byte {
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	defer enc.Close()
+	comp := enc.EncodeAll(toc, nil)
+	out := append([]byte(nil), data...)
+	tocOff := int64(len(out)) + 8
+	frame := func(b []byte) {
+		out = binary.LittleEndian.AppendUint32(out, 0x184D2A50)
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(b)))
+		out = append(out, b...)
+	}
+	frame(comp)
+	footer := make([]byte, zstdChunkedFooterSize)
+	for i, v := range []int64{tocOff, int64(len(comp)), int64(len(toc)), zstdChunkedTOCType} {
+		binary.LittleEndian.PutUint64(footer[8*i:], uint64(v))
+	}
+	copy(footer[56:], zstdChunkedMagic)
+	frame(footer)
+	return out
+}
+
+// FuzzZstdChunkedTOC: any TOC JSON in front of any frames is refused or
+// served without a panic or a hang, and every file read without an error
+// holds exactly the bytes its chunk digests commit to.
+func FuzzZstdChunkedTOC(f *testing.F) {
+	for _, tarData := range seedTars(f) {
+		blob, ann := buildZstdChunked(f, tarData, 4<<10)
+		data, toc := zstdChunkedParts(f, blob, ann[ZstdChunkedPositionAnnotation])
+		f.Add(data, toc)
+	}
+	f.Add([]byte{}, []byte(`{"version":1,"entries":[{"type":"reg","name":"a","size":5,"offset":0,"endOffset":1000000,"digest":"sha256:00"}]}`))
+	f.Add([]byte{}, []byte(`{"version":1,"entries":[{"type":"chunk","name":"a"},{"type":"hardlink","name":"b","linkName":"b"}]}`))
+	f.Fuzz(func(t *testing.T, data, toc []byte) {
+		ctx := fuzzCtx(t)
+		l := fuzzManager(t, nil).Layer("k", UncachedBlob(newMemBlob(withZstdChunkedTOC(data, toc))), LayerOptions{})
+		x, err := l.Index(ctx)
+		if err != nil {
+			return
+		}
+		zc, _ := l.zstdChunked(ctx)
+		if zc == nil {
+			t.Fatal("Index succeeded from a TOC, but the layer has no zstd:chunked view")
+		}
+		for _, e := range x.Entries() {
+			t, err := x.Resolve(e)
+			if err != nil || t.Type != tar.TypeReg || zc.large[t.Name] {
+				continue
+			}
+			r, err := l.OpenFile(ctx, e)
+			if err != nil {
+				continue
+			}
+			buf := make([]byte, min(r.Size(), 1<<20))
+			n, err := r.ReadAt(ctx, buf, 0)
+			if err != nil && !errors.Is(err, io.EOF) {
+				continue
+			}
+			for _, c := range zc.chunks[t.Name] {
+				if c.FileOff+c.Size > int64(n) {
+					break
+				}
+				if got := c.Digest.Algorithm().FromBytes(buf[c.FileOff : c.FileOff+c.Size]); got != c.Digest {
+					panic(fmt.Sprintf("%s: served bytes at %d hash to %s, the TOC says %s", t.Name, c.FileOff, got, c.Digest))
+				}
+			}
+		}
+	})
+}

@@ -48,7 +48,7 @@ const windowSize = 32 << 10
 
 var (
 	errTruncated = errors.New("gzip stream truncated")
-	errCorrupt   = errors.New("gzip stream corrupt")
+	errCorrupt   = errors.New("compressed data corrupt")
 )
 
 func corrupt(format string, a ...any) error {

@@ -233,8 +233,8 @@ func (l *Layer) buildIndex(ctx context.Context) (_ *layerIndex, err error) {
 	return idx, nil
 }
 
-// Index returns the layer's tar entries. For an eStargz blob it reads only
-// the footer and TOC; otherwise it waits for the index pass (once per blob
+// Index returns the layer's tar entries. For an eStargz or zstd:chunked
+// blob it reads only the footer and TOC; otherwise it waits for the index pass (once per blob
 // key, shared). A blob that is not a readable tar gives an error here while
 // its tar stream stays readable.
 func (l *Layer) Index(ctx context.Context) (*Index, error) {
@@ -242,6 +242,11 @@ func (l *Layer) Index(ctx context.Context) (*Index, error) {
 		return nil, err
 	} else if sg != nil {
 		return sg.index, nil
+	}
+	if zc, err := l.zstdChunked(ctx); err != nil {
+		return nil, err
+	} else if zc != nil {
+		return zc.index, nil
 	}
 	idx, err := l.index(ctx)
 	if err != nil {
@@ -273,6 +278,12 @@ func (l *Layer) OpenFile(ctx context.Context, e *Entry) (blobio.ReaderAt, error)
 	}
 	if sg, _ := l.stargz(ctx); sg != nil {
 		return sg.openFile(t)
+	}
+	if zc, _ := l.zstdChunked(ctx); zc != nil {
+		if r := zc.openFile(t); r != nil {
+			return r, nil
+		}
+		return l.openLargeZstdFile(ctx, t)
 	}
 	if t.Offset < 0 {
 		return nil, fmt.Errorf("layer %s: open %q: %w", l.key, e.Name, errNotAddressable)

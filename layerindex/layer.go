@@ -12,7 +12,7 @@ import (
 //
 // Its parts: the index pass (build, build.go), the pass's output shared
 // with TarReaders (share, passshare.go), the eStargz TOC (sgState,
-// estargz.go); decoding restarts through a decoder (decoder.go) and runs
+// estargz.go), the zstd:chunked TOC (zcState, zstdchunked.go); decoding restarts through a decoder (decoder.go) and runs
 // on cursors from the Manager's pool (cursor.go, cursorpool.go).
 type Layer struct {
 	m     *Manager
@@ -25,6 +25,7 @@ type Layer struct {
 	build        indexBuild
 	share        passSharing
 	sgState      stargzState
+	zcState      zstdChunkedState
 	noDiskIndex  atomic.Bool // no persisted index was found
 	budgetLogged atomic.Bool // logBudgetOnce logged
 }
@@ -72,11 +73,11 @@ func (l *Layer) decoderFor(idx *layerIndex) decoder {
 }
 
 // Prefetch gets the layer's index ready in the background and returns at
-// once: for an eStargz blob it reads the footer and TOC only (that is its
-// index; a pass would fetch the whole blob), otherwise it starts the index
+// once: for an eStargz or zstd:chunked blob it reads the footer and TOC
+// only (that is its index; a pass would fetch the whole blob), otherwise it starts the index
 // pass if no index is loaded or being built.
 func (l *Layer) Prefetch(ctx context.Context) {
-	if _, ok := l.m.indexes.Get(l.key); ok || l.sgState.opened.Load() {
+	if _, ok := l.m.indexes.Get(l.key); ok || l.sgState.opened.Load() || l.zcState.opened.Load() {
 		return
 	}
 	if !l.build.beginPrefetch() {
@@ -88,7 +89,9 @@ func (l *Layer) Prefetch(ctx context.Context) {
 		// A failed check starts the pass anyway: it meets the same error
 		// and records it as the layer's state, where status files show it.
 		if sg, err := l.stargz(jctx); err != nil || sg == nil {
-			l.startBuild(jctx)
+			if zc, err := l.zstdChunked(jctx); err != nil || zc == nil {
+				l.startBuild(jctx)
+			}
 		}
 		l.build.endPrefetch()
 	}()

@@ -140,6 +140,14 @@ type LayerOptions struct {
 	// the TOC is verified; without it an eStargz footer is still detected
 	// and each chunk is checked against the TOC's chunk digests.
 	TOCDigest string
+	// ZstdChunkedChecksum and ZstdChunkedPosition are the zstd:chunked
+	// annotations of the layer descriptor (ZstdChunkedChecksumAnnotation,
+	// ZstdChunkedPositionAnnotation), if any. The position saves reading
+	// the footer; with the checksum the TOC is verified. Without them a
+	// zstd:chunked footer is still detected, and each chunk is checked
+	// against the TOC's digests either way.
+	ZstdChunkedChecksum string
+	ZstdChunkedPosition string
 	// StoreKey names the files the layer's index is persisted under
 	// (Options.Store); "" means the Layer's key. The cache gives bytes not
 	// verified yet a key of their own origin (layercache.KeyOf): an index

@@ -59,7 +59,7 @@ func (p *Progress) UnmarshalJSON(b []byte) error {
 func (l *Layer) Progress() Progress {
 	p := l.build.progress()
 	if p.State == IndexIdle {
-		if _, ok := l.m.indexes.Peek(l.key); ok || l.sgState.opened.Load() {
+		if _, ok := l.m.indexes.Peek(l.key); ok || l.sgState.opened.Load() || l.zcState.opened.Load() {
 			p.State = IndexReady
 		}
 	}

@@ -88,7 +88,9 @@ func (l *Layer) Index(ctx context.Context) (*layerindex.Layer, error) {
 	defer l.mu.Unlock()
 	if l.ix == nil {
 		l.ix = l.s.layerIndex(b, layerindex.LayerOptions{
-			TOCDigest: l.desc.Annotations[layerindex.EStargzTOCAnnotation],
+			TOCDigest:           l.desc.Annotations[layerindex.EStargzTOCAnnotation],
+			ZstdChunkedChecksum: l.desc.Annotations[layerindex.ZstdChunkedChecksumAnnotation],
+			ZstdChunkedPosition: l.desc.Annotations[layerindex.ZstdChunkedPositionAnnotation],
 		})
 	}
 	return l.ix, nil

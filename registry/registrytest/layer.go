@@ -259,6 +259,10 @@ const (
 	// EStargz is gzip in eStargz layout (seekable, with a TOC); its layer
 	// descriptor carries the TOC digest annotation.
 	EStargz Compression = "estargz"
+	// ZstdChunked is zstd in containers/storage's zstd:chunked layout (a
+	// frame per file chunk, a TOC at the end); its layer descriptor
+	// carries the TOC's checksum and position annotations.
+	ZstdChunked Compression = "zstd:chunked"
 )
 
 // ManifestFormat chooses OCI or Docker schema2 media types.
@@ -330,7 +334,7 @@ func (l *Layer) MediaType(f ManifestFormat) string {
 		return ""
 	case l.Compression == Gzip || l.Compression == EStargz:
 		return MediaTypeOCILayerGzip
-	case l.Compression == Zstd:
+	case l.Compression == Zstd || l.Compression == ZstdChunked:
 		return MediaTypeOCILayerZstd
 	case l.Compression == Uncompressed:
 		return MediaTypeOCILayer
@@ -409,6 +413,9 @@ func BuildLayer(spec LayerSpec) (*Layer, error) {
 	if l.Compression == EStargz {
 		return l, l.buildEStargz()
 	}
+	if l.Compression == ZstdChunked {
+		return l, l.buildZstdChunked()
+	}
 	var blob bytes.Buffer
 	if err := l.build(&blob, kgzip.DefaultCompression); err != nil {
 		return nil, err
@@ -484,6 +491,21 @@ func (l *Layer) buildEStargz() error {
 		estargz.TOCJSONDigestAnnotation:         blob.TOCDigest().String(),
 		estargz.StoreUncompressedSizeAnnotation: strconv.FormatInt(usize, 10),
 	}
+	return nil
+}
+
+func (l *Layer) buildZstdChunked() error {
+	var tarBuf bytes.Buffer
+	if err := WriteTar(&tarBuf, l.Entries); err != nil {
+		return fmt.Errorf("build zstd:chunked layer: %w", err)
+	}
+	blob, annotations, err := BuildZstdChunked(tarBuf.Bytes(), ZstdChunkedChunkSize)
+	if err != nil {
+		return fmt.Errorf("build zstd:chunked layer: %w", err)
+	}
+	l.Blob, l.Annotations = blob, annotations
+	l.Digest, l.Size = digest.FromBytes(blob), int64(len(blob))
+	l.DiffID, l.UncompressedSize = digest.FromBytes(tarBuf.Bytes()), int64(tarBuf.Len())
 	return nil
 }
 
