@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what regfs's tests and demo need beyond Go itself: fusermount3
-# (Debian's fuse3) and the Go modules. Safe to run again: it skips what is there.
+# (Debian's fuse3), skopeo and the Go modules. Safe to run again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,12 @@ if ! command -v fusermount3 >/dev/null 2>&1; then
 	export DEBIAN_FRONTEND=noninteractive
 	need_root apt-get update -q
 	need_root apt-get install -y -q fuse3
+fi
+if ! command -v skopeo >/dev/null 2>&1; then
+	echo "setup: installing skopeo (the fleet tests pull through a cache with it)"
+	export DEBIAN_FRONTEND=noninteractive
+	need_root apt-get update -q
+	need_root apt-get install -y -q skopeo
 fi
 if [ ! -e /dev/fuse ]; then
 	echo "setup: /dev/fuse is missing; FUSE mounts cannot work on this machine" >&2
