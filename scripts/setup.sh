@@ -22,7 +22,8 @@ if ! command -v fusermount3 >/dev/null 2>&1; then
 	need_root apt-get update -q
 	need_root apt-get install -y -q fuse3
 fi
-# Real clients of the oci/ and image.tar views, for the mount tests.
+# Real clients for the mount tests: of the oci/ and image.tar views, and
+# skopeo to warm a pull-through cache in the fleet tests.
 missing=()
 for tool in skopeo umoci; do
 	command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")

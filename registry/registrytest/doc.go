@@ -14,7 +14,9 @@
 // WithAnonymousPull(), WithTokenExpiry(d)) for Bearer tokens from our own
 // token endpoint; WithInMemoryStorage() for faster pushes of small images
 // (distribution's in-memory driver is very slow for large blobs: use it with
-// WithoutLarge); WithDir, WithAddr, WithDelete, WithCatalogMaxEntries,
+// WithoutLarge); WithPullThrough(originURL) for a pull-through cache of
+// another registry (distribution's proxy mode; pushes are refused, content
+// is kept forever); WithDir, WithAddr, WithDelete, WithCatalogMaxEntries,
 // WithLogLevel, WithRequestLogs.
 //
 // The token endpoint is served at TokenPath on the registry's own
@@ -28,7 +30,8 @@
 //
 // Registry.Stats counts the v2 API requests it served (by method and path)
 // and the response body bytes written (blob bytes apart); Requests returns
-// each request with its Range, Authorization scheme, status and bytes.
+// each request with its Range, Authorization scheme, status, bytes, and
+// whether its handler has returned (Done).
 // Token requests are not in Stats: TokenServer keeps its own log.
 // Distribution logs through logrus's standard logger; its per-request lines
 // are filtered out of that logger's output unless WithRequestLogs.

@@ -62,6 +62,16 @@ type Config struct {
 	// package starts beside the registry. Default: no auth. Htpasswd and
 	// Token are exclusive.
 	Token *TokenConfig
+
+	// ProxyRemoteURL, when set, makes the registry a pull-through cache of
+	// the registry at this URL (distribution's proxy.remoteurl): it
+	// refuses pushes, and keeps what it fetched for ProxyTTL. Default: an
+	// ordinary registry.
+	ProxyRemoteURL string
+	// ProxyTTL is proxy.ttl: how long fetched content is kept. Zero (the
+	// default here) keeps it forever and starts no expiry scheduler, whose
+	// goroutine would outlive a test; distribution's own default is 168h.
+	ProxyTTL time.Duration
 }
 
 // Credentials is a user name and password.
@@ -101,6 +111,12 @@ func WithDelete() Option { return func(c *Config) { c.Delete = true } }
 // request, pulls included, then needs those credentials.
 func WithHtpasswd(user, pass string) Option {
 	return func(c *Config) { c.Htpasswd = &Credentials{User: user, Password: pass} }
+}
+
+// WithPullThrough makes the registry a pull-through cache of remoteURL
+// (another registry's URL), keeping what it fetched forever (ProxyTTL 0).
+func WithPullThrough(remoteURL string) Option {
+	return func(c *Config) { c.ProxyRemoteURL = remoteURL }
 }
 
 // WithTokenAuth turns on Bearer token auth: the registry answers 401 with a
@@ -234,6 +250,10 @@ func Start(ctx context.Context, cfg Config) (reg *Registry, err error) {
 	}
 	dc.HTTP.Addr = reg.Host
 	dc.HTTP.Secret = "regfs-registrytest-secret"
+	if cfg.ProxyRemoteURL != "" {
+		ttl := cfg.ProxyTTL
+		dc.Proxy = configuration.Proxy{RemoteURL: cfg.ProxyRemoteURL, TTL: &ttl}
+	}
 	dc.Catalog.MaxEntries = cfg.CatalogMaxEntries
 	if dc.Catalog.MaxEntries <= 0 {
 		dc.Catalog.MaxEntries = 1000
@@ -393,6 +413,8 @@ type Request struct {
 	Status int
 	// Bytes is the number of response body bytes written so far.
 	Bytes int64
+	// Done is set when the handler has returned: Bytes is final.
+	Done bool
 }
 
 // Stats are the counters of a Registry or FaultProxy.
@@ -501,6 +523,14 @@ func (c *requestCounter) setStatus(e logEntry, code int) {
 	}
 }
 
+func (c *requestCounter) finish(e logEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if q := c.entryLocked(e); q != nil {
+		q.Done = true
+	}
+}
+
 func (c *requestCounter) addBytes(e logEntry, path string, n int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -516,6 +546,7 @@ func (c *requestCounter) addBytes(e logEntry, path string, n int64) {
 func (c *requestCounter) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e := c.begin(r)
+		defer c.finish(e)
 		h.ServeHTTP(&countingWriter{ResponseWriter: w, counter: c, entry: e, path: r.URL.Path}, r)
 	})
 }
