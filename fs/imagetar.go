@@ -42,6 +42,7 @@ func (t *tree) imageTarChild(img *registry.Image, id, tag string) (child, bool) 
 // any offset reads only the blob bytes under it.
 type imageTarFile struct {
 	gofs.Inode
+	noXattrs
 	t   *tree
 	img *registry.Image
 	tag string
