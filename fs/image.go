@@ -87,7 +87,7 @@ type imageDir struct {
 	img   *registry.Image // pinned; nil when reached by tag
 	repo  string          // by tag: the repository
 	tag   string          // the tag that reached it (or its index), if any;
-	// at the mount root, a digest until Root.Resolve pins it
+	// at the mount root, a digest until Root.Resolve pins img
 }
 
 var (

@@ -83,7 +83,8 @@ func (r *Root) Resolve(ctx context.Context) error {
 			return err
 		}
 		if isDigestRef(top.tag) {
-			top.img = img
+			// pinned, as <repo>@<digest>/ is: no tag names it in oci/ or image.tar
+			top.img, top.tag = img, ""
 		}
 	}
 	return nil
