@@ -53,8 +53,9 @@ func (g *rangeGates) admit(ctx context.Context, key string) (a *wholeAnswer, alo
 		e := g.entryLocked(key)
 		switch {
 		case e.answer != nil:
+			a := e.answer
 			g.mu.Unlock()
-			return e.answer, false, nil
+			return a, false, nil
 		case e.honoured:
 			g.mu.Unlock()
 			return nil, false, nil
