@@ -167,8 +167,9 @@ func (s *resumeStream) connect() error {
 
 // ask makes one request for [pos, end), sets body to exactly the bytes
 // from pos on that the answer holds, and reports the answer to r.gates
-// (alone: admitted to ask alone). A 200 becomes a whole answer, read to
-// its end (wholeanswer.go).
+// (alone: admitted to ask alone). A 200 to a Range request becomes a
+// whole answer, read to its end (wholeanswer.go); a 200 to a request for
+// the whole blob is its requester's alone, as a 206 is.
 func (s *resumeStream) ask(alone bool) (err error) {
 	r := s.r
 	reported := false
@@ -217,6 +218,10 @@ func (s *resumeStream) ask(alone bool) (err error) {
 			drain(resp)
 			return fmt.Errorf("%s: served %d bytes, want %d", r.what, resp.ContentLength, r.size)
 		}
+		if !ranged {
+			s.body = limitBody(resp.Body, s.end-s.pos)
+			return nil
+		}
 		if !unlink() {
 			// s.ctx ended as the answer came: the request is cancelled.
 			resp.Body.Close()
@@ -226,10 +231,8 @@ func (s *resumeStream) ask(alone bool) (err error) {
 		body, _ := a.join(s.ctx, s.pos, s.end)
 		shared := r.gates.answered(r.what, alone, false, a)
 		reported = true
-		if ranged {
-			r.logger().Infof("%s: asked bytes %d-%d, the server answered the whole blob (a cold pull-through cache does): reading it to its end once",
-				r.what, s.pos, s.end-1)
-		}
+		r.logger().Infof("%s: asked bytes %d-%d, the server answered the whole blob (a cold pull-through cache does): reading it to its end once",
+			r.what, s.pos, s.end-1)
 		go a.run(resp.Body, func() {
 			if shared {
 				r.gates.ended(r.what, a)

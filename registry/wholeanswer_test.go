@@ -33,6 +33,30 @@ func blobGETs(t *testing.T, proxy *registrytest.FaultProxy) []registrytest.Reque
 	}
 }
 
+// answersEnded waits until no whole answer of c is being read: the server
+// may be done sending one before the client is done reading it.
+func answersEnded(t *testing.T, c *v2Client) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c.gates.mu.Lock()
+		reading := 0
+		for _, e := range c.gates.m {
+			if e.answer != nil {
+				reading++
+			}
+		}
+		c.gates.mu.Unlock()
+		if reading == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d whole answers still being read", reading)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // A server answering Range requests with the whole blob (200), as a cold
 // pull-through cache does: every read at any offset gets its bytes, and
 // every such answer is read to its end, so the cache would keep the blob.
@@ -63,6 +87,7 @@ func TestBlobWholeAnswerToRange(t *testing.T) {
 				t.Fatalf("ReadAt(%d, %d): got %d, %v, bytes equal %v", tt.off, tt.n, n, err, bytes.Equal(p, want[tt.off:tt.off+tt.n]))
 			}
 			gets := blobGETs(t, proxy)
+			answersEnded(t, c)
 			if len(gets) != 1 || gets[0].Status != 200 || gets[0].Bytes != size {
 				t.Errorf("got blob GETs %+v; want one 200 read to its end (%d bytes)", gets, size)
 			}
@@ -144,6 +169,7 @@ func TestBlobWholeAnswerBreaks(t *testing.T) {
 		{"stream to the end", 100, -1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			answersEnded(t, c)
 			proxy.Clear()
 			proxy.Add(registrytest.Fault{Match: registrytest.BlobGETs, Times: 1, IgnoreRange: true, Cut: true, CutAfter: cut})
 			before := b.(*v2Blob).rr.resumes.Load()
