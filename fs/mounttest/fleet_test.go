@@ -252,7 +252,7 @@ func TestFleetColdCache(t *testing.T) {
 
 // fleetLargeSize is the file of fleetLargeImage: its blob passes 16 MiB,
 // the most the client once skipped through a whole-blob answer.
-const fleetLargeSize = 20 << 20
+const fleetLargeSize = 18 << 20
 
 // fleetLargeImage is one gzip layer holding one incompressible file of
 // fleetLargeSize bytes.
