@@ -34,7 +34,6 @@ type wholeAnswer struct {
 	pos   int64 // bytes before pos were read and handed out (or are being)
 	taps  []*answerTap
 	ended bool
-	err   error // why it ended before the last byte
 }
 
 // answerTap is one reader's span [lo, hi) of a wholeAnswer.
@@ -119,7 +118,7 @@ func (a *wholeAnswer) run(body io.ReadCloser, ended func()) {
 	}
 	body.Close()
 	a.mu.Lock()
-	a.ended, a.err = true, err
+	a.ended = true
 	left := a.taps
 	a.taps = nil
 	a.mu.Unlock()
