@@ -242,53 +242,6 @@ func TestBlobResumeGivesUp(t *testing.T) {
 	}
 }
 
-func TestBlobRangeIgnored(t *testing.T) {
-	reg, fx, want := largeRegistry(t)
-	ctx := context.Background()
-	proxy := registrytest.StartFaultProxy(t, reg.URL)
-	o := testOptions()
-	o.MaxRangeSkip = 1 << 20
-	c := newClient(t, proxy.Host, o)
-	b, err := c.OpenBlob(ctx, registrytest.RepoLarge, largeLayer(fx))
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy.IgnoreRange(0, registrytest.BlobGETs)
-
-	// Within MaxRangeSkip: the client skips to the offset.
-	p := make([]byte, 5000)
-	if n, err := b.ReadAt(ctx, p, 700000); err != nil || n != len(p) || !bytes.Equal(p, want[700000:705000]) {
-		t.Fatalf("ReadAt(700000) with Range ignored: got %d, %v, equal %v", n, err, bytes.Equal(p, want[700000:705000]))
-	}
-	if got := c.ranges.Load(); got != rangeIgnored {
-		t.Errorf("range state: got %d, want rangeIgnored", got)
-	}
-	// Past it: a clear error, and no request once the client knows.
-	proxy.ResetStats()
-	if _, err := b.ReadAt(ctx, p, 2<<20); !errors.Is(err, ErrRangeUnsupported) {
-		t.Errorf("ReadAt(2 MiB) with Range ignored: got %v, want ErrRangeUnsupported", err)
-	}
-	if n := proxy.Stats().Requests; n != 0 {
-		t.Errorf("ReadAt past MaxRangeSkip, Range known ignored: got %d requests, want 0", n)
-	}
-	// The whole blob still streams.
-	if got, err := openAll(ctx, b); err != nil || sha(got) != fx.Large.Layers[0].Digest {
-		t.Errorf("Open(0, -1) with Range ignored: %d bytes, %v", len(got), err)
-	}
-	// A server that honours Range again is remembered too.
-	proxy.Clear()
-	if _, err := b.ReadAt(ctx, p, 3<<20); err == nil {
-		t.Errorf("ReadAt(3 MiB): the client should still believe Range is ignored")
-	}
-	c.ranges.Store(rangeUnknown)
-	if n, err := b.ReadAt(ctx, p, 3<<20); err != nil || n != len(p) || !bytes.Equal(p, want[3<<20:3<<20+5000]) {
-		t.Errorf("ReadAt(3 MiB) after Range works: got %d, %v", n, err)
-	}
-	if got := c.ranges.Load(); got != rangeHonoured {
-		t.Errorf("range state: got %d, want rangeHonoured", got)
-	}
-}
-
 // tamperProxy is a reverse proxy to a registry that lets a test rewrite
 // responses: flip a byte, drop or change headers.
 func tamperProxy(t *testing.T, upstream string, modify func(r *http.Request, resp *http.Response) error) string {

@@ -54,10 +54,6 @@ type Options struct {
 	// MaxResumes bounds the consecutive reconnects of one blob stream that
 	// bring no new byte. Default 8.
 	MaxResumes int
-	// MaxRangeSkip is how far into a blob the client reads and discards
-	// bytes when the server ignores Range; a read further in fails with
-	// ErrRangeUnsupported. Default 16 MiB; negative: never skip.
-	MaxRangeSkip int64
 	// UnverifiedStreams leaves whole-blob streams (Source.Open of a whole
 	// blob) unhashed, for a consumer that hashes what it reads against
 	// blobio.Origin's digest itself (the block cache does), so each byte
@@ -117,9 +113,6 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxResumes <= 0 {
 		o.MaxResumes = 8
-	}
-	if o.MaxRangeSkip == 0 {
-		o.MaxRangeSkip = 16 << 20
 	}
 	if o.PageSize <= 0 {
 		o.PageSize = 1000

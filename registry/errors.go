@@ -35,9 +35,6 @@ var (
 	// ErrDigestMismatch: bytes served do not hash to the digest they were
 	// asked by or announced with. Such bytes are never returned.
 	ErrDigestMismatch = errors.New("digest mismatch")
-	// ErrRangeUnsupported: the server ignores Range requests and the
-	// offset asked for is too far into the blob to reach by skipping.
-	ErrRangeUnsupported = errors.New("server does not support range requests")
 )
 
 // Registry error codes that mean "does not exist".

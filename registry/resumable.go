@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,21 +16,18 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// Values of resumableReader.ranges.
-const (
-	rangeUnknown int32 = iota
-	rangeHonoured
-	rangeIgnored
-)
-
 // resumableReader reads spans of one immutable blob over HTTP, for both
 // APIs (v2Blob, v1Blob), so that the caller gets exactly the bytes asked for
 // or an error:
 //
 //   - a 206 must carry the Content-Range asked for (a shorter span is read
-//     and the rest asked next); a 200 (Range ignored) must have the blob's
-//     size and is read from its start, discarding up to maxSkip bytes, else
-//     ErrRangeUnsupported. Whether Range is honoured is kept in *ranges;
+//     and the rest asked next); a 200 must have the blob's size. A 200 to a
+//     Range request (a cold pull-through cache's miss) is judged per answer,
+//     never remembered for the host: it is read to its end whatever the
+//     requester does, so such a cache keeps the blob, and while it is read
+//     other requests of the blob take their bytes from it or wait for its
+//     end rather than ask again; until a 206 came for the blob, its
+//     requests ask one at a time (rangegate.go, wholeanswer.go);
 //   - a body that ends early or breaks (reset, stall) is asked again from
 //     the next byte; a connection that brought no byte counts against
 //     maxResumes and backs off first;
@@ -48,21 +46,18 @@ type resumableReader struct {
 	// statusErr turns a response other than 200, 206 and 416 into an
 	// error and closes its body. Nil: an *HTTPError.
 	statusErr func(resp *http.Response) error
-	// ranges is the shared memory of whether the server honours Range
-	// (rangeUnknown, rangeHonoured, rangeIgnored). Nil: not remembered.
-	ranges *atomic.Int32
+	// gates admits the client's requests of the blob (by what) and shares
+	// whole answers among them (rangegate.go). Nil: every request asks.
+	gates *rangeGates
 	// maxResumes bounds consecutive reconnects that bring no new byte.
 	maxResumes int
-	// maxSkip is the largest offset reached by discarding when the server
-	// ignores Range; negative: never skip.
-	maxSkip int64
 	// backoffMin, backoffMax bound the pause before a reconnect after a
 	// connection that brought nothing.
 	backoffMin, backoffMax time.Duration
 	// verify, when set, is checked over a whole-blob stream.
 	verify digest.Digest
-	// log receives resumes (debug) and the discovery that Range is
-	// ignored (info). Nil: logrus's standard logger.
+	// log receives resumes (debug) and whole-blob answers to Range
+	// requests (info). Nil: logrus's standard logger.
 	log *logrus.Entry
 
 	// resumes counts reconnects, for tests and stats.
@@ -122,24 +117,11 @@ func (r *resumableReader) open(ctx context.Context, off, n int64) (io.ReadCloser
 	}
 	if n > 0 {
 		if err := s.connect(); err != nil {
-			var be *bodyError
-			if !errors.As(err, &be) {
-				return nil, err
-			}
-			// The body broke while skipping: Read resumes it.
-			if err := s.resumeAfter(be.err, 0); err != nil {
-				return nil, err
-			}
+			return nil, err
 		}
 	}
 	return s, nil
 }
-
-// bodyError is a body that broke before the bytes wanted (while skipping).
-type bodyError struct{ err error }
-
-func (e *bodyError) Error() string { return e.err.Error() }
-func (e *bodyError) Unwrap() error { return e.err }
 
 // resumeStream is one open span.
 type resumeStream struct {
@@ -156,41 +138,65 @@ type resumeStream struct {
 	closed   bool
 }
 
-func (s *resumeStream) rangeState() int32 {
-	if s.r.ranges == nil {
-		return rangeUnknown
-	}
-	return s.r.ranges.Load()
-}
-
-func (s *resumeStream) setRangeState(v int32) {
-	if s.r.ranges == nil {
-		return
-	}
-	if old := s.r.ranges.Swap(v); old != v && v == rangeIgnored {
-		s.r.logger().Infof("%s: the server ignores Range requests: offsets up to %d are reached by skipping", s.r.what, s.r.maxSkip)
-	}
-}
-
-// connect makes one request for [pos, end) and sets body to exactly the
-// bytes from pos on that the answer holds.
+// connect sets body to exactly the bytes [pos, end) of one answer: a
+// whole answer being read that has not passed pos yet, else a request of
+// its own, admitted by r.gates.
 func (s *resumeStream) connect() error {
 	r := s.r
-	ranged := s.pos > 0 || s.end < r.size
-	tooFar := ranged && s.pos > r.maxSkip
-	if tooFar && s.rangeState() == rangeIgnored {
-		return fmt.Errorf("%s: bytes %d-%d: %w (it ignored Range before, and %d is past the %d bytes the client skips)",
-			r.what, s.pos, s.end-1, ErrRangeUnsupported, s.pos, max(r.maxSkip, 0))
+	s.connBytes = 0
+	for {
+		a, alone, err := r.gates.admit(s.ctx, r.what)
+		if err != nil {
+			return fmt.Errorf("%s: waiting for another request's answer: %w", r.what, err)
+		}
+		if a == nil {
+			return s.ask(alone)
+		}
+		if body, ok := a.join(s.ctx, s.pos, s.end); ok {
+			s.body = body
+			return nil
+		}
+		// Its bytes before pos went by. A pull-through cache keeps the
+		// blob once the answer ends and then honours Range; a request now
+		// would be one more copy from its origin.
+		if err := a.wait(s.ctx); err != nil {
+			return fmt.Errorf("%s: waiting for the end of a whole-blob answer: %w", r.what, err)
+		}
 	}
+}
+
+// ask makes one request for [pos, end), sets body to exactly the bytes
+// from pos on that the answer holds, and reports the answer to r.gates
+// (alone: admitted to ask alone). A 200 to a Range request becomes a
+// whole answer, read to its end (wholeanswer.go); a 200 to a request for
+// the whole blob is its requester's alone, as a 206 is.
+func (s *resumeStream) ask(alone bool) (err error) {
+	r := s.r
+	reported := false
+	defer func() {
+		if !reported {
+			r.gates.answered(r.what, alone, false, nil)
+		}
+	}()
+	ranged := s.pos > 0 || s.end < r.size
 	rangeHeader := ""
 	if ranged {
 		rangeHeader = fmt.Sprintf("bytes=%d-%d", s.pos, s.end-1)
 	}
-	resp, err := r.fetch(s.ctx, rangeHeader)
+	// The request outlives s.ctx if its answer is a whole blob, read to
+	// its end; any other answer ends with s.ctx, or when its body closes.
+	reqCtx, cancelReq := context.WithCancel(context.WithoutCancel(s.ctx))
+	unlink := context.AfterFunc(s.ctx, cancelReq)
+	resp, err := r.fetch(reqCtx, rangeHeader)
 	if err != nil {
+		unlink()
+		cancelReq()
+		if cerr := s.ctx.Err(); cerr != nil {
+			return fmt.Errorf("%s: %w", r.what, cerr)
+		}
 		return err
 	}
-	s.connBytes = 0
+	resp.Body = &releasingBody{ReadCloser: resp.Body, release: func() { unlink(); cancelReq() }}
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		cr := resp.Header.Get("Content-Range")
@@ -203,7 +209,8 @@ func (s *resumeStream) connect() error {
 			drain(resp)
 			return fmt.Errorf("%s: asked bytes %d-%d of %d, got Content-Range %q", r.what, s.pos, s.end-1, r.size, cr)
 		}
-		s.setRangeState(rangeHonoured)
+		r.gates.answered(r.what, alone, true, nil)
+		reported = true
 		s.body = limitBody(resp.Body, min(last+1, s.end)-s.pos)
 		return nil
 	case http.StatusOK:
@@ -211,19 +218,27 @@ func (s *resumeStream) connect() error {
 			drain(resp)
 			return fmt.Errorf("%s: served %d bytes, want %d", r.what, resp.ContentLength, r.size)
 		}
-		if ranged {
-			s.setRangeState(rangeIgnored)
-			if tooFar {
-				resp.Body.Close()
-				return fmt.Errorf("%s: bytes %d-%d: %w (it answered the whole blob, and %d is past the %d bytes the client skips)",
-					r.what, s.pos, s.end-1, ErrRangeUnsupported, s.pos, max(r.maxSkip, 0))
-			}
-			if _, err := io.CopyN(io.Discard, resp.Body, s.pos); err != nil {
-				resp.Body.Close()
-				return &bodyError{err: fmt.Errorf("skip to byte %d: %w", s.pos, err)}
-			}
+		if !ranged {
+			s.body = limitBody(resp.Body, s.end-s.pos)
+			return nil
 		}
-		s.body = limitBody(resp.Body, s.end-s.pos)
+		if !unlink() {
+			// s.ctx ended as the answer came: the request is cancelled.
+			resp.Body.Close()
+			return fmt.Errorf("%s: %w", r.what, s.ctx.Err())
+		}
+		a := newWholeAnswer(r.what, r.size)
+		body, _ := a.join(s.ctx, s.pos, s.end)
+		shared := r.gates.answered(r.what, alone, false, a)
+		reported = true
+		r.logger().Infof("%s: asked bytes %d-%d, the server answered the whole blob (a cold pull-through cache does): reading it to its end once",
+			r.what, s.pos, s.end-1)
+		go a.run(resp.Body, func() {
+			if shared {
+				r.gates.ended(r.what, a)
+			}
+		})
+		s.body = body
 		return nil
 	case http.StatusRequestedRangeNotSatisfiable:
 		drain(resp)
@@ -233,6 +248,19 @@ func (s *resumeStream) connect() error {
 		return r.statusErr(resp)
 	}
 	return fmt.Errorf("%s: %w", r.what, newHTTPError(resp))
+}
+
+// releasingBody calls release once closed.
+type releasingBody struct {
+	io.ReadCloser
+	release func()
+	once    sync.Once
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.release)
+	return err
 }
 
 // resumeAfter decides whether to reconnect after the body failed with
@@ -301,16 +329,8 @@ func (s *resumeStream) Read(p []byte) (int, error) {
 	for {
 		if s.body == nil {
 			if err := s.connect(); err != nil {
-				var be *bodyError
-				if !errors.As(err, &be) {
-					s.err = err
-					return 0, err
-				}
-				if err := s.resumeAfter(be.err, 0); err != nil {
-					s.err = err
-					return 0, err
-				}
-				continue
+				s.err = err
+				return 0, err
 			}
 		}
 		want := min(int64(len(p)), s.end-s.pos)

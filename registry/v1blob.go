@@ -58,9 +58,8 @@ func (c *v1Client) newV1Blob(repo, id string, size int64) *v1Blob {
 			})
 		},
 		statusErr:  func(resp *http.Response) error { return v1StatusErr(what, resp) },
-		ranges:     &c.ranges,
+		gates:      &c.gates,
 		maxResumes: c.opts.MaxResumes,
-		maxSkip:    c.opts.MaxRangeSkip,
 		backoffMin: c.opts.RetryBackoffMin,
 		backoffMax: c.opts.RetryBackoffMax,
 		log:        c.log,

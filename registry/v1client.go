@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -68,9 +67,8 @@ type v1Client struct {
 	opts               Options
 	username, password string
 	log                *logrus.Entry
-	// ranges remembers whether the endpoints honour Range (rangeUnknown,
-	// rangeHonoured, rangeIgnored), for resumableReader.
-	ranges atomic.Int32
+	// gates admits the requests of each layer (rangegate.go).
+	gates rangeGates
 	// locations remembers where layers were redirected.
 	locations blobLocations
 

@@ -22,7 +22,6 @@ type V1TestOptions struct {
 	UserAgent           string
 	RequestTimeout      time.Duration
 	MaxResumes          int
-	MaxRangeSkip        int64
 	Logger              *logrus.Entry
 }
 
@@ -39,7 +38,6 @@ func NewV1TestClient(host string, o V1TestOptions) (*v1Client, error) {
 		UserAgent:       o.UserAgent,
 		RequestTimeout:  o.RequestTimeout,
 		MaxResumes:      o.MaxResumes,
-		MaxRangeSkip:    o.MaxRangeSkip,
 		Logger:          o.Logger,
 	}.withDefaults()
 	return newV1Client(host, opts, o.Username, o.Password)

@@ -79,9 +79,8 @@ func (c *v2Client) OpenBlob(ctx context.Context, repo string, l Layer) (blobio.S
 		statusErr: func(resp *http.Response) error {
 			return fmt.Errorf("%s: %w", what, newHTTPError(resp))
 		},
-		ranges:     &c.ranges,
+		gates:      &c.gates,
 		maxResumes: c.opts.MaxResumes,
-		maxSkip:    c.opts.MaxRangeSkip,
 		backoffMin: c.opts.RetryBackoffMin,
 		backoffMax: c.opts.RetryBackoffMax,
 		verify:     c.streamDigest(l.Digest),

@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -34,9 +33,8 @@ type v2Client struct {
 	log      *logrus.Entry
 
 	scopes *scopeCache
-	// ranges remembers whether the registry (or its storage) honours
-	// Range: rangeUnknown, rangeHonoured or rangeIgnored.
-	ranges atomic.Int32
+	// gates admits the requests of each blob (rangegate.go).
+	gates rangeGates
 	// locations remembers where blobs were redirected (locations.go).
 	locations blobLocations
 }

@@ -60,7 +60,15 @@ func startCacheMount(t *testing.T, host, cacheDir string, extra ...string) *regf
 // process has flushed its disk cache.
 func stopCacheMount(t *testing.T, p *regfsProc) {
 	t.Helper()
-	if out, err := exec.Command("fusermount3", "-u", p.mnt).CombinedOutput(); err != nil {
+	// The kernel may still hold a file the test closed (its release is
+	// asynchronous): EBUSY is asked again, for a while.
+	var out []byte
+	var err error
+	waitFor(t, "fusermount3 -u "+p.mnt+" without EBUSY", func() bool {
+		out, err = exec.Command("fusermount3", "-u", p.mnt).CombinedOutput()
+		return err == nil || !strings.Contains(string(out), "busy")
+	})
+	if err != nil {
 		t.Fatalf("fusermount3 -u %s: %v: %s", p.mnt, err, out)
 	}
 	if err := p.waitExit(t); err != nil {
