@@ -174,7 +174,12 @@ func (r *Root) fuseOptions(mc MountConfig) *gofs.Options {
 			// would only add a pipe round trip, and fails outright for
 			// 1 MiB replies with the default pipe size.
 			DisableSplice: true,
-			Debug:         mc.Debug,
+			// The kernel asks READDIRPLUS (a lookup and attributes per
+			// entry) for a directory's first batch and for later batches
+			// only once the caller stats what it listed (`ls -l`), plain
+			// READDIR otherwise (`ls`, find): see docs/design/wiring.md.
+			ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO,
+			Debug:             mc.Debug,
 		},
 	}
 }

@@ -100,6 +100,7 @@ type mountOpts struct {
 	api      string
 	platform registry.Platform
 	tagTTL   time.Duration
+	debug    bool // go-fuse logs every request to the standard logger
 }
 
 // mount mounts host in this process on a fresh directory and unmounts it in
@@ -145,7 +146,7 @@ func mountFor(t testing.TB, host string, o mountOpts) (string, func()) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	server, err := root.Mount(dir, regfs.MountConfig{Debug: os.Getenv("REGFS_FUSE_DEBUG") != ""})
+	server, err := root.Mount(dir, regfs.MountConfig{Debug: o.debug || os.Getenv("REGFS_FUSE_DEBUG") != ""})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
