@@ -164,7 +164,7 @@ func (n *pathDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	// Every name of a listing is looked up next (READDIRPLUS, ls -l): the
 	// cached catalog answers those without I/O, so without a timeout.
-	if catalog, ok := t.meta.cachedCatalog(); ok && catalogHas(catalog, joinRepo(n.prefix, name), true) && componentRE.MatchString(name) {
+	if catalog, ok := t.meta.cachedCatalog(); ok && catalogHas(catalog, joinRepo(n.prefix, name), true) && isComponent(name) {
 		return t.lookupChild(ctx, &n.Inode, n.dirChild(name), out)
 	}
 	ctx, cancel := t.opCtx(ctx)
@@ -189,7 +189,7 @@ func (n *pathDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		}
 		return t.lookupChild(ctx, &n.Inode, c, out)
 	}
-	if !componentRE.MatchString(name) {
+	if !isComponent(name) {
 		return nil, syscall.ENOENT
 	}
 	c := n.dirChild(name)
@@ -298,7 +298,7 @@ func (n *pathDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		comp, _, _ := strings.Cut(rest, "/")
 		switch {
 		case seen[comp]:
-		case !componentRE.MatchString(comp):
+		case !isComponent(comp):
 			bad++ // a lookup would refuse it: do not show it
 		default:
 			seen[comp] = true

@@ -56,7 +56,7 @@ func (n *tagsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	// Every name of a listing is looked up next (READDIRPLUS, ls -l): the
 	// cached tag list answers those without I/O, so without a timeout.
-	if !tagRE.MatchString(name) {
+	if !isTag(name) {
 		return nil, syscall.ENOENT
 	}
 	if t.meta.cachedTag(n.repo, name) {
@@ -78,7 +78,7 @@ func (n *tagsDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	cs := make([]child, 0, len(tags))
 	bad := 0
 	for _, tag := range tags {
-		if !tagRE.MatchString(tag) {
+		if !isTag(tag) {
 			bad++ // a lookup would refuse it: do not show it
 			continue
 		}
