@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -319,5 +320,50 @@ func TestListingAttributesWhenAsked(t *testing.T) {
 	got = ops.take()
 	if n := got["LOOKUP"] + got["GETATTR"]; n > 10 || got["READDIRPLUS"] == 0 {
 		t.Errorf("ls -l of %d repositories: %d LOOKUP and GETATTR requests and %d READDIRPLUS, want none per entry and some", repos, n, got["READDIRPLUS"])
+	}
+}
+
+// TestListingStreamsPages: a listing hands the kernel each catalog or tag
+// list page as it arrives. Shown here by a registry that fails every
+// page but the first: the names of the first page list, then the listing
+// fails (it failed with nothing listed when it waited for the whole list).
+func TestListingStreamsPages(t *testing.T) {
+	needFUSE(t)
+	r := registrytest.StartRegistry(t, registrytest.WithInMemoryStorage())
+	const repos, tags, page = 250, 250, 100
+	p := registrytest.NewPusher(r)
+	ctx := context.Background()
+	if err := registrytest.PushTinyRepos(ctx, p, numbered("r", repos), []string{"latest"}, 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := registrytest.PushTinyRepos(ctx, p, []string{"tagged/repo"}, numbered("v", tags), 8); err != nil {
+		t.Fatal(err)
+	}
+	proxy := registrytest.StartFaultProxy(t, r.URL)
+	mnt := mount(t, proxy.Host, mountOpts{pageSize: page})
+	laterPages := func(r *http.Request) bool { return strings.Contains(r.URL.RawQuery, "last=") }
+	partial := func(dir, first string) {
+		t.Helper()
+		fail := proxy.FailStatus(http.StatusBadRequest, "", 1000, laterPages)
+		defer fail.Remove()
+		f, err := os.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		es, err := f.ReadDir(-1)
+		if err == nil || len(es) < page || es[0].Name() != first || fail.Hits() == 0 {
+			t.Errorf("ls %s, every page but the first failing: %d names (first %v), %v; want the first page's %d, then an error", dir, len(es), es[:min(1, len(es))], err, page)
+		}
+	}
+
+	partial(mnt, "r00000")
+	dir := filepath.Join(mnt, "tagged/repo/_tags")
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatal(err)
+	}
+	partial(dir, "v00000")
+	if es, err := os.ReadDir(dir); err != nil || len(es) != tags {
+		t.Errorf("ls %s once the pages answer: %d names, %v; want %d", dir, len(es), err, tags)
 	}
 }

@@ -101,6 +101,7 @@ type mountOpts struct {
 	platform registry.Platform
 	tagTTL   time.Duration
 	debug    bool // go-fuse logs every request to the standard logger
+	pageSize int  // catalog and tag list page size asked for (default the client's)
 }
 
 // mount mounts host in this process on a fresh directory and unmounts it in
@@ -126,7 +127,7 @@ func mountFor(t testing.TB, host string, o mountOpts) (string, func()) {
 	}
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
-	client, err := registry.New(ctx, host, registry.Options{API: o.api, PlainHTTP: true, Logger: logrus.NewEntry(log)})
+	client, err := registry.New(ctx, host, registry.Options{API: o.api, PlainHTTP: true, PageSize: o.pageSize, Logger: logrus.NewEntry(log)})
 	if err != nil {
 		t.Fatalf("registry client: %v", err)
 	}
