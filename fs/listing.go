@@ -28,14 +28,13 @@ type listingHandle struct {
 	logBad func(n int)
 
 	mu       sync.Mutex
-	shown    []child // every entry so far; entry i has offset i+1
-	seen     map[string]bool
-	pos      int           // the next entry to hand out
-	used     int           // page names of list consumed
-	ended    *listProgress // list ended: its answer, once its pages are out
-	finished bool          // ended and finished: shown is whole
-	gave     bool          // entries handed out since READDIR last got none waiting
-	last     child
+	shown    []child        // every entry so far; entry i has offset i+1
+	offsets  map[string]int // every name met: its entry's offset, 0 if left out
+	pos      int            // the next entry to hand out
+	used     int            // page names of list consumed
+	ended    *listProgress  // list ended: its answer, once its pages are out
+	finished bool           // ended and finished: shown is whole
+	gave     bool           // entries handed out since READDIR last got none waiting
 	bad      int
 	unshown  unshownNames
 }
@@ -47,7 +46,13 @@ var (
 )
 
 func (t *tree) newListingHandle(dir *gofs.Inode, list *liveList) *listingHandle {
-	return &listingHandle{t: t, dir: dir, list: list, seen: map[string]bool{}}
+	return &listingHandle{t: t, dir: dir, list: list, offsets: map[string]int{}}
+}
+
+// met reports whether the listing met name already (shown or left out).
+func (h *listingHandle) met(name string) bool {
+	_, ok := h.offsets[name]
+	return ok
 }
 
 // Readdirent hands out the next entry. With none ready it waits for the
@@ -62,7 +67,7 @@ func (h *listingHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall
 		if h.pos < len(h.shown) {
 			c := h.shown[h.pos]
 			h.pos++
-			h.gave, h.last = true, c
+			h.gave = true
 			return &fuse.DirEntry{Name: c.name, Mode: c.mode, Ino: c.ino, Off: uint64(h.pos)}, 0
 		}
 		if h.finished {
@@ -106,12 +111,12 @@ func (h *listingHandle) add(names []string) {
 		switch {
 		case bad:
 			h.bad++
-		case !show || h.seen[c.name]:
+		case !show || h.met(c.name):
 		case !h.unshown.showable(c.name):
-			h.seen[c.name] = true
+			h.offsets[c.name] = 0
 		default:
-			h.seen[c.name] = true
 			h.shown = append(h.shown, c)
+			h.offsets[c.name] = len(h.shown)
 		}
 	}
 }
@@ -130,9 +135,9 @@ func (h *listingHandle) finish(ctx context.Context, p listProgress) error {
 		return err
 	}
 	for _, c := range more {
-		if !h.seen[c.name] {
-			h.seen[c.name] = true
+		if !h.met(c.name) {
 			h.shown = append(h.shown, c)
+			h.offsets[c.name] = len(h.shown)
 		}
 	}
 	h.finished = true
@@ -143,13 +148,17 @@ func (h *listingHandle) finish(ctx context.Context, p listProgress) error {
 	return nil
 }
 
-// Lookup is READDIRPLUS's lookup of the entry Readdirent handed out last:
-// it is known without asking the catalog (which may still be arriving).
+// Lookup is READDIRPLUS's lookup of an entry Readdirent handed out: it is
+// known without asking the catalog or tag list (which may still be
+// arriving), or a manifest.
 func (h *listingHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	h.mu.Lock()
-	c := h.last
+	var c child
+	if off := h.offsets[name]; off > 0 {
+		c = h.shown[off-1]
+	}
 	h.mu.Unlock()
-	if c.name != name || c.make == nil {
+	if c.make == nil {
 		return h.dir.Operations().(gofs.NodeLookuper).Lookup(ctx, name, out)
 	}
 	return h.t.lookupChild(ctx, h.dir, c, out)

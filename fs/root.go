@@ -281,7 +281,7 @@ func (n *pathDir) OpendirHandle(context.Context, uint32) (gofs.FileHandle, uint3
 			rest = repo[len(n.prefix)+1:]
 		}
 		comp, _, _ := strings.Cut(rest, "/")
-		if h.seen[comp] {
+		if h.met(comp) {
 			return child{name: comp}, false, false
 		}
 		if !isComponent(comp) {

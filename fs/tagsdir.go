@@ -73,7 +73,7 @@ func (n *tagsDir) OpendirHandle(context.Context, uint32) (gofs.FileHandle, uint3
 	t := n.t
 	h := t.newListingHandle(&n.Inode, t.meta.tagList(n.repo))
 	h.entry = func(tag string) (child, bool, bool) {
-		if h.seen[tag] {
+		if h.met(tag) {
 			return child{name: tag}, false, false
 		}
 		if !isTag(tag) {
