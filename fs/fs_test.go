@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -123,19 +124,54 @@ func (h *harness) mustWalk(path string) (*gofs.Inode, fuse.EntryOut) {
 func (h *harness) readdir(path string) []string {
 	h.t.Helper()
 	in, _ := h.mustWalk(path)
-	ds, errno := in.Operations().(gofs.NodeReaddirer).Readdir(context.Background())
+	names, errno := listDir(in)
 	if errno != 0 {
 		h.t.Fatalf("readdir %s: %v", path, errno)
 	}
+	return names
+}
+
+// listDir reads in's listing as go-fuse does: through its directory handle
+// when it has one (READDIR answers until one is empty; sorted here, as it
+// comes in the registry's order), else its Readdir.
+func listDir(in *gofs.Inode) ([]string, syscall.Errno) {
+	ctx := context.Background()
 	var names []string
+	if o, ok := in.Operations().(gofs.NodeOpendirHandler); ok {
+		fh, _, errno := o.OpendirHandle(ctx, 0)
+		if errno != 0 {
+			return nil, errno
+		}
+		rd := fh.(gofs.FileReaddirenter)
+		for answer := 1; answer > 0; {
+			answer = 0
+			for {
+				e, errno := rd.Readdirent(ctx)
+				if errno != 0 {
+					return names, errno
+				}
+				if e == nil {
+					break
+				}
+				names = append(names, e.Name)
+				answer++
+			}
+		}
+		slices.Sort(names)
+		return names, 0
+	}
+	ds, errno := in.Operations().(gofs.NodeReaddirer).Readdir(ctx)
+	if errno != 0 {
+		return nil, errno
+	}
 	for ds.HasNext() {
 		e, errno := ds.Next()
 		if errno != 0 {
-			h.t.Fatalf("readdir %s: %v", path, errno)
+			return names, errno
 		}
 		names = append(names, e.Name)
 	}
-	return names
+	return names, 0
 }
 
 // open opens path read-only and returns a function reading at an offset.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -210,7 +211,7 @@ func TestListTooLong(t *testing.T) {
 	h.c.catalogErr = fmt.Errorf("catalog of mem.test: stopped at page 1049: %w", registry.ErrListTooLong)
 	for i := range 2 {
 		in, _ := h.mustWalk("/")
-		if _, errno := in.Operations().(gofs.NodeReaddirer).Readdir(context.Background()); errno != syscall.EIO {
+		if _, errno := listDir(in); errno != syscall.EIO {
 			t.Errorf("readdir / #%d: got %v, want EIO", i+1, errno)
 		}
 	}
@@ -225,5 +226,36 @@ func TestListTooLong(t *testing.T) {
 	}
 	if lines != 2 {
 		t.Errorf("got %d log lines naming the cause, want one per listing (2)", lines)
+	}
+}
+
+// TestListingHandleLooksUpListedNames: READDIRPLUS's lookup of any name the
+// listing handed out (go-fuse replays an interrupted answer's names) is
+// answered by the listing itself: no tag is resolved, even with the tag
+// list no longer cached (a TTL of 1ns here; a list still arriving too).
+func TestListingHandleLooksUpListedNames(t *testing.T) {
+	h := newHarness(t, func(o *Options) { o.TagTTL = time.Nanosecond })
+	in, _ := h.mustWalk("/test/small/_tags")
+	fh, _, errno := in.Operations().(gofs.NodeOpendirHandler).OpendirHandle(context.Background(), 0)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	var names []string
+	for {
+		e, errno := fh.(gofs.FileReaddirenter).Readdirent(context.Background())
+		if errno != 0 || e == nil {
+			break
+		}
+		names = append(names, e.Name)
+	}
+	h.c.resolves.Store(0)
+	for _, name := range names {
+		var out fuse.EntryOut
+		if _, errno := fh.(gofs.FileLookuper).Lookup(context.Background(), name, &out); errno != 0 || out.Mode&syscall.S_IFDIR == 0 {
+			t.Errorf("lookup %s through the listing: %v, mode %o", name, errno, out.Mode)
+		}
+	}
+	if len(names) == 0 || h.c.resolves.Load() != 0 {
+		t.Errorf("lookups of %v through the listing: %d resolves, want some names and none", names, h.c.resolves.Load())
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -47,11 +48,14 @@ type metaCache struct {
 	now          func() time.Time
 	entries      *lru.Cache[string, metaEntry]
 	flights      singleflight.Group
+
+	liveMu sync.Mutex
+	live   map[string]*liveList // listings being fetched, by key
 }
 
 func newMetaCache(c registry.Client, ttl, fetchTimeout time.Duration) *metaCache {
 	entries, _ := lru.New[string, metaEntry](metaCacheEntries) // errors only for size <= 0
-	return &metaCache{Client: c, ttl: ttl, fetchTimeout: fetchTimeout, now: time.Now, entries: entries}
+	return &metaCache{Client: c, ttl: ttl, fetchTimeout: fetchTimeout, now: time.Now, entries: entries, live: map[string]*liveList{}}
 }
 
 // peek returns a fresh cached answer without fetching.
@@ -97,14 +101,41 @@ func (m *metaCache) get(ctx context.Context, key string, immutable bool, fetch f
 	}
 }
 
-func (m *metaCache) Catalog(ctx context.Context) ([]string, error) {
-	v, err := m.get(ctx, "catalog", false, func(ctx context.Context) (any, error) {
-		return m.Client.Catalog(ctx)
-	})
-	if err != nil {
-		return nil, err
+// list is listing key (a catalog or tag list): its fresh cached answer,
+// or its fetch, started now unless one is under way, which a directory
+// listing can follow page by page. The fetch is detached from any caller,
+// as get's are.
+func (m *metaCache) list(key, what string, fetch func(context.Context) ([]string, error)) *liveList {
+	if e, ok := m.peek(key); ok {
+		all, _ := e.val.([]string)
+		return wholeList(what, all, e.err)
 	}
-	return v.([]string), nil
+	m.liveMu.Lock()
+	defer m.liveMu.Unlock()
+	if l := m.live[key]; l != nil {
+		return l
+	}
+	l := newLiveList(what)
+	m.live[key] = l
+	go func() {
+		v, err := m.get(context.Background(), key, false, func(ctx context.Context) (any, error) {
+			return fetch(registry.WithListPages(ctx, l.addPage))
+		})
+		all, _ := v.([]string)
+		m.liveMu.Lock()
+		delete(m.live, key)
+		m.liveMu.Unlock()
+		l.finish(all, err)
+	}()
+	return l
+}
+
+func (m *metaCache) catalogList() *liveList {
+	return m.list("catalog", "catalog", m.Client.Catalog)
+}
+
+func (m *metaCache) Catalog(ctx context.Context) ([]string, error) {
+	return m.catalogList().wait(ctx)
 }
 
 // cachedCatalog is the catalog if it is cached and fresh.
@@ -116,14 +147,14 @@ func (m *metaCache) cachedCatalog() ([]string, bool) {
 	return e.val.([]string), true
 }
 
-func (m *metaCache) Tags(ctx context.Context, repo string) ([]string, error) {
-	v, err := m.get(ctx, "tags\x00"+repo, false, func(ctx context.Context) (any, error) {
+func (m *metaCache) tagList(repo string) *liveList {
+	return m.list("tags\x00"+repo, "tags of "+repo, func(ctx context.Context) ([]string, error) {
 		return m.Client.Tags(ctx, repo)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return v.([]string), nil
+}
+
+func (m *metaCache) Tags(ctx context.Context, repo string) ([]string, error) {
+	return m.tagList(repo).wait(ctx)
 }
 
 // cachedTag reports whether the fresh cached tag list of repo names tag.

@@ -79,7 +79,7 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Repository != "" {
 		for _, c := range strings.Split(o.Repository, "/") {
-			if !componentRE.MatchString(c) {
+			if !isComponent(c) {
 				return o, fmt.Errorf("fs: Options.Repository %q: bad path component %q", o.Repository, c)
 			}
 		}
@@ -88,7 +88,7 @@ func (o Options) withDefaults() (Options, error) {
 		if o.Repository == "" {
 			return o, fmt.Errorf("fs: Options.Reference %q needs Options.Repository", o.Reference)
 		}
-		if !tagRE.MatchString(o.Reference) && !digestRE.MatchString(o.Reference) {
+		if !isTag(o.Reference) && !digestRE.MatchString(o.Reference) {
 			return o, fmt.Errorf("fs: Options.Reference %q: want a tag or a sha256/sha512 digest", o.Reference)
 		}
 	}
@@ -174,7 +174,12 @@ func (r *Root) fuseOptions(mc MountConfig) *gofs.Options {
 			// would only add a pipe round trip, and fails outright for
 			// 1 MiB replies with the default pipe size.
 			DisableSplice: true,
-			Debug:         mc.Debug,
+			// The kernel asks READDIRPLUS (a lookup and attributes per
+			// entry) for a directory's first batch and for later batches
+			// only once the caller stats what it listed (`ls -l`), plain
+			// READDIR otherwise (`ls`, find): see docs/design/wiring.md.
+			ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO,
+			Debug:             mc.Debug,
 		},
 	}
 }

@@ -106,7 +106,7 @@ type pathDir struct {
 var (
 	_ = (node)((*pathDir)(nil))
 	_ = (gofs.NodeLookuper)((*pathDir)(nil))
-	_ = (gofs.NodeReaddirer)((*pathDir)(nil))
+	_ = (gofs.NodeOpendirHandler)((*pathDir)(nil))
 	_ = (gofs.NodeGetattrer)((*pathDir)(nil))
 )
 
@@ -129,17 +129,13 @@ func (n *pathDir) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.Attr
 	return n.t.getattr(ctx, n, out)
 }
 
-// dirEntry is the listing entry of path component component; dirChild
-// adds what a lookup needs.
-func (n *pathDir) dirEntry(component string) child {
-	return child{name: component, mode: fuse.S_IFDIR, ino: inoOf(n.t.host, "dir", joinRepo(n.prefix, component))}
-}
-
+// dirChild is the entry of path component component.
 func (n *pathDir) dirChild(component string) child {
-	t, repo, c := n.t, joinRepo(n.prefix, component), n.dirEntry(component)
-	c.entryTTL = t.tagTTL
-	c.make = func() node { return &pathDir{t: t, prefix: repo} }
-	return c
+	t, repo := n.t, joinRepo(n.prefix, component)
+	return child{
+		name: component, mode: fuse.S_IFDIR, ino: inoOf(t.host, "dir", repo), entryTTL: t.tagTTL,
+		make: func() node { return &pathDir{t: t, prefix: repo} },
+	}
 }
 
 // repoChildren are _tags/ and _digests/ of repository n.prefix.
@@ -164,7 +160,7 @@ func (n *pathDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	// Every name of a listing is looked up next (READDIRPLUS, ls -l): the
 	// cached catalog answers those without I/O, so without a timeout.
-	if catalog, ok := t.meta.cachedCatalog(); ok && catalogHas(catalog, joinRepo(n.prefix, name), true) && componentRE.MatchString(name) {
+	if catalog, ok := t.meta.cachedCatalog(); ok && catalogHas(catalog, joinRepo(n.prefix, name), true) && isComponent(name) {
 		return t.lookupChild(ctx, &n.Inode, n.dirChild(name), out)
 	}
 	ctx, cancel := t.opCtx(ctx)
@@ -189,7 +185,7 @@ func (n *pathDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		}
 		return t.lookupChild(ctx, &n.Inode, c, out)
 	}
-	if !componentRE.MatchString(name) {
+	if !isComponent(name) {
 		return nil, syscall.ENOENT
 	}
 	c := n.dirChild(name)
@@ -259,18 +255,6 @@ func catalogHas(catalog []string, repo string, asPrefix bool) bool {
 	return i < len(catalog) && strings.HasPrefix(catalog[i], repo+"/")
 }
 
-// catalogUnder is the part of the sorted catalog under prefix/ (all of it
-// for the root): names starting "prefix/" sort between "prefix/" and
-// "prefix0" ('0' follows '/').
-func catalogUnder(catalog []string, prefix string) []string {
-	if prefix == "" {
-		return catalog
-	}
-	lo := sort.SearchStrings(catalog, prefix+"/")
-	hi := sort.SearchStrings(catalog, prefix+"0")
-	return catalog[lo:hi]
-}
-
 func (n *pathDir) lookupImage(ctx context.Context, name string, in imageName, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	repo, mpath := joinRepo(n.prefix, in.component), joinRepo(n.prefix, name)
 	if in.byDigest {
@@ -279,58 +263,61 @@ func (n *pathDir) lookupImage(ctx context.Context, name string, in imageName, ou
 	return n.t.lookupTag(ctx, &n.Inode, name, mpath, repo, in.ref, out)
 }
 
-func (n *pathDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+// OpendirHandle lists the catalog's path components under n.prefix as its
+// pages arrive, then, once it is whole, what it says of n.prefix itself.
+func (n *pathDir) OpendirHandle(context.Context, uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	t := n.t
-	ctx, cancel := t.opCtx(ctx)
-	defer cancel()
-	catalog, err := t.meta.Catalog(ctx)
-	if err != nil {
-		return nil, t.errno("readdir", &n.Inode, err)
-	}
-	under := catalogUnder(catalog, n.prefix)
-	cs := make([]child, 0, len(under)+3)
-	seen, bad := make(map[string]bool, len(under)), 0
-	for _, r := range under {
-		rest := r
+	h := t.newListingHandle(&n.Inode, t.meta.catalogList())
+	isRepo := false
+	h.entry = func(repo string) (child, bool, bool) {
+		rest := repo
 		if n.prefix != "" {
-			rest = r[len(n.prefix)+1:]
+			if repo == n.prefix {
+				isRepo = true
+			}
+			if len(repo) <= len(n.prefix) || repo[len(n.prefix)] != '/' || repo[:len(n.prefix)] != n.prefix {
+				return child{}, false, false
+			}
+			rest = repo[len(n.prefix)+1:]
 		}
 		comp, _, _ := strings.Cut(rest, "/")
-		switch {
-		case seen[comp]:
-		case !componentRE.MatchString(comp):
-			bad++ // a lookup would refuse it: do not show it
-		default:
-			seen[comp] = true
-			cs = append(cs, n.dirEntry(comp))
+		if h.met(comp) {
+			return child{name: comp}, false, false
 		}
+		if !isComponent(comp) {
+			return child{}, false, true // a lookup would refuse it: do not show it
+		}
+		return n.dirChild(comp), true, false
 	}
-	if bad > 0 {
+	h.end = func(ctx context.Context, catalog []string) ([]child, error) {
+		var cs []child
+		if len(catalog) == 0 {
+			// No catalog: show what lookups have found so far, and whether
+			// this is a repository its tag list says (one request, for the
+			// repository's own directory only).
+			for name, ch := range n.Children() {
+				if _, ok := ch.Operations().(*pathDir); ok {
+					cs = append(cs, n.dirChild(name))
+				}
+			}
+			if n.prefix != "" {
+				ok, err := t.hasTags(ctx, n.prefix)
+				if err != nil {
+					t.log.WithField("repo", n.prefix).Debugf("no catalog, and no tag list: %v", err)
+				}
+				isRepo = ok
+			}
+		}
+		if isRepo {
+			cs = append(cs, n.repoChildren()...)
+		}
+		if n.prefix == "" && t.status != nil {
+			cs = append(cs, t.statusChild())
+		}
+		return cs, nil
+	}
+	h.logBad = func(bad int) {
 		t.log.WithField("path", "/"+n.Path(nil)).Warnf("catalog lists %d repository names that are not valid; not shown", bad)
 	}
-	isRepo := n.prefix != "" && catalogHas(catalog, n.prefix, false)
-	if len(catalog) == 0 {
-		// No catalog: show what lookups have found so far, and whether
-		// this is a repository its tag list says (one request, for the
-		// repository's own directory only).
-		for name, ch := range n.Children() {
-			if _, ok := ch.Operations().(*pathDir); ok {
-				cs = append(cs, n.dirEntry(name))
-			}
-		}
-		if n.prefix != "" {
-			ok, err := t.hasTags(ctx, n.prefix)
-			if err != nil {
-				t.log.WithField("repo", n.prefix).Debugf("no catalog, and no tag list: %v", err)
-			}
-			isRepo = ok
-		}
-	}
-	if isRepo {
-		cs = append(cs, n.repoChildren()...)
-	}
-	if n.prefix == "" && t.status != nil {
-		cs = append(cs, t.statusChild())
-	}
-	return t.dirStream(&n.Inode, cs), 0
+	return h, 0, 0
 }

@@ -25,7 +25,7 @@ type tagsDir struct {
 var (
 	_ = (node)((*tagsDir)(nil))
 	_ = (gofs.NodeLookuper)((*tagsDir)(nil))
-	_ = (gofs.NodeReaddirer)((*tagsDir)(nil))
+	_ = (gofs.NodeOpendirHandler)((*tagsDir)(nil))
 	_ = (gofs.NodeGetattrer)((*tagsDir)(nil))
 )
 
@@ -56,7 +56,7 @@ func (n *tagsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	// Every name of a listing is looked up next (READDIRPLUS, ls -l): the
 	// cached tag list answers those without I/O, so without a timeout.
-	if !tagRE.MatchString(name) {
+	if !isTag(name) {
 		return nil, syscall.ENOENT
 	}
 	if t.meta.cachedTag(n.repo, name) {
@@ -67,28 +67,28 @@ func (n *tagsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	return t.lookupTag(ctx, &n.Inode, name, n.mpath(name), n.repo, name, out)
 }
 
-func (n *tagsDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+// OpendirHandle lists the repository's tags as the tag list's pages
+// arrive.
+func (n *tagsDir) OpendirHandle(context.Context, uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	t := n.t
-	ctx, cancel := t.opCtx(ctx)
-	defer cancel()
-	tags, err := t.meta.Tags(ctx, n.repo)
-	if err != nil {
-		return nil, t.errno("readdir", &n.Inode, err)
-	}
-	cs := make([]child, 0, len(tags))
-	bad := 0
-	for _, tag := range tags {
-		if !tagRE.MatchString(tag) {
-			bad++ // a lookup would refuse it: do not show it
-			continue
+	h := t.newListingHandle(&n.Inode, t.meta.tagList(n.repo))
+	h.entry = func(tag string) (child, bool, bool) {
+		if h.met(tag) {
+			return child{name: tag}, false, false
 		}
-		cs = append(cs, t.tagChild(tag, n.mpath(tag), n.repo, tag))
+		if !isTag(tag) {
+			return child{}, false, true // a lookup would refuse it: do not show it
+		}
+		return t.tagChild(tag, n.mpath(tag), n.repo, tag), true, false
 	}
-	if bad > 0 {
+	h.end = func(context.Context, []string) ([]child, error) {
+		if n.IsRoot() && t.status != nil {
+			return []child{t.statusChild()}, nil
+		}
+		return nil, nil
+	}
+	h.logBad = func(bad int) {
 		t.log.WithField("repo", n.repo).Warnf("the registry lists %d tags that are not valid tag names; not shown", bad)
 	}
-	if n.IsRoot() && t.status != nil {
-		cs = append(cs, t.statusChild())
-	}
-	return t.dirStream(&n.Inode, cs), 0
+	return h, 0, 0
 }

@@ -139,32 +139,18 @@ func findChild(cs []child, name string) (child, bool) {
 	return child{}, false
 }
 
-// maxNameLen is the longest name a directory entry may have (NAME_MAX):
-// the kernel fails the whole listing over a longer one.
-const maxNameLen = 255
-
-// dirStream lists cs, the entries of directory dir, sorted by name. Names
-// no lookup could reach (longer than NAME_MAX, or holding '/' or NUL, from
-// a tar or a registry) are left out with one log line, so the others list.
+// dirStream lists cs, the entries of directory dir, sorted by name,
+// leaving out the names no lookup could reach (unshownNames).
 func (t *tree) dirStream(dir *gofs.Inode, cs []child) gofs.DirStream {
 	slices.SortFunc(cs, func(a, b child) int { return strings.Compare(a.name, b.name) })
 	es := make([]fuse.DirEntry, 0, len(cs))
-	skipped, example := 0, ""
+	var unshown unshownNames
 	for _, c := range cs {
-		if len(c.name) > maxNameLen || strings.ContainsAny(c.name, "/\x00") || c.name == "" {
-			if skipped++; skipped == 1 {
-				example = c.name
-			}
-			continue
+		if unshown.showable(c.name) {
+			es = append(es, fuse.DirEntry{Name: c.name, Mode: c.mode, Ino: c.ino})
 		}
-		es = append(es, fuse.DirEntry{Name: c.name, Mode: c.mode, Ino: c.ino})
 	}
-	if skipped > 0 {
-		if len(example) > 64 {
-			example = example[:64] + "..."
-		}
-		t.log.WithField("path", "/"+dir.Path(nil)).Warnf("%d names not shown: longer than %d bytes or not a file name (the first: %q)", skipped, maxNameLen, example)
-	}
+	unshown.log(t, dir)
 	return gofs.NewListDirStream(es)
 }
 

@@ -199,6 +199,18 @@ func TestCatalogAndTagsPaging(t *testing.T) {
 		t.Errorf("Tags: got %d page requests, want at least %d", pages, registrytest.PagingTagCount/2)
 	}
 
+	// WithListPages: each page's names as it arrives, all of them.
+	var got [][]string
+	pagesCtx := WithListPages(ctx, func(names []string) { got = append(got, slices.Clone(names)) })
+	if tags, err = c.Tags(pagesCtx, registrytest.RepoPaging); err != nil {
+		t.Fatalf("Tags with pages: %v", err)
+	}
+	all := slices.Concat(got...)
+	slices.Sort(all)
+	if len(got) < registrytest.PagingTagCount/2 || !slices.Equal(all, tags) || slices.ContainsFunc(got, func(p []string) bool { return len(p) > 2 }) {
+		t.Errorf("Tags with pages: got pages %v, want pages of at most 2 names making %v", got, tags)
+	}
+
 	// A page size over the server's maximum: the server's own size.
 	o.PageSize = 1000
 	c = newClient(t, reg.Host, o)

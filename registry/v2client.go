@@ -99,6 +99,7 @@ func (c *v2Client) list(ctx context.Context, what, scope, path string) ([]string
 	next := c.url(path) + "?n=" + strconv.Itoa(c.opts.PageSize)
 	seen := map[string]bool{}
 	out := []string{}
+	pages := listPagesOf(ctx)
 	var budget listBudget
 	for page := 0; next != ""; page++ {
 		if seen[next] {
@@ -134,11 +135,15 @@ func (c *v2Client) list(ctx context.Context, what, scope, path string) ([]string
 		if err != nil {
 			return nil, fmt.Errorf("%s: decode page %d: %w", what, page+1, err)
 		}
+		before := len(out)
 		for _, name := range append(body.Repositories, body.Tags...) {
 			if err := budget.add(len(name)); err != nil {
 				return nil, fmt.Errorf("%s: stopped at page %d: %w", what, page+1, err)
 			}
 			out = append(out, name)
+		}
+		if pages != nil && len(out) > before {
+			pages(out[before:])
 		}
 		next, err = nextLink(base, link, c.api)
 		if err != nil {

@@ -3,11 +3,14 @@ package mounttest
 import (
 	"context"
 	"fmt"
+	"log"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -237,5 +240,130 @@ func TestLsLongAsksNoXattrs(t *testing.T) {
 	}
 	if _, err := unix.Lgetxattr(filepath.Join(mnt, "test/x:latest/rootfs/f"), "security.selinux", buf); err != unix.ENODATA {
 		t.Errorf("getxattr security.selinux of a rootfs file: got %v, want ENODATA", err)
+	}
+}
+
+// fuseOps counts the FUSE requests go-fuse's debug output names, by
+// opcode ("rx 12: READDIRPLUS n1 ...").
+type fuseOps struct {
+	mu  sync.Mutex
+	ops map[string]int
+}
+
+func (c *fuseOps) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, line := range strings.Split(string(p), "\n") {
+		if _, rest, ok := strings.Cut(line, "rx "); ok {
+			if f := strings.Fields(rest); len(f) > 1 {
+				c.ops[f[1]]++
+			}
+		}
+	}
+	return len(p), nil
+}
+
+func (c *fuseOps) take() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ops := c.ops
+	c.ops = map[string]int{}
+	return ops
+}
+
+// TestListingAttributesWhenAsked, with coreutils ls: a listing nobody
+// stats (`ls`, os.ReadDir) gets its attributes with the first batch of
+// entries only (READDIRPLUS makes a lookup and an inode per entry, about
+// 3× a plain READDIR); `ls -l` still gets every entry's attributes with
+// the listing, with no LOOKUP or GETATTR per entry.
+func TestListingAttributesWhenAsked(t *testing.T) {
+	needFUSE(t)
+	ls, err := exec.LookPath("ls")
+	if err != nil {
+		t.Skipf("no ls: %v", err)
+	}
+	r := registrytest.StartRegistry(t, registrytest.WithInMemoryStorage())
+	const repos = 1000
+	if err := registrytest.PushTinyRepos(context.Background(), registrytest.NewPusher(r), numbered("many/r", repos), []string{"latest"}, 8); err != nil {
+		t.Fatal(err)
+	}
+	ops := &fuseOps{ops: map[string]int{}}
+	prev := log.Writer()
+	log.SetOutput(ops) // go-fuse's debug output
+	t.Cleanup(func() { log.SetOutput(prev) })
+	mnt := mount(t, r.Host, mountOpts{debug: true})
+	dir := filepath.Join(mnt, "many")
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatal(err)
+	}
+
+	ops.take()
+	if es, err := os.ReadDir(dir); err != nil || len(es) != repos {
+		t.Fatalf("ls many: %d names, %v; want %d", len(es), err, repos)
+	}
+	got := ops.take()
+	if got["READDIRPLUS"] > 1 || got["READDIR"] == 0 {
+		t.Errorf("ls of %d repositories: %d READDIRPLUS and %d READDIR requests, want at most 1 and some", repos, got["READDIRPLUS"], got["READDIR"])
+	}
+
+	// `ls -l` on a fresh mount: no entry is looked up on its own.
+	mnt = mount(t, r.Host, mountOpts{debug: true})
+	dir = filepath.Join(mnt, "many")
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatal(err)
+	}
+	ops.take()
+	out, err := exec.Command(ls, "-l", dir).Output()
+	if n := strings.Count(string(out), "\n") - 1; err != nil || n != repos {
+		t.Fatalf("ls -l many: %d lines, %v; want %d", n, err, repos)
+	}
+	got = ops.take()
+	if n := got["LOOKUP"] + got["GETATTR"]; n > 10 || got["READDIRPLUS"] == 0 {
+		t.Errorf("ls -l of %d repositories: %d LOOKUP and GETATTR requests and %d READDIRPLUS, want none per entry and some", repos, n, got["READDIRPLUS"])
+	}
+}
+
+// TestListingStreamsPages: a listing hands the kernel each catalog or tag
+// list page as it arrives. Shown here by a registry that fails every
+// page but the first: the names of the first page list, then the listing
+// fails (it failed with nothing listed when it waited for the whole list).
+func TestListingStreamsPages(t *testing.T) {
+	needFUSE(t)
+	r := registrytest.StartRegistry(t, registrytest.WithInMemoryStorage())
+	const repos, tags, page = 250, 250, 100
+	p := registrytest.NewPusher(r)
+	ctx := context.Background()
+	if err := registrytest.PushTinyRepos(ctx, p, numbered("r", repos), []string{"latest"}, 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := registrytest.PushTinyRepos(ctx, p, []string{"tagged/repo"}, numbered("v", tags), 8); err != nil {
+		t.Fatal(err)
+	}
+	proxy := registrytest.StartFaultProxy(t, r.URL)
+	mnt := mount(t, proxy.Host, mountOpts{pageSize: page})
+	laterPages := func(r *http.Request) bool { return strings.Contains(r.URL.RawQuery, "last=") }
+	partial := func(dir, first string) {
+		t.Helper()
+		fail := proxy.FailStatus(http.StatusBadRequest, "", 1000, laterPages)
+		defer fail.Remove()
+		f, err := os.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		es, err := f.ReadDir(-1)
+		if err == nil || len(es) < page || es[0].Name() != first || fail.Hits() == 0 {
+			t.Errorf("ls %s, every page but the first failing: %d names (first %v), %v; want the first page's %d, then an error", dir, len(es), es[:min(1, len(es))], err, page)
+		}
+	}
+
+	partial(mnt, "r00000")
+	dir := filepath.Join(mnt, "tagged/repo/_tags")
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatal(err)
+	}
+	partial(dir, "v00000")
+	if es, err := os.ReadDir(dir); err != nil || len(es) != tags {
+		t.Errorf("ls %s once the pages answer: %d names, %v; want %d", dir, len(es), err, tags)
 	}
 }

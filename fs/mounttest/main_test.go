@@ -100,6 +100,8 @@ type mountOpts struct {
 	api      string
 	platform registry.Platform
 	tagTTL   time.Duration
+	debug    bool // go-fuse logs every request to the standard logger
+	pageSize int  // catalog and tag list page size asked for (default the client's)
 }
 
 // mount mounts host in this process on a fresh directory and unmounts it in
@@ -125,7 +127,7 @@ func mountFor(t testing.TB, host string, o mountOpts) (string, func()) {
 	}
 	log := logrus.New()
 	log.SetLevel(logrus.WarnLevel)
-	client, err := registry.New(ctx, host, registry.Options{API: o.api, PlainHTTP: true, Logger: logrus.NewEntry(log)})
+	client, err := registry.New(ctx, host, registry.Options{API: o.api, PlainHTTP: true, PageSize: o.pageSize, Logger: logrus.NewEntry(log)})
 	if err != nil {
 		t.Fatalf("registry client: %v", err)
 	}
@@ -145,7 +147,7 @@ func mountFor(t testing.TB, host string, o mountOpts) (string, func()) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	server, err := root.Mount(dir, regfs.MountConfig{Debug: os.Getenv("REGFS_FUSE_DEBUG") != ""})
+	server, err := root.Mount(dir, regfs.MountConfig{Debug: o.debug || os.Getenv("REGFS_FUSE_DEBUG") != ""})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}

@@ -57,8 +57,19 @@ func (b *bench) listingRows(ctx context.Context) {
 	mr := &mounter{bin: b.mr.bin, host: reg.Host, work: b.cfg.work, args: b.mr.args, broken: b.mr.broken}
 	defer mr.unmountAll()
 
+	// coreutils `ls -l` of a local directory of as many directories: what
+	// `ls -l` itself costs, which no file system can list under.
+	local := filepath.Join(b.cfg.work, "listings-local")
+	for _, tag := range tagNames {
+		if err := os.MkdirAll(filepath.Join(local, tag), 0o755); err != nil {
+			fail(err)
+			return
+		}
+	}
+	defer os.RemoveAll(local)
+
 	row := func(name, dir string, long bool, want int, pages string) {
-		var regT, baseT []time.Duration
+		var regT, baseT, localT []time.Duration
 		var requests int
 		for rep := 0; rep < b.cfg.reps; rep++ {
 			d, n, err := walkPages(ctx, reg.URL+pages)
@@ -71,6 +82,14 @@ func (b *bench) listingRows(ctx context.Context) {
 				return
 			}
 			baseT = append(baseT, d)
+			if long {
+				d, _, err := timeList(ctx, local, true)
+				if err != nil {
+					b.rows = append(b.rows, naRow(name, "≤ 2×", err))
+					return
+				}
+				localT = append(localT, d)
+			}
 			m, err := mr.mount(ctx, "listings", "")
 			if err != nil {
 				b.rows = append(b.rows, naRow(name, "≤ 2×", err))
@@ -99,10 +118,14 @@ func (b *bench) listingRows(ctx context.Context) {
 			requests += int(after - before)
 		}
 		r, base := median(regT), median(baseT)
+		baseline := "net/http page walk " + fmtDur(base)
+		if long {
+			baseline += fmt.Sprintf(" (`ls -l` of %d local directories: %s)", want, fmtDur(median(localT)))
+		}
 		b.rows = append(b.rows, row{
 			name:     name,
 			regfs:    fmtDur(r),
-			baseline: "net/http page walk " + fmtDur(base),
+			baseline: baseline,
 			ratio:    fmt.Sprintf("**%.2f×** the time", r.Seconds()/base.Seconds()),
 			fetched:  fmt.Sprintf("%d requests per listing", requests/b.cfg.reps),
 			target:   "≤ 2×",
