@@ -28,7 +28,7 @@ import (
 // ignored and rebuilt. Files under Dir are written to a temp file and
 // renamed.
 const (
-	persistVersion = 3 // 3: a hardlink keeps the data of a target replaced after it; 2: checkpoints as klauspost/compress/flate's (byte offset + bit), with a check of the output after them
+	persistVersion = 4 // 4: entries carry their header offset and content sha256; 3: a hardlink keeps the data of a target replaced after it; 2: checkpoints as klauspost/compress/flate's (byte offset + bit), with a check of the output after them
 	idxMagic       = "RGFSIDX\x00"
 	tocMagic       = "RGFSTOC\x00"
 )
@@ -290,4 +290,64 @@ func (idx *layerIndex) check(blobSize int64) error {
 		}
 	}
 	return nil
+}
+
+// MaxPublishedIndexSize bounds a published index (PublishedIndex's bytes,
+// as read back from a registry): a gzip layer of 10 GiB of tar with the
+// default checkpoint spacing needs about 160 MiB of windows.
+const MaxPublishedIndexSize = 256 << 20
+
+// encodePublished is idx as PublishedIndex publishes it: the persisted
+// format, made for the blob digest key (not a cache's store key).
+func encodePublished(key string, idx *layerIndex) ([]byte, error) {
+	p := persistedIndex{Key: key, Format: idx.Format, TarSize: idx.TarSize, Checkpoints: idx.Checkpoints, NotStargz: idx.NotStargz}
+	if idx.Tar == nil {
+		return nil, fmt.Errorf("layer %s: no tar index to publish: %s", key, idx.TarErr)
+	}
+	p.HasTar, p.Root, p.Entries = true, idx.Tar.root, idx.Tar.entries
+	return encodeFile(idxMagic, &p)
+}
+
+// parsePublished reads an index published for the gzip blob key of
+// blobSize bytes. It is untrusted input: besides the persisted file's
+// checks (check), every entry a reader may open must say where its headers
+// start and, for a regular file, its content's sha256, so each open can be
+// checked against the tar itself (publishedFile).
+func parsePublished(data []byte, key string, blobSize int64, maxEntries int) (*layerIndex, error) {
+	if len(data) > MaxPublishedIndexSize {
+		return nil, fmt.Errorf("%w: %d bytes, more than %d", errBadIndexFile, len(data), MaxPublishedIndexSize)
+	}
+	var p persistedIndex
+	if err := decodeFile(data, idxMagic, &p); err != nil {
+		return nil, err
+	}
+	if p.Key != key {
+		return nil, fmt.Errorf("%w: made for %q", errBadIndexFile, p.Key)
+	}
+	if p.Format != FormatGzip || !p.HasTar || len(p.Frames) > 0 {
+		return nil, fmt.Errorf("%w: not a gzip layer's tar index", errBadIndexFile)
+	}
+	if len(p.Entries) > maxEntries {
+		return nil, fmt.Errorf("%w: %d entries, more than %d", errBadIndexFile, len(p.Entries), maxEntries)
+	}
+	idx := &layerIndex{Format: p.Format, TarSize: p.TarSize, Checkpoints: p.Checkpoints, NotStargz: p.NotStargz,
+		Tar: &Index{root: p.Root, entries: p.Entries}}
+	if err := idx.check(blobSize); err != nil {
+		return nil, err
+	}
+	for _, e := range p.Entries {
+		if e.HeaderName != "" && cleanName(e.HeaderName) != e.HeaderName {
+			return nil, fmt.Errorf("%w: entry %q: header name %q", errBadIndexFile, e.Name, e.HeaderName)
+		}
+		if e.Type != tar.TypeReg && e.Type != tar.TypeLink || e.Offset < 0 {
+			continue // never opened: nothing to check it against
+		}
+		if e.HeaderOff < 0 || e.HeaderOff%blockSize != 0 || e.HeaderOff > e.Offset-blockSize {
+			return nil, fmt.Errorf("%w: entry %q: headers at %d, data at %d", errBadIndexFile, e.Name, e.HeaderOff, e.Offset)
+		}
+		if e.Type == tar.TypeReg && e.ContentSHA256 == [32]byte{} {
+			return nil, fmt.Errorf("%w: entry %q: no content digest", errBadIndexFile, e.Name)
+		}
+	}
+	return idx, nil
 }

@@ -1,0 +1,317 @@
+package layerindex
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"sync"
+	"sync/atomic"
+
+	"github.com/regfs/regfs/blobio"
+)
+
+// ErrPublishedMismatch means a published index said something about an
+// entry that the layer's tar does not: the index is dropped for the
+// Manager's life and the layer is indexed by its own pass.
+var ErrPublishedMismatch = errors.New("published index does not match the layer")
+
+// publishedState is a layer's published index: fetched once (a failed
+// fetch is retried only after a cancelled one), dropped for good when an
+// entry does not match the tar.
+type publishedState struct {
+	got     retryOnce[*publishedIndex] // nil value: none published, or refused
+	dropped atomic.Bool
+}
+
+// publishedIndex is an index someone else built and published. It serves
+// the layer's entries and the restart points of its files, each file
+// checked against the tar before its first byte is served.
+type publishedIndex struct {
+	l        *Layer
+	idx      *layerIndex
+	verified sync.Map // *Entry → struct{}: headers (and content) checked
+}
+
+// published returns the layer's published index, nil if it has none, it
+// was dropped, or the layer is not plain gzip (Format read first).
+func (l *Layer) published(ctx context.Context) *publishedIndex {
+	if l.lopts.Published == nil || l.pub.dropped.Load() {
+		return nil
+	}
+	p, err := l.pub.got.get(ctx, l.fetchPublished)
+	if err != nil || l.pub.dropped.Load() {
+		return nil // a cancelled fetch is tried again by the next caller
+	}
+	return p
+}
+
+// fetchPublished fetches and parses the published index. Only a cancelled
+// ctx is an error; anything else (none published, a refused index, a
+// registry error) is logged and means none.
+func (l *Layer) fetchPublished(ctx context.Context) (*publishedIndex, error) {
+	if f, err := l.Format(ctx); err != nil || f != FormatGzip {
+		return nil, err
+	}
+	log := l.m.opts.Logger.WithField("layer", l.key)
+	data, err := l.lopts.Published(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		log.WithError(err).Warn("published index not fetched: indexing the layer itself")
+		return nil, nil
+	}
+	if data == nil {
+		return nil, nil
+	}
+	idx, err := parsePublished(data, l.key, l.blob.Size(), l.m.opts.MaxEntries)
+	if err != nil {
+		log.WithError(err).Warn("published index refused: indexing the layer itself")
+		return nil, nil
+	}
+	// The layer keeps it until dropped: charged, never given back (as an
+	// eStargz TOC).
+	if err := l.m.charge(indexCost(idx), "published index of layer "+l.key); err != nil {
+		l.logBudgetOnce(err)
+		return nil, nil
+	}
+	idx.Tar.finishChildren()
+	log.WithField("bytes", len(data)).Debug("using the published index")
+	return &publishedIndex{l: l, idx: idx}, nil
+}
+
+// current reports whether a published index is in use: fetched, not dropped.
+func (s *publishedState) current() bool {
+	p, ok := s.got.peek()
+	return ok && p != nil && !s.dropped.Load()
+}
+
+// dropPublished stops using the published index after cause (logged once)
+// and starts the layer's own index pass.
+func (l *Layer) dropPublished(ctx context.Context, cause error) {
+	if !l.pub.dropped.CompareAndSwap(false, true) {
+		return
+	}
+	l.m.opts.Logger.WithField("layer", l.key).WithError(cause).Error("published index dropped for this mount: indexing the layer itself")
+	l.startBuild(ctx)
+}
+
+// PublishedDropped reports whether the layer's published index was found
+// wrong and dropped: entries taken from it before are stale.
+func (l *Layer) PublishedDropped() bool { return l.pub.dropped.Load() }
+
+// PublishedIndex returns the layer's index in the published format (the
+// persisted one, made for the blob's key): the local index, loaded or
+// built by a pass, never a published one. Only plain gzip layers have one
+// worth publishing; others get an error.
+func (l *Layer) PublishedIndex(ctx context.Context) ([]byte, error) {
+	if f, err := l.Format(ctx); err != nil {
+		return nil, err
+	} else if f != FormatGzip {
+		return nil, fmt.Errorf("layer %s: %v, not gzip: nothing to publish", l.key, f)
+	}
+	if sg, err := l.stargz(ctx); err != nil {
+		return nil, err
+	} else if sg != nil {
+		return nil, fmt.Errorf("layer %s: eStargz carries its own index", l.key)
+	}
+	idx, err := l.index(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return encodePublished(l.key, idx)
+}
+
+// openFile opens e, an entry of the published index. Nothing is served
+// until the entry (and each hardlink on the way to its data) was checked
+// against the tar: its headers parse to the same entry at the same
+// offsets, and a regular file's content hashes to ContentSHA256.
+func (p *publishedIndex) openFile(e *Entry) (blobio.ReaderAt, error) {
+	chain := []*Entry{e}
+	t, err := p.idx.Tar.Resolve(e)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", p.l.key, err)
+	}
+	for x := e; x.Type == tar.TypeLink && len(chain) <= maxLinkHops; {
+		var ok bool
+		if x, ok = p.idx.Tar.Lookup(x.Linkname); !ok {
+			break
+		}
+		chain = append(chain, x)
+	}
+	if t.Type != tar.TypeReg {
+		return nil, fmt.Errorf("layer %s: open %q: not a regular file (type %q)", p.l.key, e.Name, t.Type)
+	}
+	if t.Offset < 0 {
+		return nil, fmt.Errorf("layer %s: open %q: %w", p.l.key, e.Name, errNotAddressable)
+	}
+	return &publishedFile{p: p, chain: chain, t: t, dec: p.newDecoding(t)}, nil
+}
+
+// decoding reads the tar stream for one entry on a cursor of its own,
+// restarting only at the last checkpoint before the entry's headers: every
+// byte of the entry then comes out of the same decode, the one its check
+// read, whichever cursor the pool hands out.
+type decoding struct {
+	shadow *Layer      // a Layer of its own, so no cursor is shared with another decode
+	owner  *TarReader  // marks the cursors streaming: no decoded span is kept
+	idx    *layerIndex // the published index with its checkpoints cut at the headers
+}
+
+func (p *publishedIndex) newDecoding(e *Entry) *decoding {
+	l := p.l
+	shadow := &Layer{m: l.m, key: l.key + "#published", blob: l.blob, lopts: l.lopts}
+	shadow.format.done, shadow.format.val = true, FormatGzip
+	cps, _ := checkpointsUpTo(p.idx.Checkpoints, e.HeaderOff)
+	idx := &layerIndex{Format: FormatGzip, TarSize: p.idx.TarSize, Checkpoints: cps}
+	return &decoding{shadow: shadow, owner: &TarReader{l: shadow}, idx: idx}
+}
+
+// checkpointsUpTo returns the checkpoints at or before off.
+func checkpointsUpTo(cps []checkpoint, off int64) ([]checkpoint, bool) {
+	n := 0
+	for n < len(cps) && cps[n].UOff <= off {
+		n++
+	}
+	return cps[:n], n > 0
+}
+
+// readAt reads the tar stream at off, with TarReadAt's contract.
+func (d *decoding) readAt(ctx context.Context, p []byte, off int64) (int, error) {
+	pool := d.shadow.m.cursors
+	c, err := pool.take(ctx, d.shadow, off, d.owner)
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	n, err := c.readAt(ctx, p, off, d.idx)
+	c.mu.Unlock()
+	pool.put(c)
+	return n, err
+}
+
+// reader reads the tar stream [from, to) in order.
+func (d *decoding) reader(ctx context.Context, from, to int64) io.Reader {
+	return readerFunc(func(p []byte) (int, error) {
+		if from >= to {
+			return 0, io.EOF
+		}
+		if int64(len(p)) > to-from {
+			p = p[:to-from]
+		}
+		n, err := d.readAt(ctx, p, from)
+		from += int64(n)
+		if errors.Is(err, io.EOF) && n > 0 {
+			err = nil
+		}
+		return n, err
+	})
+}
+
+// publishedFile is a regular file of a published index.
+type publishedFile struct {
+	p     *publishedIndex
+	chain []*Entry // the entry opened, then each hardlink's target
+	t     *Entry   // the entry holding the data
+	dec   *decoding
+}
+
+func (f *publishedFile) Size() int64 { return f.t.Size }
+
+// ReadAt checks the file first (once per entry and mount), then reads it
+// as fileReader does.
+func (f *publishedFile) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	l := f.p.l
+	for _, e := range f.chain {
+		if _, ok := f.p.verified.Load(e); ok {
+			continue
+		}
+		dec := f.dec
+		if e != f.t {
+			dec = f.p.newDecoding(e)
+		}
+		if err := checkEntry(ctx, dec, e); err != nil {
+			if ctx.Err() != nil {
+				return 0, err
+			}
+			err = fmt.Errorf("layer %s: %q: %w: %w", l.key, e.Name, ErrPublishedMismatch, err)
+			l.dropPublished(ctx, err)
+			return 0, err
+		}
+		f.p.verified.Store(e, struct{}{})
+	}
+	if off < 0 {
+		return 0, fmt.Errorf("layer %s: negative offset %d", l.key, off)
+	}
+	if off >= f.t.Size {
+		return 0, io.EOF
+	}
+	want := p[:min(int64(len(p)), f.t.Size-off)]
+	n, err := f.dec.readAt(ctx, want, f.t.Offset+off)
+	if err == nil && n < len(want) || errors.Is(err, io.EOF) && n < len(want) {
+		err = fmt.Errorf("layer %s: tar stream ended inside a file: %w", l.key, io.ErrUnexpectedEOF)
+	} else if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	if err == nil && len(want) < len(p) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// checkEntry reads e's headers and data from the tar stream and compares
+// them with e: what the headers say (name, type, mode, owner, times, size,
+// link, xattrs), where the data starts, and the content's sha256. An error
+// that is not the caller's cancellation means the index lied (or the blob
+// is broken, which the cache's digest check reports on its own).
+func checkEntry(ctx context.Context, d *decoding, e *Entry) error {
+	end := e.Offset
+	if e.Type == tar.TypeReg {
+		end += e.Size
+	}
+	cr := &countingReader{r: d.reader(ctx, e.HeaderOff, end)}
+	tr := tar.NewReader(cr)
+	hdr, err := tr.Next()
+	if err != nil {
+		if cr.err != nil {
+			return cr.err
+		}
+		return fmt.Errorf("no tar header at %d: %w", e.HeaderOff, err)
+	}
+	got := entryOf(hdr, e.HeaderOff+cr.n)
+	if got == nil {
+		return fmt.Errorf("header at %d is no file", e.HeaderOff)
+	}
+	name := e.Name
+	if e.HeaderName != "" {
+		name = e.HeaderName
+	}
+	switch {
+	case got.Name != name:
+		return fmt.Errorf("the header at %d names %q", e.HeaderOff, got.Name)
+	case got.Offset != e.Offset:
+		return fmt.Errorf("data at %d, not %d", got.Offset, e.Offset)
+	case got.Type != e.Type || got.Mode != e.Mode || got.UID != e.UID || got.GID != e.GID || got.Size != e.Size ||
+		!got.ModTime.Equal(e.ModTime) || got.Linkname != e.Linkname || !maps.Equal(got.Xattrs, e.Xattrs):
+		return fmt.Errorf("the header at %d differs from the index's entry", e.HeaderOff)
+	}
+	if e.Type != tar.TypeReg {
+		return nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, tr); err != nil {
+		if cr.err != nil {
+			return cr.err
+		}
+		return fmt.Errorf("content: %w", err)
+	}
+	if sum := h.Sum(nil); !bytes.Equal(sum, e.ContentSHA256[:]) {
+		return fmt.Errorf("content sha256 %x, the index says %x", sum, e.ContentSHA256)
+	}
+	return nil
+}
