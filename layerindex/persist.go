@@ -33,6 +33,9 @@ const (
 	tocMagic       = "RGFSTOC\x00"
 )
 
+// PersistVersion is the persisted (and published) index format's version.
+const PersistVersion = persistVersion
+
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // persistedIndex is layerIndex in a gob-friendly shape.

@@ -105,20 +105,28 @@ func (l *Layer) dropPublished(ctx context.Context, cause error) {
 // wrong and dropped: entries taken from it before are stale.
 func (l *Layer) PublishedDropped() bool { return l.pub.dropped.Load() }
 
+// UsesPublished reports whether a published index serves the layer now.
+func (l *Layer) UsesPublished() bool { return l.pub.current() }
+
+// ErrNothingToPublish is PublishedIndex's answer for a layer that needs no
+// published index: not gzip (uncompressed and zstd:chunked layers restart
+// anywhere or carry their own TOC), or eStargz (its TOC is its index).
+var ErrNothingToPublish = errors.New("no index to publish")
+
 // PublishedIndex returns the layer's index in the published format (the
 // persisted one, made for the blob's key): the local index, loaded or
 // built by a pass, never a published one. Only plain gzip layers have one
-// worth publishing; others get an error.
+// (ErrNothingToPublish).
 func (l *Layer) PublishedIndex(ctx context.Context) ([]byte, error) {
 	if f, err := l.Format(ctx); err != nil {
 		return nil, err
 	} else if f != FormatGzip {
-		return nil, fmt.Errorf("layer %s: %v, not gzip: nothing to publish", l.key, f)
+		return nil, fmt.Errorf("layer %s: %v: %w", l.key, f, ErrNothingToPublish)
 	}
 	if sg, err := l.stargz(ctx); err != nil {
 		return nil, err
 	} else if sg != nil {
-		return nil, fmt.Errorf("layer %s: eStargz carries its own index", l.key)
+		return nil, fmt.Errorf("layer %s: eStargz: %w", l.key, ErrNothingToPublish)
 	}
 	idx, err := l.index(ctx)
 	if err != nil {
