@@ -284,6 +284,12 @@ func (l *Layer) OpenFile(ctx context.Context, e *Entry) (blobio.ReaderAt, error)
 		if !ok {
 			return nil, fmt.Errorf("layer %s: open %q: %w", l.key, e.Name, fs.ErrNotExist)
 		}
+		if cur != e && (cur.Type != e.Type || cur.Size != e.Size || cur.Mode != e.Mode || cur.Linkname != e.Linkname) {
+			// What the caller showed of e (its size above all) came from
+			// the index that lied: serving the real file under it would
+			// cut or pad it.
+			return nil, fmt.Errorf("layer %s: open %q: the entry differs from the dropped published index's: %w", l.key, e.Name, ErrPublishedMismatch)
+		}
 		e = cur
 	}
 	t, err := x.Resolve(e)

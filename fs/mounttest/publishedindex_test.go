@@ -3,21 +3,34 @@ package mounttest
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/gob"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/regfs/regfs/layerindex"
+	"github.com/regfs/regfs/registry"
 	"github.com/regfs/regfs/registry/registrytest"
+	"github.com/regfs/regfs/session"
 )
 
 // publishedImage pushes a one-layer gzip image of about 10 MiB of small
 // files (several checkpoints apart) to r and returns the layer and its
 // entries.
-func publishedImage(t *testing.T, r *registrytest.Registry, repo, tag string) (*registrytest.Layer, []registrytest.Entry) {
+func publishedImage(t *testing.T, r *registrytest.Registry, repo, tag string) (*registrytest.Image, []registrytest.Entry) {
 	t.Helper()
 	entries := []registrytest.Entry{registrytest.Dir("srv")}
 	for i := 0; i < 4000; i++ {
@@ -37,7 +50,7 @@ func publishedImage(t *testing.T, r *registrytest.Registry, repo, tag string) (*
 	if err := registrytest.NewPusher(r).PushImage(context.Background(), repo, img, tag); err != nil {
 		t.Fatal(err)
 	}
-	return layer, entries
+	return img, entries
 }
 
 // indexPush runs `regfs index push` of host/ref with a cache dir of its own.
@@ -78,7 +91,8 @@ func TestPublishedIndexFirstRead(t *testing.T) {
 		{"referrers API", front.Host, "test/pub-api", "referrers API"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			layer, entries := publishedImage(t, r, tc.repo, "v1")
+			img, entries := publishedImage(t, r, tc.repo, "v1")
+			layer := img.Layers[0]
 			if out := indexPush(t, tc.host, tc.repo+":v1"); !strings.Contains(out, tc.how) {
 				t.Fatalf("regfs index push: got %q, want it pushed via the %s", out, tc.how)
 			}
@@ -99,6 +113,164 @@ func TestPublishedIndexFirstRead(t *testing.T) {
 				t.Errorf(".regfs/stats: want the layer's index state \"published\" (%v):\n%s", err, stats)
 			}
 			stopCacheMount(t, p)
+		})
+	}
+}
+
+// The persisted index format as a reader outside layerindex sees it
+// (README, "Published layer indexes"): gob matches fields by name, so these
+// mirror types read and write what layerindex does.
+type (
+	mirrorCheckpoint struct {
+		UOff, COff      int64
+		Bit             uint8
+		Window          []byte
+		Check, CheckLen uint32
+	}
+	mirrorIndex struct {
+		Key         string
+		Format      layerindex.Format
+		TarSize     int64
+		Checkpoints []mirrorCheckpoint
+		HasTar      bool
+		Root        *layerindex.Entry
+		Entries     []*layerindex.Entry
+		NotStargz   bool
+	}
+)
+
+func decodeMirror(t *testing.T, b []byte) *mirrorIndex {
+	t.Helper()
+	if len(b) < 24 || string(b[:8]) != "RGFSIDX\x00" || binary.LittleEndian.Uint32(b[8:]) != layerindex.PersistVersion {
+		t.Fatalf("published index: no magic or another version")
+	}
+	var m mirrorIndex
+	if err := gob.NewDecoder(bytes.NewReader(b[24:])).Decode(&m); err != nil {
+		t.Fatalf("published index: %v", err)
+	}
+	return &m
+}
+
+func encodeMirror(t *testing.T, m *mirrorIndex) []byte {
+	t.Helper()
+	var payload bytes.Buffer
+	if err := gob.NewEncoder(&payload).Encode(m); err != nil {
+		t.Fatal(err)
+	}
+	out := append([]byte("RGFSIDX\x00"), binary.LittleEndian.AppendUint32(nil, layerindex.PersistVersion)...)
+	out = binary.LittleEndian.AppendUint64(out, uint64(payload.Len()))
+	out = binary.LittleEndian.AppendUint32(out, crc32.Checksum(payload.Bytes(), crc32.MakeTable(crc32.Castagnoli)))
+	return append(out, payload.Bytes()...)
+}
+
+// getJSON GETs path of the registry into v.
+func getJSON(t *testing.T, r *registrytest.Registry, path, accept string, v any) []byte {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, r.URL+path, nil)
+	req.Header.Set("Accept", accept)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+	}
+	if v != nil {
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+	}
+	return b
+}
+
+// republishLie replaces the index published for img in repo (through the
+// referrers tag schema) with one changed by lie.
+func republishLie(t *testing.T, r *registrytest.Registry, repo string, img *registrytest.Image, lie func(*mirrorIndex)) {
+	t.Helper()
+	ctx := context.Background()
+	tag := registry.ReferrersTag(img.Digest)
+	var refs ocispec.Index
+	getJSON(t, r, "/v2/"+repo+"/manifests/"+tag, ocispec.MediaTypeImageIndex, &refs)
+	var m ocispec.Manifest
+	getJSON(t, r, "/v2/"+repo+"/manifests/"+refs.Manifests[0].Digest.String(), ocispec.MediaTypeImageManifest, &m)
+	blob := getJSON(t, r, "/v2/"+repo+"/blobs/"+m.Layers[0].Digest.String(), "*/*", nil)
+	idx := decodeMirror(t, blob)
+	lie(idx)
+	p := registrytest.NewPusher(r)
+	lying := encodeMirror(t, idx)
+	d, err := p.PushBytes(ctx, repo, lying)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Layers[0].Digest, m.Layers[0].Size = d, int64(len(lying))
+	raw, _ := json.Marshal(m)
+	if err := p.PushManifest(ctx, repo, digest.FromBytes(raw).String(), ocispec.MediaTypeImageManifest, raw); err != nil {
+		t.Fatal(err)
+	}
+	refs.Manifests = []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageManifest, ArtifactType: session.IndexArtifactType,
+		Digest: digest.FromBytes(raw), Size: int64(len(raw))}}
+	rawRefs, _ := json.Marshal(refs)
+	if err := p.PushManifest(ctx, repo, tag, ocispec.MediaTypeImageIndex, rawRefs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A published index that lies about a file (its content digest, or where
+// its data is) never gets a wrong byte served: the first read of that file
+// is EIO, the index is dropped, and from then on the layer's own pass
+// serves the file, and every other, right.
+func TestPublishedIndexLieIsEIO(t *testing.T) {
+	needFUSE(t)
+	r := registrytest.StartRegistry(t)
+	for _, tc := range []struct {
+		name string
+		lie  func(victim, other *layerindex.Entry)
+	}{
+		{"content digest", func(v, _ *layerindex.Entry) { v.ContentSHA256[3] ^= 0x40 }},
+		{"another files data", func(v, o *layerindex.Entry) {
+			v.HeaderOff, v.Offset, v.Size, v.ContentSHA256 = o.HeaderOff, o.Offset, o.Size, o.ContentSHA256
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			repo := "test/pub-lie-" + strings.ReplaceAll(tc.name, " ", "-")
+			img, entries := publishedImage(t, r, repo, "v1")
+			indexPush(t, r.Host, repo+":v1")
+			victim, other := entries[len(entries)-1], entries[len(entries)-2]
+			republishLie(t, r, repo, img, func(m *mirrorIndex) {
+				var v, o *layerindex.Entry
+				for _, e := range m.Entries {
+					switch e.Name {
+					case victim.Name:
+						v = e
+					case other.Name:
+						o = e
+					}
+				}
+				tc.lie(v, o)
+			})
+			p := startCacheMount(t, r.Host, t.TempDir(), "--block-size", "64K")
+			rootfs := filepath.Join(p.mnt, repo+":v1", "rootfs")
+			got, err := os.ReadFile(filepath.Join(rootfs, victim.Name))
+			if err == nil {
+				t.Fatalf("read %s through the lying index: %d bytes (right: %v), want EIO", victim.Name, len(got), bytes.Equal(got, victim.Data()))
+			}
+			if !errors.Is(err, syscall.EIO) {
+				t.Fatalf("read %s through the lying index: got %v, want EIO", victim.Name, err)
+			}
+			// The kernel may still hold what the lie said of the victim
+			// (its size): then it stays EIO, never cut short.
+			if got, err := os.ReadFile(filepath.Join(rootfs, victim.Name)); err != nil && !errors.Is(err, syscall.EIO) || err == nil && !bytes.Equal(got, victim.Data()) {
+				t.Fatalf("read %s after the drop: got %d bytes, %v; want the file's %d or EIO", victim.Name, len(got), err, victim.Size())
+			}
+			if got := readFile(t, filepath.Join(rootfs, other.Name)); !bytes.Equal(got, other.Data()) {
+				t.Fatalf("read %s after the drop: got %d bytes, want the file's %d", other.Name, len(got), other.Size())
+			}
+			stopCacheMount(t, p)
+			if !strings.Contains(p.stderr.String(), "published index dropped") {
+				t.Errorf("log: want one line saying the published index was dropped; got:\n%s", p.stderr)
+			}
 		})
 	}
 }
