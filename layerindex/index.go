@@ -277,7 +277,7 @@ func (l *Layer) OpenFile(ctx context.Context, e *Entry) (blobio.ReaderAt, error)
 		return nil, err
 	}
 	if p := l.published(ctx); p != nil && x == p.idx.Tar {
-		return p.openFile(e)
+		return p.openFile(ctx, e)
 	}
 	if l.PublishedDropped() {
 		cur, ok := x.Lookup(e.Name)

@@ -32,9 +32,30 @@ type publishedState struct {
 // the layer's entries and the restart points of its files, each file
 // checked against the tar before its first byte is served.
 type publishedIndex struct {
-	l        *Layer
-	idx      *layerIndex
-	verified sync.Map // *Entry → struct{}: headers (and content) checked
+	l          *Layer
+	idx        *layerIndex // its checkpoints without their windows
+	src        blobio.ReaderAt
+	windowOffs []int64  // where each checkpoint's window lies in src
+	windows    sync.Map // checkpoint number → []byte, fetched
+	verified   sync.Map // *Entry → struct{}: headers (and content) checked
+}
+
+// window returns checkpoint i's window, fetched from the published index
+// the first time.
+func (p *publishedIndex) window(ctx context.Context, i int) ([]byte, error) {
+	if w, ok := p.windows.Load(i); ok {
+		return w.([]byte), nil
+	}
+	end := p.src.Size()
+	if i+1 < len(p.windowOffs) {
+		end = p.windowOffs[i+1]
+	}
+	w := make([]byte, end-p.windowOffs[i])
+	if err := readFull(ctx, p.src, w, p.windowOffs[i]); err != nil {
+		return nil, fmt.Errorf("layer %s: checkpoint %d: %w", p.l.key, i, err)
+	}
+	p.windows.Store(i, w)
+	return w, nil
 }
 
 // published returns the layer's published index, nil if it has none, it
@@ -58,31 +79,30 @@ func (l *Layer) fetchPublished(ctx context.Context) (*publishedIndex, error) {
 		return nil, err
 	}
 	log := l.m.opts.Logger.WithField("layer", l.key)
-	data, err := l.lopts.Published(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, err
+	src, err := l.lopts.Published(ctx)
+	if err == nil && src != nil {
+		p := &publishedIndex{l: l, src: src}
+		p.idx, p.windowOffs, err = readPublished(ctx, src, l.key, l.blob.Size(), l.m.opts.MaxEntries)
+		if err == nil {
+			// The layer keeps it until dropped: charged, never given back
+			// (as an eStargz TOC).
+			if err := l.m.charge(indexCost(p.idx), "published index of layer "+l.key); err != nil {
+				l.logBudgetOnce(err)
+				return nil, nil
+			}
+			p.idx.Tar.finishChildren()
+			log.WithField("bytes", src.Size()).Debug("using the published index")
+			return p, nil
 		}
-		log.WithError(err).Warn("published index not fetched: indexing the layer itself")
+	}
+	if err == nil {
 		return nil, nil
 	}
-	if data == nil {
-		return nil, nil
+	if ctx.Err() != nil {
+		return nil, err
 	}
-	idx, err := parsePublished(data, l.key, l.blob.Size(), l.m.opts.MaxEntries)
-	if err != nil {
-		log.WithError(err).Warn("published index refused: indexing the layer itself")
-		return nil, nil
-	}
-	// The layer keeps it until dropped: charged, never given back (as an
-	// eStargz TOC).
-	if err := l.m.charge(indexCost(idx), "published index of layer "+l.key); err != nil {
-		l.logBudgetOnce(err)
-		return nil, nil
-	}
-	idx.Tar.finishChildren()
-	log.WithField("bytes", len(data)).Debug("using the published index")
-	return &publishedIndex{l: l, idx: idx}, nil
+	log.WithError(err).Warn("published index not used: indexing the layer itself")
+	return nil, nil
 }
 
 // current reports whether a published index is in use: fetched, not dropped.
@@ -139,7 +159,7 @@ func (l *Layer) PublishedIndex(ctx context.Context) ([]byte, error) {
 // until the entry (and each hardlink on the way to its data) was checked
 // against the tar: its headers parse to the same entry at the same
 // offsets, and a regular file's content hashes to ContentSHA256.
-func (p *publishedIndex) openFile(e *Entry) (blobio.ReaderAt, error) {
+func (p *publishedIndex) openFile(ctx context.Context, e *Entry) (blobio.ReaderAt, error) {
 	chain := []*Entry{e}
 	t, err := p.idx.Tar.Resolve(e)
 	if err != nil {
@@ -158,7 +178,11 @@ func (p *publishedIndex) openFile(e *Entry) (blobio.ReaderAt, error) {
 	if t.Offset < 0 {
 		return nil, fmt.Errorf("layer %s: open %q: %w", p.l.key, e.Name, errNotAddressable)
 	}
-	return &publishedFile{p: p, chain: chain, t: t, dec: p.newDecoding(t)}, nil
+	dec, err := p.newDecoding(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	return &publishedFile{p: p, chain: chain, t: t, dec: dec}, nil
 }
 
 // decoding reads the tar stream for one entry on a cursor of its own,
@@ -171,22 +195,31 @@ type decoding struct {
 	idx    *layerIndex // the published index with its checkpoints cut at the headers
 }
 
-func (p *publishedIndex) newDecoding(e *Entry) *decoding {
+func (p *publishedIndex) newDecoding(ctx context.Context, e *Entry) (*decoding, error) {
 	l := p.l
 	shadow := &Layer{m: l.m, key: l.key + "#published", blob: l.blob, lopts: l.lopts}
 	shadow.format.done, shadow.format.val = true, FormatGzip
-	cps, _ := checkpointsUpTo(p.idx.Checkpoints, e.HeaderOff)
-	idx := &layerIndex{Format: FormatGzip, TarSize: p.idx.TarSize, Checkpoints: cps}
-	return &decoding{shadow: shadow, owner: &TarReader{l: shadow}, idx: idx}
+	idx := &layerIndex{Format: FormatGzip, TarSize: p.idx.TarSize}
+	if i := lastCheckpointAt(p.idx.Checkpoints, e.HeaderOff); i >= 0 {
+		w, err := p.window(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		cp := p.idx.Checkpoints[i]
+		cp.Window = w
+		idx.Checkpoints = []checkpoint{cp}
+	}
+	return &decoding{shadow: shadow, owner: &TarReader{l: shadow}, idx: idx}, nil
 }
 
-// checkpointsUpTo returns the checkpoints at or before off.
-func checkpointsUpTo(cps []checkpoint, off int64) ([]checkpoint, bool) {
-	n := 0
-	for n < len(cps) && cps[n].UOff <= off {
-		n++
+// lastCheckpointAt returns the number of the last of cps at or before off,
+// -1 if there is none.
+func lastCheckpointAt(cps []checkpoint, off int64) int {
+	i := -1
+	for i+1 < len(cps) && cps[i+1].UOff <= off {
+		i++
 	}
-	return cps[:n], n > 0
+	return i
 }
 
 // readAt reads the tar stream at off, with TarReadAt's contract.
@@ -241,7 +274,10 @@ func (f *publishedFile) ReadAt(ctx context.Context, p []byte, off int64) (int, e
 		}
 		dec := f.dec
 		if e != f.t {
-			dec = f.p.newDecoding(e)
+			var err error
+			if dec, err = f.p.newDecoding(ctx, e); err != nil {
+				return 0, err
+			}
 		}
 		if err := checkEntry(ctx, dec, e); err != nil {
 			if ctx.Err() != nil {

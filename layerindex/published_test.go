@@ -3,12 +3,15 @@ package layerindex
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/sirupsen/logrus"
+
+	"github.com/regfs/regfs/blobio"
 )
 
 // publishedFixture is a gzip layer and the index a first Manager built
@@ -40,8 +43,34 @@ func (f publishedFixture) layerWith(t *testing.T, pub []byte) (*Layer, *memBlob)
 	quiet.SetOutput(io.Discard)
 	blob := newMemBlob(f.blob)
 	m := newTestManager(t, Options{Spacing: 64 << 10, Logger: quiet})
-	l := m.Layer(publishedKey, UncachedBlob(blob), LayerOptions{Published: func(context.Context) ([]byte, error) { return pub, nil }})
+	l := m.Layer(publishedKey, UncachedBlob(blob), LayerOptions{Published: func(context.Context) (blobio.ReaderAt, error) {
+		if pub == nil {
+			return nil, nil
+		}
+		return newMemBlob(pub), nil
+	}})
 	return l, blob
+}
+
+// splitPublished decodes a published index's payload and returns its
+// windows apart.
+func splitPublished(t *testing.T, pub []byte) (*persistedIndex, []byte) {
+	t.Helper()
+	n := publishedHeaderSize + int(binary.LittleEndian.Uint64(pub[12:]))
+	var p persistedIndex
+	if err := decodeFile(pub[:n], idxMagic, &p); err != nil {
+		t.Fatal(err)
+	}
+	return &p, pub[n:]
+}
+
+func joinPublished(t *testing.T, p *persistedIndex, windows []byte) []byte {
+	t.Helper()
+	b, err := encodeFile(idxMagic, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, windows...)
 }
 
 // readNamed opens name in l's index and reads it whole.
@@ -101,30 +130,26 @@ func TestPublishedIndexLies(t *testing.T) {
 	victim, other := f.files[len(f.files)-3], f.files[len(f.files)-9]
 	cases := []struct {
 		name string
-		lie  func(v, o *Entry, p *persistedIndex)
+		lie  func(v, o *Entry, p *persistedIndex, windows []byte)
 		// harmless: a lie the read may not depend on (a window the
 		// decode of the file needs no byte of); it must still be right.
 		harmless bool
 	}{
-		{"data offset one block late", func(v, _ *Entry, _ *persistedIndex) { v.Offset += blockSize }, false},
-		{"headers and data of another file", func(v, o *Entry, _ *persistedIndex) {
+		{"data offset one block late", func(v, _ *Entry, _ *persistedIndex, _ []byte) { v.Offset += blockSize }, false},
+		{"headers and data of another file", func(v, o *Entry, _ *persistedIndex, _ []byte) {
 			v.HeaderOff, v.Offset, v.Size, v.ContentSHA256 = o.HeaderOff, o.Offset, o.Size, o.ContentSHA256
 		}, false},
-		{"wrong content digest", func(v, _ *Entry, _ *persistedIndex) { v.ContentSHA256[0] ^= 1 }, false},
-		{"wrong size", func(v, _ *Entry, _ *persistedIndex) { v.Size-- }, false},
-		{"wrong mode", func(v, _ *Entry, _ *persistedIndex) { v.Mode |= 0o111 }, false},
-		{"checkpoint window", func(_, _ *Entry, p *persistedIndex) {
-			for i := range p.Checkpoints {
-				p.Checkpoints[i].Window = bytes.Repeat([]byte{'x'}, len(p.Checkpoints[i].Window))
-			}
+		{"wrong content digest", func(v, _ *Entry, _ *persistedIndex, _ []byte) { v.ContentSHA256[0] ^= 1 }, false},
+		{"wrong size", func(v, _ *Entry, _ *persistedIndex, _ []byte) { v.Size-- }, false},
+		{"wrong mode", func(v, _ *Entry, _ *persistedIndex, _ []byte) { v.Mode |= 0o111 }, false},
+		{"checkpoint windows", func(_, _ *Entry, _ *persistedIndex, windows []byte) {
+			copy(windows, bytes.Repeat([]byte{'x'}, len(windows)))
 		}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var p persistedIndex
-			if err := decodeFile(f.pub, idxMagic, &p); err != nil {
-				t.Fatal(err)
-			}
+			p, windows := splitPublished(t, f.pub)
+			windows = bytes.Clone(windows)
 			var v, o *Entry
 			for _, e := range p.Entries {
 				switch e.Name {
@@ -134,12 +159,8 @@ func TestPublishedIndexLies(t *testing.T) {
 					o = e
 				}
 			}
-			tc.lie(v, o, &p)
-			lie, err := encodeFile(idxMagic, &p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			l, _ := f.layerWith(t, lie)
+			tc.lie(v, o, p, windows)
+			l, _ := f.layerWith(t, joinPublished(t, p, windows))
 			got, err := readNamed(ctx, l, victim.hdr.Name)
 			if err == nil {
 				if !bytes.Equal(got, victim.body) {
@@ -173,28 +194,27 @@ func TestPublishedIndexRefused(t *testing.T) {
 	ctx := context.Background()
 	f := newPublishedFixture(t)
 	noDigest := func() []byte {
-		var p persistedIndex
-		if err := decodeFile(f.pub, idxMagic, &p); err != nil {
-			t.Fatal(err)
-		}
+		p, windows := splitPublished(t, f.pub)
 		for _, e := range p.Entries {
 			e.ContentSHA256 = [32]byte{}
 		}
-		b, _ := encodeFile(idxMagic, &p)
-		return b
+		return joinPublished(t, p, windows)
 	}
 	otherKey := func() []byte {
-		var p persistedIndex
-		decodeFile(f.pub, idxMagic, &p)
+		p, windows := splitPublished(t, f.pub)
 		p.Key = "sha256:other"
-		b, _ := encodeFile(idxMagic, &p)
-		return b
+		return joinPublished(t, p, windows)
+	}
+	windowsCut := func() []byte {
+		p, windows := splitPublished(t, f.pub)
+		return joinPublished(t, p, windows[:len(windows)-1])
 	}
 	cases := map[string][]byte{
 		"garbage":         []byte("not an index"),
 		"truncated":       f.pub[:len(f.pub)/2],
 		"another blob's":  otherKey(),
 		"without digests": noDigest(),
+		"windows cut":     windowsCut(),
 		"none":            nil,
 	}
 	want := f.files[len(f.files)-1]
@@ -226,9 +246,14 @@ func FuzzPublishedIndex(f *testing.F) {
 	f.Add(pub)
 	f.Add(pub[:len(pub)-7])
 	f.Fuzz(func(t *testing.T, data []byte) {
-		idx, err := parsePublished(data, publishedKey, int64(len(blob)), 1000)
+		idx, offs, err := readPublished(context.Background(), newMemBlob(data), publishedKey, int64(len(blob)), 1000)
 		if err != nil {
 			return
+		}
+		for i, off := range offs {
+			if off < publishedHeaderSize || off > int64(len(data)) || idx.Checkpoints[i].Window != nil {
+				t.Fatalf("window %d at %d, outside the index", i, off)
+			}
 		}
 		idx.Tar.finishChildren()
 		for _, e := range idx.Tar.entries {

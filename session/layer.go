@@ -26,13 +26,13 @@ type Layer struct {
 	mu        sync.Mutex
 	blob      blobio.Source     // nil until opened
 	ix        *layerindex.Layer // nil until Index
-	published func(context.Context) ([]byte, error)
+	published func(context.Context) (blobio.ReaderAt, error)
 }
 
 // offerPublished sets where the layer's published index comes from (the
 // first image it is reached through), unless it has one or its index was
 // made already.
-func (l *Layer) offerPublished(f func(context.Context) ([]byte, error)) {
+func (l *Layer) offerPublished(f func(context.Context) (blobio.ReaderAt, error)) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.published == nil && l.ix == nil {

@@ -13,6 +13,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/regfs/regfs/blobio"
 	"github.com/regfs/regfs/layerindex"
 	"github.com/regfs/regfs/registry"
 )
@@ -45,6 +46,7 @@ const maxReferrersTried = 4
 // not, kept for the TTL; each index blob fetched once, by its layer.
 type publishedLookup struct {
 	client registry.Artifacts
+	blobs  registry.Client // opens the index blobs, read in ranges
 	ttl    time.Duration
 	now    func() time.Time
 
@@ -61,9 +63,10 @@ type publishedImage struct {
 	source digest.Digest // the artifact manifest they came from
 }
 
-// indexOf returns the published index of layer in repo's image subject,
-// nil if there is none.
-func (p *publishedLookup) indexOf(ctx context.Context, repo string, subject, layer digest.Digest) ([]byte, error) {
+// indexOf opens the published index of layer in repo's image subject, nil
+// if there is none. It is read in ranges, straight from the registry (not
+// through the block cache: its reads are few, small and far apart).
+func (p *publishedLookup) indexOf(ctx context.Context, repo string, subject, layer digest.Digest) (blobio.ReaderAt, error) {
 	im, err := p.image(ctx, repo, subject)
 	if err != nil {
 		return nil, err
@@ -72,7 +75,7 @@ func (p *publishedLookup) indexOf(ctx context.Context, repo string, subject, lay
 	if !ok {
 		return nil, nil
 	}
-	b, err := p.client.Blob(ctx, repo, d.Digest, d.Size, layerindex.MaxPublishedIndexSize)
+	b, err := p.blobs.OpenBlob(ctx, repo, registry.Layer{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType})
 	if err != nil {
 		return nil, fmt.Errorf("published index of layer %s (%s): %w", layer, im.source, err)
 	}
@@ -162,12 +165,12 @@ func parseIndexArtifact(raw []byte, subject digest.Digest) (map[digest.Digest]oc
 
 // publishedFor returns the Published hook of layer l of img, nil when
 // published indexes are off or the image has no manifest digest (v1).
-func (s *Session) publishedFor(img *registry.Image, l registry.Layer) func(context.Context) ([]byte, error) {
+func (s *Session) publishedFor(img *registry.Image, l registry.Layer) func(context.Context) (blobio.ReaderAt, error) {
 	if s.published == nil || img.ManifestDigest == "" || l.Digest == "" {
 		return nil
 	}
 	repo, subject, layer := img.Repository, img.ManifestDigest, l.Digest
-	return func(ctx context.Context) ([]byte, error) {
+	return func(ctx context.Context) (blobio.ReaderAt, error) {
 		return s.published.indexOf(ctx, repo, subject, layer)
 	}
 }

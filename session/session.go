@@ -105,7 +105,7 @@ func New(o Options) (*Session, error) {
 		if o.PublishedTTL <= 0 {
 			o.PublishedTTL = 30 * time.Second
 		}
-		published = &publishedLookup{client: a, ttl: o.PublishedTTL, now: time.Now, images: map[string]*publishedImage{}}
+		published = &publishedLookup{client: a, blobs: o.Client, ttl: o.PublishedTTL, now: time.Now, images: map[string]*publishedImage{}}
 	}
 	return &Session{
 		meta:   o.Meta,

@@ -97,9 +97,10 @@ func needFUSE(t *testing.T) {
 }
 
 type mountOpts struct {
-	api      string
-	platform registry.Platform
-	tagTTL   time.Duration
+	api       string
+	platform  registry.Platform
+	tagTTL    time.Duration
+	published bool // look for published layer indexes (--published-indexes auto)
 }
 
 // mount mounts host in this process on a fresh directory and unmounts it in
@@ -133,7 +134,7 @@ func mountFor(t testing.TB, host string, o mountOpts) (string, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess, err := session.New(session.Options{Client: client, Cache: cache, DetachIndexBuilds: true})
+	sess, err := session.New(session.Options{Client: client, Cache: cache, DetachIndexBuilds: true, PublishedIndexes: o.published})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ func publishedImage(t *testing.T, r *registrytest.Registry, repo, tag string) (*
 }
 
 // indexPush runs `regfs index push` of host/ref with a cache dir of its own.
-func indexPush(t *testing.T, host, ref string) string {
+func indexPush(t testing.TB, host, ref string) string {
 	t.Helper()
 	out, err := exec.Command(regfsBin, "index", "push", "--cache-dir", t.TempDir(), host+"/"+ref).CombinedOutput()
 	if err != nil {
@@ -117,9 +117,10 @@ func TestPublishedIndexFirstRead(t *testing.T) {
 	}
 }
 
-// The persisted index format as a reader outside layerindex sees it
-// (README, "Published layer indexes"): gob matches fields by name, so these
-// mirror types read and write what layerindex does.
+// The published index format as a reader outside layerindex sees it
+// (README, "Published layer indexes"): header, gob payload, then the
+// checkpoint windows. gob matches fields by name, so these mirror types
+// read and write what layerindex does.
 type (
 	mirrorCheckpoint struct {
 		UOff, COff      int64
@@ -128,14 +129,16 @@ type (
 		Check, CheckLen uint32
 	}
 	mirrorIndex struct {
-		Key         string
-		Format      layerindex.Format
-		TarSize     int64
-		Checkpoints []mirrorCheckpoint
-		HasTar      bool
-		Root        *layerindex.Entry
-		Entries     []*layerindex.Entry
-		NotStargz   bool
+		Key          string
+		Format       layerindex.Format
+		TarSize      int64
+		Checkpoints  []mirrorCheckpoint
+		HasTar       bool
+		Root         *layerindex.Entry
+		Entries      []*layerindex.Entry
+		NotStargz    bool
+		WindowsAfter []uint32
+		windows      []byte // what follows the payload
 	}
 )
 
@@ -144,10 +147,12 @@ func decodeMirror(t *testing.T, b []byte) *mirrorIndex {
 	if len(b) < 24 || string(b[:8]) != "RGFSIDX\x00" || binary.LittleEndian.Uint32(b[8:]) != layerindex.PersistVersion {
 		t.Fatalf("published index: no magic or another version")
 	}
+	n := 24 + binary.LittleEndian.Uint64(b[12:])
 	var m mirrorIndex
-	if err := gob.NewDecoder(bytes.NewReader(b[24:])).Decode(&m); err != nil {
+	if err := gob.NewDecoder(bytes.NewReader(b[24:n])).Decode(&m); err != nil {
 		t.Fatalf("published index: %v", err)
 	}
+	m.windows = b[n:]
 	return &m
 }
 
@@ -160,11 +165,11 @@ func encodeMirror(t *testing.T, m *mirrorIndex) []byte {
 	out := append([]byte("RGFSIDX\x00"), binary.LittleEndian.AppendUint32(nil, layerindex.PersistVersion)...)
 	out = binary.LittleEndian.AppendUint64(out, uint64(payload.Len()))
 	out = binary.LittleEndian.AppendUint32(out, crc32.Checksum(payload.Bytes(), crc32.MakeTable(crc32.Castagnoli)))
-	return append(out, payload.Bytes()...)
+	return append(append(out, payload.Bytes()...), m.windows...)
 }
 
 // getJSON GETs path of the registry into v.
-func getJSON(t *testing.T, r *registrytest.Registry, path, accept string, v any) []byte {
+func getJSON(t testing.TB, r *registrytest.Registry, path, accept string, v any) []byte {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, r.URL+path, nil)
 	req.Header.Set("Accept", accept)
