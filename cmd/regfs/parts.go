@@ -196,7 +196,7 @@ func newParts(ctx context.Context, f partsFlags, host string, use partsUse) (*pa
 	}
 	use.Client, use.Cache, use.Meta, use.Log = client, cache, meta, log
 	use.Index = layerindex.Options{Store: cache, Spacing: int64(f.Spacing), Logger: log}
-	use.PublishedIndexes = f.Published == publishedAuto
+	use.PublishedIndexes = f.Published != publishedOff
 	sess, err := session.New(use.Options)
 	if err != nil {
 		cache.Close()

@@ -51,7 +51,7 @@ func (f *partsFlags) validate() error {
 		return fmt.Errorf("--checkpoint-spacing %s: want at least %s and at most %s (each checkpoint keeps a 32 KiB window)", &f.Spacing, humanBytes(minSpacing), humanBytes(maxSpacing))
 	}
 	switch f.Published {
-	case publishedAuto, publishedOff:
+	case publishedAuto, publishedOff, "": // "": a partsFlags not made by addPartsFlags, auto
 	default:
 		return fmt.Errorf("--published-indexes %q: want auto or off", f.Published)
 	}

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"slices"
@@ -50,6 +51,8 @@ func BenchmarkPublishedIndexFirstRead(b *testing.B) {
 	var art ocispec.Manifest
 	getJSON(b, reg, "/v2/"+repo+"/manifests/"+refs.Manifests[0].Digest.String(), ocispec.MediaTypeImageManifest, &art)
 	indexSize := art.Layers[0].Size
+	indexBlob := getJSON(b, reg, "/v2/"+repo+"/blobs/"+art.Layers[0].Digest.String(), "*/*", nil)
+	payload := 24 + int64(binary.LittleEndian.Uint64(indexBlob[12:])) // header and entries: what a reader fetches besides one window
 
 	var small registrytest.Entry
 	for _, e := range layer.Entries {
@@ -97,10 +100,20 @@ func BenchmarkPublishedIndexFirstRead(b *testing.B) {
 	}
 	b.ReportMetric(blob/(1<<20), "blob-MiB")
 	b.ReportMetric(float64(indexSize)/(1<<10), "index-KiB")
+	b.ReportMetric(float64(payload)/(1<<10), "index-payload-KiB")
 	b.ReportMetric(100*float64(indexSize)/blob, "index-%-of-blob")
 	b.ReportMetric(100*median(pub, func(s sample) float64 { return float64(s.blobs) })/blob, "published-blob-fetched-%")
 	b.ReportMetric(100*median(pub, func(s sample) float64 { return float64(s.served) })/blob, "published-all-served-%")
 	b.ReportMetric(median(pub, ms), "published-first-read-ms")
 	b.ReportMetric(median(pass, ms), "pass-first-read-ms")
 	b.ReportMetric(median(pass, ms)/median(pub, ms), "speedup-x")
+	spread := func(ss []sample) float64 {
+		v := make([]float64, len(ss))
+		for i, s := range ss {
+			v[i] = ms(s)
+		}
+		return slices.Max(v) - slices.Min(v)
+	}
+	b.ReportMetric(spread(pub), "published-spread-ms")
+	b.ReportMetric(spread(pass), "pass-spread-ms")
 }
