@@ -2,7 +2,6 @@ package layerindex
 
 import (
 	"archive/tar"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -367,15 +366,18 @@ func readTarIndexAt(s *seekBlob, b *indexBuilder) (*Index, error) {
 // position before Next, rounded up to a block, is where the next entry's
 // headers start.
 func walkTar(tr *tar.Reader, pos func() int64, b *indexBuilder, hash bool) (*Index, error) {
-	h := sha256.New()
-	var buf []byte
+	var fh *fileHasher
 	if hash {
-		buf = make([]byte, 64<<10)
+		fh = newFileHasher()
+		defer fh.close()
 	}
 	for {
 		headerOff := (pos() + blockSize - 1) / blockSize * blockSize
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
+			if fh != nil {
+				fh.close() // every ContentSHA256 set before finish copies entries
+			}
 			return b.finish(), nil
 		}
 		if err != nil {
@@ -392,12 +394,11 @@ func walkTar(tr *tar.Reader, pos func() int64, b *indexBuilder, hash bool) (*Ind
 			e.HeaderOff = headerOff
 		}
 		if e != nil && e.Type == tar.TypeReg && e.Offset >= 0 {
-			h.Reset()
-			if _, err := io.CopyBuffer(h, tr, buf); err != nil {
-				return nil, fmt.Errorf("tar entry %q: %w", hdr.Name, err)
-			}
-			h.Sum(e.ContentSHA256[:0])
-		} else if _, err := io.CopyBuffer(io.Discard, tr, buf); err != nil {
+			err = fh.hash(tr, e)
+		} else {
+			_, err = io.Copy(io.Discard, tr)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("tar entry %q: %w", hdr.Name, err)
 		}
 	}

@@ -109,7 +109,7 @@ func TestPublishedIndexServesFirstRead(t *testing.T) {
 	if !bytes.Equal(got, want.body) {
 		t.Fatalf("read %s: got %d bytes, not the file's %d", want.hdr.Name, len(got), len(want.body))
 	}
-	if _, n := blob.counts(); n > int64(len(f.blob))/4 {
+	if _, n := blob.counts(); !raceEnabled && n > int64(len(f.blob))/4 { // -race shrinks the files: then one read spans the layer
 		t.Errorf("blob bytes read for one file: got %d of %d, want a small part", n, len(f.blob))
 	}
 	if st := l.Progress().State; st != IndexPublished {
