@@ -276,7 +276,7 @@ func (l *Layer) OpenFile(ctx context.Context, e *Entry) (blobio.ReaderAt, error)
 	if err != nil {
 		return nil, err
 	}
-	if p := l.published(ctx); p != nil && x == p.idx.Tar {
+	if p := l.pub.inUse(); p != nil && x == p.idx.Tar {
 		return p.openFile(ctx, e)
 	}
 	if l.PublishedDropped() {

@@ -106,9 +106,15 @@ func (l *Layer) fetchPublished(ctx context.Context) (*publishedIndex, error) {
 }
 
 // current reports whether a published index is in use: fetched, not dropped.
-func (s *publishedState) current() bool {
-	p, ok := s.got.peek()
-	return ok && p != nil && !s.dropped.Load()
+func (s *publishedState) current() bool { return s.inUse() != nil }
+
+// inUse returns the published index if one was fetched and not dropped;
+// it never fetches.
+func (s *publishedState) inUse() *publishedIndex {
+	if p, ok := s.got.peek(); ok && p != nil && !s.dropped.Load() {
+		return p
+	}
+	return nil
 }
 
 // dropPublished stops using the published index after cause (logged once)
