@@ -99,3 +99,16 @@ func TestReferrersPushAndList(t *testing.T) {
 		t.Errorf("the front's referrers API was never asked")
 	}
 }
+
+// Pushing through token auth: the push scope's token is asked for, and
+// the bodies reach the registry (the auth transport may send one twice).
+func TestReferrersPushWithTokenAuth(t *testing.T) {
+	reg, fx := smallRegistry(t, registrytest.WithTokenAuth("bob", "pw"))
+	c := newClient(t, reg.Host, withAuth(testOptions(), "bob", "pw"))
+	subject := ocispec.Descriptor{MediaType: fx.Small.MediaType, Digest: fx.Small.Digest, Size: int64(len(fx.Small.Manifest))}
+	d, _ := pushTestReferrer(t, c, registrytest.RepoSmall, subject, "application/vnd.example.ours", []byte("payload"))
+	got, err := c.Referrers(context.Background(), registrytest.RepoSmall, subject.Digest, "application/vnd.example.ours")
+	if err != nil || len(got) != 1 || got[0].Digest != d {
+		t.Fatalf("Referrers after a push with token auth: got %+v, %v; want %s", got, err, d)
+	}
+}
