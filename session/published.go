@@ -174,4 +174,3 @@ func (s *Session) publishedFor(img *registry.Image, l registry.Layer) func(conte
 		return s.published.indexOf(ctx, repo, subject, layer)
 	}
 }
-
