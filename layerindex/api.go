@@ -44,4 +44,14 @@ type Entry struct {
 	Xattrs   map[string]string // from SCHILY.xattr.* PAX records
 	Offset   int64             // offset of the data in the uncompressed tar stream; -1 if none or not contiguous (dirs, eStargz, sparse)
 	Implicit bool              // a parent directory the tar never lists, made up with mode 0755
+	// Set by a streaming index pass (gzip, zstd), so a reader of an index
+	// published by someone else can check an entry against the tar itself:
+	// HeaderOff is where the entry's header blocks (PAX and GNU records
+	// included) start in the tar stream; ContentSHA256 is the sha256 of a
+	// regular file's content (zero: not computed); HeaderName is the name
+	// in the header when Name is not it (a hardlink that took over the data
+	// of a target replaced after it).
+	HeaderOff     int64
+	ContentSHA256 [32]byte
+	HeaderName    string
 }

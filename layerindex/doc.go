@@ -15,7 +15,9 @@
 //
 // Indexes are built once per blob key (single flight), kept in a bounded
 // LRU and persisted (Options.Store or Options.Dir); a damaged or older-format
-// file is ignored and rebuilt. Decoders come from a pool bounded by
+// file is ignored and rebuilt. An index published in the registry
+// (LayerOptions.Published) serves a gzip layer before any pass; each file
+// it opens is checked against the tar before a byte is served. Decoders come from a pool bounded by
 // Options.MaxCursors. docs/design/layerindex.md has the design notes.
 //
 // It must never speak HTTP, cache compressed blocks (layercache does), or

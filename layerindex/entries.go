@@ -128,8 +128,19 @@ func (b *indexBuilder) dataEntry(name string) *Entry {
 
 var errNotAddressable = errors.New("entry data is not stored contiguously (sparse file)")
 
-// add records the entry for hdr, whose data starts at offset in the tar stream.
-func (b *indexBuilder) add(hdr *tar.Header, offset int64) error {
+// add records the entry for hdr, whose data starts at offset in the tar
+// stream; the entry is returned (nil for headers that are no file).
+func (b *indexBuilder) add(hdr *tar.Header, offset int64) (*Entry, error) {
+	e := entryOf(hdr, offset)
+	if e == nil {
+		return nil, nil
+	}
+	return e, b.addEntry(e)
+}
+
+// entryOf converts a tar header whose data starts at offset; nil for
+// headers that are no file.
+func entryOf(hdr *tar.Header, offset int64) *Entry {
 	typ := hdr.Typeflag
 	switch typ {
 	case tar.TypeXGlobalHeader:
@@ -176,7 +187,7 @@ func (b *indexBuilder) add(hdr *tar.Header, offset int64) error {
 			e.Offset = -1
 		}
 	}
-	return b.addEntry(e)
+	return e
 }
 
 // addEntry records e (with a cleaned Name) by the tar's replacement rules;
@@ -289,6 +300,9 @@ func (b *indexBuilder) keepReplacedTargets() {
 		name := e.Name
 		*e = *t
 		e.Name = name
+		if e.HeaderName == "" {
+			e.HeaderName = t.Name
+		}
 		holders[t] = e
 		b.moved = append(b.moved, movedData{from: t, to: e})
 	}
@@ -332,31 +346,63 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// readTarIndex reads tar headers from r, noting where each entry's data
-// starts. It stops at the end-of-archive marker or the first error.
+// readTarIndex reads tar headers from r, noting where each entry's headers
+// and data start and hashing each regular file's content on the way (the
+// stream is read whole anyway). It stops at the end-of-archive marker or
+// the first error.
 func readTarIndex(r *countingReader, b *indexBuilder) (*Index, error) {
-	return walkTar(tar.NewReader(r), func() int64 { return r.n }, b)
+	return walkTar(tar.NewReader(r), func() int64 { return r.n }, b, true)
 }
 
 // readTarIndexAt reads the tar headers of a seekable blob, skipping the
 // data between them.
 func readTarIndexAt(s *seekBlob, b *indexBuilder) (*Index, error) {
-	return walkTar(tar.NewReader(s), func() int64 { return s.pos }, b)
+	return walkTar(tar.NewReader(s), func() int64 { return s.pos }, b, false)
 }
 
 // walkTar indexes the entries of tr; pos tells where the stream is (right
-// after Next: where the entry's data starts).
-func walkTar(tr *tar.Reader, pos func() int64, b *indexBuilder) (*Index, error) {
+// after Next: where the entry's data starts). With hash, every entry's
+// data is read through (a regular file's into its ContentSHA256), so the
+// position before Next, rounded up to a block, is where the next entry's
+// headers start.
+func walkTar(tr *tar.Reader, pos func() int64, b *indexBuilder, hash bool) (*Index, error) {
+	var fh *fileHasher
+	if hash {
+		fh = newFileHasher()
+		defer fh.close()
+	}
 	for {
+		headerOff := (pos() + blockSize - 1) / blockSize * blockSize
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
+			if fh != nil {
+				fh.close() // every ContentSHA256 set before finish copies entries
+			}
 			return b.finish(), nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("tar: %w", err)
 		}
-		if err := b.add(hdr, pos()); err != nil {
+		e, err := b.add(hdr, pos())
+		if err != nil {
+			return nil, fmt.Errorf("tar entry %q: %w", hdr.Name, err)
+		}
+		if !hash {
+			continue
+		}
+		if e != nil {
+			e.HeaderOff = headerOff
+		}
+		if e != nil && e.Type == tar.TypeReg && e.Offset >= 0 {
+			err = fh.hash(tr, e)
+		} else {
+			_, err = io.Copy(io.Discard, tr)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("tar entry %q: %w", hdr.Name, err)
 		}
 	}
 }
+
+// blockSize is the tar block: headers and data start on its multiples.
+const blockSize = 512

@@ -262,7 +262,7 @@ func (sg *stargzLayer) buildIndex(toc *estargz.JTOC, tocHdr *tar.Header, maxEntr
 		}
 	}
 	// The TOC's own tar entry ends the layer's tar: shown like any file.
-	if err := b.add(tocHdr, -1); err != nil {
+	if _, err := b.add(tocHdr, -1); err != nil {
 		return fmt.Errorf("TOC entry %q: %w", tocHdr.Name, err)
 	}
 	sg.tocEntry = b.x.byName[cleanName(tocHdr.Name)]

@@ -2,6 +2,7 @@ package layerindex
 
 import (
 	"hash/crc32"
+	"io/fs"
 
 	"github.com/regfs/regfs/blobio"
 
@@ -248,6 +249,11 @@ func (l *Layer) Index(ctx context.Context) (*Index, error) {
 	} else if zc != nil {
 		return zc.index, nil
 	}
+	if l.loadedIndex(ctx) == nil {
+		if p := l.published(ctx); p != nil {
+			return p.idx.Tar, nil
+		}
+	}
 	idx, err := l.index(ctx)
 	if err != nil {
 		return nil, err
@@ -263,11 +269,28 @@ func (l *Layer) Index(ctx context.Context) (*Index, error) {
 }
 
 // OpenFile returns a reader of a regular file's content (a hardlink is
-// followed to its target). e must come from this Layer's Index.
+// followed to its target). e must come from this Layer's Index (after a
+// published index was dropped, the entry of the same name is read).
 func (l *Layer) OpenFile(ctx context.Context, e *Entry) (blobio.ReaderAt, error) {
 	x, err := l.Index(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if p := l.pub.inUse(); p != nil && x == p.idx.Tar {
+		return p.openFile(ctx, e)
+	}
+	if l.PublishedDropped() {
+		cur, ok := x.Lookup(e.Name)
+		if !ok {
+			return nil, fmt.Errorf("layer %s: open %q: %w", l.key, e.Name, fs.ErrNotExist)
+		}
+		if cur != e && (cur.Type != e.Type || cur.Size != e.Size || cur.Mode != e.Mode || cur.Linkname != e.Linkname) {
+			// What the caller showed of e (its size above all) came from
+			// the index that lied: serving the real file under it would
+			// cut or pad it.
+			return nil, fmt.Errorf("layer %s: open %q: the entry differs from the dropped published index's: %w", l.key, e.Name, ErrPublishedMismatch)
+		}
+		e = cur
 	}
 	t, err := x.Resolve(e)
 	if err != nil {

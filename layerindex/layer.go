@@ -26,6 +26,7 @@ type Layer struct {
 	share        passSharing
 	sgState      stargzState
 	zcState      zstdChunkedState
+	pub          publishedState
 	noDiskIndex  atomic.Bool // no persisted index was found
 	budgetLogged atomic.Bool // logBudgetOnce logged
 }
@@ -90,7 +91,9 @@ func (l *Layer) Prefetch(ctx context.Context) {
 		// and records it as the layer's state, where status files show it.
 		if sg, err := l.stargz(jctx); err != nil || sg == nil {
 			if zc, err := l.zstdChunked(jctx); err != nil || zc == nil {
-				l.startBuild(jctx)
+				if l.loadedIndex(jctx) != nil || l.published(jctx) == nil {
+					l.startBuild(jctx)
+				}
 			}
 		}
 		l.build.endPrefetch()

@@ -2,7 +2,9 @@ package layerindex
 
 import (
 	"context"
+
 	"fmt"
+	"github.com/regfs/regfs/blobio"
 	"maps"
 	"sync"
 	"time"
@@ -153,6 +155,14 @@ type LayerOptions struct {
 	// verified yet a key of their own origin (layercache.KeyOf): an index
 	// derived from them must not be found under the bare digest.
 	StoreKey string
+	// Published opens the index published for this blob in its registry
+	// (PublishedIndex's bytes, read in ranges: the payload, then the
+	// windows of the checkpoints reads start at), nil and no error when
+	// there is none. A plain gzip layer with no local index asks it once,
+	// before its first index pass; what it holds is untrusted: bounded
+	// like a hostile tar, and every file checked against the tar before it
+	// is served. Nil: never asked.
+	Published func(ctx context.Context) (blobio.ReaderAt, error)
 }
 
 // Layer returns the shared Layer for key (the blob digest). The blob and

@@ -4,12 +4,15 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"io"
+
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/gob"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/regfs/regfs/blobio"
 	"hash/crc32"
 	"io/fs"
 	"os"
@@ -28,10 +31,13 @@ import (
 // ignored and rebuilt. Files under Dir are written to a temp file and
 // renamed.
 const (
-	persistVersion = 3 // 3: a hardlink keeps the data of a target replaced after it; 2: checkpoints as klauspost/compress/flate's (byte offset + bit), with a check of the output after them
+	persistVersion = 4 // 4: entries carry their header offset and content sha256; 3: a hardlink keeps the data of a target replaced after it; 2: checkpoints as klauspost/compress/flate's (byte offset + bit), with a check of the output after them
 	idxMagic       = "RGFSIDX\x00"
 	tocMagic       = "RGFSTOC\x00"
 )
+
+// PersistVersion is the persisted (and published) index format's version.
+const PersistVersion = persistVersion
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -47,6 +53,10 @@ type persistedIndex struct {
 	Entries     []*Entry
 	TarErr      string
 	NotStargz   bool
+	// WindowsAfter is set in the published form only: the length of each
+	// checkpoint's window, whose bytes follow the payload in checkpoint
+	// order instead of sitting in Checkpoints (encodePublished).
+	WindowsAfter []uint32
 }
 
 type persistedTail struct {
@@ -290,4 +300,148 @@ func (idx *layerIndex) check(blobSize int64) error {
 		}
 	}
 	return nil
+}
+
+// MaxPublishedIndexSize bounds a published index (PublishedIndex's bytes,
+// as read back from a registry): a gzip layer of 10 GiB of tar with the
+// default checkpoint spacing needs about 160 MiB of windows.
+const MaxPublishedIndexSize = 256 << 20
+
+// encodePublished is idx as PublishedIndex publishes it: the persisted
+// format, made for the blob digest key (not a cache's store key), with the
+// checkpoint windows (most of its bytes) moved after the payload, so that a
+// reader fetches the payload and then only the windows its reads start at.
+func encodePublished(key string, idx *layerIndex) ([]byte, error) {
+	if idx.Tar == nil {
+		return nil, fmt.Errorf("layer %s: no tar index to publish: %s", key, idx.TarErr)
+	}
+	p := persistedIndex{Key: key, Format: idx.Format, TarSize: idx.TarSize, NotStargz: idx.NotStargz,
+		HasTar: true, Root: idx.Tar.root, Entries: idx.Tar.entries,
+		Checkpoints: make([]checkpoint, len(idx.Checkpoints)), WindowsAfter: make([]uint32, len(idx.Checkpoints))}
+	var windows []byte
+	for i, cp := range idx.Checkpoints {
+		p.WindowsAfter[i] = uint32(len(cp.Window))
+		windows = append(windows, cp.Window...)
+		cp.Window = nil
+		p.Checkpoints[i] = cp
+	}
+	out, err := encodeFile(idxMagic, &p)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, windows...), nil
+}
+
+// publishedHeaderSize is what a reader of a published index reads first
+// (or more, publishedFirstRead): magic, version, payload length, checksum.
+const publishedHeaderSize = 24
+
+// publishedFirstRead is the first read of a published index: the header
+// and, for most layers, the whole payload with it.
+const publishedFirstRead = 256 << 10
+
+// readPublished reads the payload of the published index in src (a blob of
+// the registry, read in ranges) and parses it for the gzip blob key of
+// blobSize bytes; the windows stay in src, at the offsets returned.
+func readPublished(ctx context.Context, src blobio.ReaderAt, key string, blobSize int64, maxEntries int) (*layerIndex, []int64, error) {
+	size := src.Size()
+	if size < publishedHeaderSize || size > MaxPublishedIndexSize {
+		return nil, nil, fmt.Errorf("%w: %d bytes", errBadIndexFile, size)
+	}
+	buf := make([]byte, min(size, publishedFirstRead))
+	if err := readFull(ctx, src, buf, 0); err != nil {
+		return nil, nil, err
+	}
+	n := binary.LittleEndian.Uint64(buf[12:])
+	if n > uint64(size-publishedHeaderSize) {
+		return nil, nil, fmt.Errorf("%w: payload of %d bytes in %d", errBadIndexFile, n, size)
+	}
+	end := publishedHeaderSize + int64(n)
+	if end > int64(len(buf)) {
+		more := make([]byte, end)
+		copy(more, buf)
+		if err := readFull(ctx, src, more[len(buf):], int64(len(buf))); err != nil {
+			return nil, nil, err
+		}
+		buf = more
+	}
+	return parsePublished(buf[:end], size, key, blobSize, maxEntries)
+}
+
+// readFull fills p from src at off.
+func readFull(ctx context.Context, src blobio.ReaderAt, p []byte, off int64) error {
+	n, err := src.ReadAt(ctx, p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("read published index at %d: %w", off, err)
+}
+
+// parsePublished parses the header and payload of a published index of
+// size bytes made for the gzip blob key of blobSize bytes, and returns it
+// with the offset of each checkpoint's window in the published index. It
+// is untrusted input: besides the persisted file's checks (check), every
+// entry a reader may open must say where its headers start and, for a
+// regular file, its content's sha256, so each open can be checked against
+// the tar itself (publishedFile).
+func parsePublished(data []byte, size int64, key string, blobSize int64, maxEntries int) (*layerIndex, []int64, error) {
+	if size > MaxPublishedIndexSize {
+		return nil, nil, fmt.Errorf("%w: %d bytes, more than %d", errBadIndexFile, size, MaxPublishedIndexSize)
+	}
+	var p persistedIndex
+	if err := decodeFile(data, idxMagic, &p); err != nil {
+		return nil, nil, err
+	}
+	if p.Key != key {
+		return nil, nil, fmt.Errorf("%w: made for %q", errBadIndexFile, p.Key)
+	}
+	if p.Format != FormatGzip || !p.HasTar || len(p.Frames) > 0 {
+		return nil, nil, fmt.Errorf("%w: not a gzip layer's tar index", errBadIndexFile)
+	}
+	if len(p.Entries) > maxEntries {
+		return nil, nil, fmt.Errorf("%w: %d entries, more than %d", errBadIndexFile, len(p.Entries), maxEntries)
+	}
+	if len(p.WindowsAfter) != len(p.Checkpoints) {
+		return nil, nil, fmt.Errorf("%w: %d windows for %d checkpoints", errBadIndexFile, len(p.WindowsAfter), len(p.Checkpoints))
+	}
+	offs := make([]int64, len(p.Checkpoints))
+	at := int64(len(data))
+	for i, n := range p.WindowsAfter {
+		if n > windowSize || int64(n) > p.Checkpoints[i].UOff || len(p.Checkpoints[i].Window) > 0 {
+			return nil, nil, fmt.Errorf("%w: window %d of %d bytes", errBadIndexFile, i, n)
+		}
+		offs[i] = at
+		at += int64(n)
+	}
+	if at != size {
+		return nil, nil, fmt.Errorf("%w: %d bytes of windows in %d after the payload", errBadIndexFile, at-int64(len(data)), size-int64(len(data)))
+	}
+	idx := &layerIndex{Format: p.Format, TarSize: p.TarSize, Checkpoints: p.Checkpoints, NotStargz: p.NotStargz,
+		Tar: &Index{root: p.Root, entries: p.Entries}}
+	if err := idx.check(blobSize); err != nil {
+		return nil, nil, err
+	}
+	for _, e := range p.Entries {
+		if e.HeaderName != "" && cleanName(e.HeaderName) != e.HeaderName {
+			return nil, nil, fmt.Errorf("%w: entry %q: header name %q", errBadIndexFile, e.Name, e.HeaderName)
+		}
+		if e.Type != tar.TypeReg && e.Type != tar.TypeLink || e.Offset < 0 {
+			continue // never opened: nothing to check it against
+		}
+		if e.HeaderOff < 0 || e.HeaderOff%blockSize != 0 || e.HeaderOff > e.Offset-blockSize {
+			return nil, nil, fmt.Errorf("%w: entry %q: headers at %d, data at %d", errBadIndexFile, e.Name, e.HeaderOff, e.Offset)
+		}
+		if e.Type == tar.TypeReg && e.ContentSHA256 == [32]byte{} {
+			return nil, nil, fmt.Errorf("%w: entry %q: no content digest", errBadIndexFile, e.Name)
+		}
+	}
+	for i := range p.WindowsAfter {
+		// A decode restarts with the window fetched (publishedIndex.window);
+		// until then its length is all there is.
+		p.Checkpoints[i].Window = nil
+	}
+	return idx, offs, nil
 }

@@ -10,10 +10,11 @@ import (
 type IndexState string
 
 const (
-	IndexIdle     IndexState = "idle"     // no index asked for yet
-	IndexBuilding IndexState = "building" // an index pass runs
-	IndexReady    IndexState = "ready"    // built, loaded from disk, or an eStargz TOC read
-	IndexFailed   IndexState = "failed"   // the last pass failed; Progress.Err says why
+	IndexIdle      IndexState = "idle"      // no index asked for yet
+	IndexBuilding  IndexState = "building"  // an index pass runs
+	IndexReady     IndexState = "ready"     // built, loaded from disk, or an eStargz TOC read
+	IndexFailed    IndexState = "failed"    // the last pass failed; Progress.Err says why
+	IndexPublished IndexState = "published" // a published index serves the layer, no pass run
 )
 
 // Progress is the state of a layer's index, for status files.
@@ -62,6 +63,9 @@ func (l *Layer) Progress() Progress {
 		if _, ok := l.m.indexes.Peek(l.key); ok || l.sgState.opened.Load() || l.zcState.opened.Load() {
 			p.State = IndexReady
 		}
+	}
+	if p.State == IndexIdle && l.pub.current() {
+		p.State = IndexPublished
 	}
 	p.Total = l.blob.Size()
 	if p.State == IndexReady {

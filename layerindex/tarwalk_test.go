@@ -55,6 +55,10 @@ func TestTarWalkMatchesStream(t *testing.T) {
 	if err != nil {
 		t.Fatalf("gzip Index: %v", err)
 	}
+	// Only a streaming pass records where headers start and hashes content.
+	for _, e := range append(gx.Entries(), gx.Root()) {
+		e.HeaderOff, e.ContentSHA256 = 0, [32]byte{}
+	}
 	if !reflect.DeepEqual(tx.Entries(), gx.Entries()) || !reflect.DeepEqual(tx.Root(), gx.Root()) {
 		for i := range max(len(tx.Entries()), len(gx.Entries())) {
 			var a, b *Entry

@@ -73,7 +73,7 @@ func (s *scopeCache) get(ctx context.Context, scope string) (*http.Client, error
 // go-containerregistry's transport.NewWithContext (ping → Basic, or Bearer
 // with a first token for scope).
 func (c *v2Client) newScopeClient(ctx context.Context, scope string) (*http.Client, error) {
-	rt, err := transport.NewWithContext(ctx, c.reg, c.auth, c.authBase, []string{scope})
+	rt, err := transport.NewWithContext(ctx, c.reg, c.auth, &rewindBody{next: c.authBase}, []string{scope})
 	if err != nil {
 		return nil, fmt.Errorf("auth for %s at %s: %w", scope, c.host, fromTransportError(err))
 	}
@@ -99,4 +99,22 @@ func (c *v2Client) do(ctx context.Context, what, scope, method, url string, hdr 
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return resp, nil
+}
+
+// rewindBody sends each attempt of a request that has a body with a fresh
+// one from GetBody: go-containerregistry's bearer transport sends a request
+// again after refreshing its token, and the first attempt consumed the body.
+type rewindBody struct{ next http.RoundTripper }
+
+func (t *rewindBody) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.GetBody == nil || req.Body == nil || req.Body == http.NoBody {
+		return t.next.RoundTrip(req)
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil, fmt.Errorf("rewind request body: %w", err)
+	}
+	r := req.Clone(req.Context())
+	r.Body = body
+	return t.next.RoundTrip(r)
 }

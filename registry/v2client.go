@@ -37,6 +37,8 @@ type v2Client struct {
 	gates rangeGates
 	// locations remembers where blobs were redirected (locations.go).
 	locations blobLocations
+	// referrers remembers a registry without the referrers API.
+	referrers referrersAPI
 }
 
 var _ Client = (*v2Client)(nil)

@@ -21,6 +21,9 @@ type Image struct {
 
 	mu     sync.Mutex
 	merged *rootfs.Merged // nil until Rootfs succeeds
+	// fromPublished are the merged layers' indexes that were published
+	// ones: when one is dropped (found wrong), the tree is merged again.
+	fromPublished []*layerindex.Layer
 }
 
 // Descriptor is the image as the registry describes it.
@@ -32,10 +35,16 @@ func (im *Image) Layers() []*Layer { return im.layers }
 
 // Rootfs returns the image's merged tree, building every layer's index (in
 // parallel, each once and shared) the first time; a failure is retried by
-// the next call. Index positions in the tree are those of Layers.
+// the next call. Index positions in the tree are those of Layers. A tree
+// merged from a published index that was dropped since is merged again.
 func (im *Image) Rootfs(ctx context.Context) (*rootfs.Merged, error) {
 	im.mu.Lock()
 	m := im.merged
+	for _, ix := range im.fromPublished {
+		if ix.PublishedDropped() {
+			m = nil
+		}
+	}
 	im.mu.Unlock()
 	if m != nil {
 		return m, nil
@@ -66,11 +75,17 @@ func (im *Image) Rootfs(ctx context.Context) (*rootfs.Merged, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	var fromPublished []*layerindex.Layer
+	for _, ix := range ixs {
+		if ix.UsesPublished() {
+			fromPublished = append(fromPublished, ix)
+		}
+	}
 	m = rootfs.Merge(xs)
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	if im.merged == nil {
-		im.merged = m
+	if im.merged == nil || len(im.fromPublished) > 0 {
+		im.merged, im.fromPublished = m, fromPublished
 	}
 	return im.merged, nil
 }

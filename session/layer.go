@@ -23,9 +23,21 @@ type Layer struct {
 	repo string
 	desc registry.Layer
 
-	mu   sync.Mutex
-	blob blobio.Source     // nil until opened
-	ix   *layerindex.Layer // nil until Index
+	mu        sync.Mutex
+	blob      blobio.Source     // nil until opened
+	ix        *layerindex.Layer // nil until Index
+	published func(context.Context) (blobio.ReaderAt, error)
+}
+
+// offerPublished sets where the layer's published index comes from (the
+// first image it is reached through), unless it has one or its index was
+// made already.
+func (l *Layer) offerPublished(f func(context.Context) (blobio.ReaderAt, error)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.published == nil && l.ix == nil {
+		l.published = f
+	}
 }
 
 // Repository is the repository the layer was reached through.
@@ -91,6 +103,7 @@ func (l *Layer) Index(ctx context.Context) (*layerindex.Layer, error) {
 			TOCDigest:           l.desc.Annotations[layerindex.EStargzTOCAnnotation],
 			ZstdChunkedChecksum: l.desc.Annotations[layerindex.ZstdChunkedChecksumAnnotation],
 			ZstdChunkedPosition: l.desc.Annotations[layerindex.ZstdChunkedPositionAnnotation],
+			Published:           l.published,
 		})
 	}
 	return l.ix, nil

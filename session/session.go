@@ -45,6 +45,14 @@ type Options struct {
 	// digests resolve from it without asking the registry. Default nil:
 	// Client is Options.Client itself.
 	Meta *metastore.Store
+	// PublishedIndexes makes a gzip layer look for an index published for
+	// it in the image's own repository (an OCI referrer of the image
+	// manifest, PublishIndexes) before its first index pass, so its first
+	// reads need no pass. Default false.
+	PublishedIndexes bool
+	// PublishedTTL is how long one image's referrers answer (found or
+	// not, or failed) is kept; the mount's tag TTL. Default 30s.
+	PublishedTTL time.Duration
 	// Log receives the offline notes (the first stale answer of an outage
 	// at warn). Default: logrus's standard logger.
 	Log logrus.FieldLogger
@@ -55,6 +63,8 @@ type Options struct {
 type Session struct {
 	meta       *metastore.Store
 	client     registry.Client
+	raw        registry.Client  // Options.Client: the registry itself, for artifacts
+	published  *publishedLookup // nil: published indexes off
 	cache      *layercache.Cache
 	index      *layerindex.Manager
 	indexReads layercache.OpenOptions
@@ -90,9 +100,16 @@ func New(o Options) (*Session, error) {
 		}
 		client = &offlineClient{Client: o.Client, meta: o.Meta, log: o.Log, now: time.Now}
 	}
+	var published *publishedLookup
+	if a, ok := registry.AsArtifacts(o.Client); ok && o.PublishedIndexes {
+		if o.PublishedTTL <= 0 {
+			o.PublishedTTL = 30 * time.Second
+		}
+		published = &publishedLookup{client: a, blobs: o.Client, ttl: o.PublishedTTL, now: time.Now, images: map[string]*publishedImage{}}
+	}
 	return &Session{
 		meta:   o.Meta,
-		client: client, cache: o.Cache, index: index, indexReads: o.IndexReads, detach: o.DetachIndexBuilds,
+		client: client, raw: o.Client, published: published, cache: o.Cache, index: index, indexReads: o.IndexReads, detach: o.DetachIndexBuilds,
 		layers: map[layerKey]*Layer{}, images: map[string]*Image{}, indexes: map[string]*layerindex.Layer{},
 	}, nil
 }
@@ -155,6 +172,7 @@ func (s *Session) Image(key string, img *registry.Image) *Image {
 	layers := make([]*Layer, len(img.Layers))
 	for i, l := range img.Layers {
 		layers[i] = s.Layer(img.Repository, l) // takes s.mu itself
+		layers[i].offerPublished(s.publishedFor(img, l))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

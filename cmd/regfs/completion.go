@@ -13,10 +13,11 @@ import (
 // names (every flag with underscores) after the last comma typed.
 func registerFlagCompletions(cmd *cobra.Command) {
 	fixed := map[string][]string{
-		"api":        {"auto", "v2", "v1"},
-		"verify":     {"lazy", "strict"},
-		"log-level":  {"debug", "info", "warn", "error"},
-		"log-format": {"text", "json"},
+		"api":               {"auto", "v2", "v1"},
+		"verify":            {"lazy", "strict"},
+		"published-indexes": {publishedAuto, publishedOff},
+		"log-level":         {"debug", "info", "warn", "error"},
+		"log-format":        {"text", "json"},
 	}
 	for name, values := range fixed {
 		if cmd.Flags().Lookup(name) != nil {

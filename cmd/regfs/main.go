@@ -53,7 +53,7 @@ is downloaded until it is read, and then only the byte ranges read.`,
 	}
 	// --version prints what `regfs version` prints.
 	root.SetVersionTemplate(versionText())
-	root.AddCommand(newMountCommand(), newPrefetchCommand(), newCacheCommand(), newVersionCommand(), newManCommand())
+	root.AddCommand(newMountCommand(), newPrefetchCommand(), newIndexCommand(), newCacheCommand(), newVersionCommand(), newManCommand())
 	// A wrong flag or flag value is a usage error (exit status 2).
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root

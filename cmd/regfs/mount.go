@@ -163,7 +163,7 @@ func runMount(ctx context.Context, f mountFlags, src registry.Reference, mountpo
 	// Index builds detached: a timed-out FUSE operation must not stop a
 	// pass the next one waits for.
 	host := src.Registry
-	p, err := newParts(setupCtx, f.partsFlags, host, partsUse{Options: session.Options{DetachIndexBuilds: true}, offline: true})
+	p, err := newParts(setupCtx, f.partsFlags, host, partsUse{Options: session.Options{DetachIndexBuilds: true, PublishedTTL: time.Duration(f.TagTTL)}, offline: true})
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,7 @@ type partsFlags struct {
 	Spacing       byteSize `json:"checkpoint_spacing"`
 	Parallel      int      `json:"parallel_fetches"`
 	Verify        string   `json:"verify"`
+	Published     string   `json:"published_indexes"`
 	LogLevel      string   `json:"log_level"`
 	LogFormat     string   `json:"log_format"`
 	LogFile       string   `json:"log_file,omitempty"`
@@ -39,6 +40,8 @@ type partsFlags struct {
 
 // Flag defaults shared by mount and prefetch.
 const (
+	publishedAuto        = "auto"
+	publishedOff         = "off"
 	defaultCacheSize     = 512 << 20
 	defaultBlockSize     = 1 << 20
 	defaultDiskCacheSize = 10 << 30
@@ -74,6 +77,7 @@ func addPartsFlags(cmd *cobra.Command, f *partsFlags) {
 	fl.Var(&f.DiskCacheSize, "disk-cache-size", "disk cache bound (at least 4 blocks)")
 	fl.IntVar(&f.Parallel, "parallel-fetches", f.Parallel, "ranged requests one open file keeps in flight for its misses and readahead, 1 to 64 (a sequential read of a registry blob streams with one request instead)")
 	fl.StringVar(&f.Verify, "verify", "lazy", "when layer bytes are served: lazy (as they arrive; a whole in-order read checks the digest) or strict (a blob is read whole and checked before its first byte is served)")
+	fl.StringVar(&f.Published, "published-indexes", publishedAuto, "auto: a gzip layer uses the layer index published in the image's own repository (regfs index push), if any, before indexing the layer itself; off: never looks")
 	fl.Var(&f.Spacing, "checkpoint-spacing", "uncompressed distance between gzip checkpoints of a new layer index: smaller fetches and inflates less per random read, for a larger index (128K to 1G)")
 }
 
@@ -192,6 +196,7 @@ func newParts(ctx context.Context, f partsFlags, host string, use partsUse) (*pa
 	}
 	use.Client, use.Cache, use.Meta, use.Log = client, cache, meta, log
 	use.Index = layerindex.Options{Store: cache, Spacing: int64(f.Spacing), Logger: log}
+	use.PublishedIndexes = f.Published != publishedOff
 	sess, err := session.New(use.Options)
 	if err != nil {
 		cache.Close()

@@ -121,6 +121,11 @@ func runPrefetch(ctx context.Context, f prefetchFlags, refArg string, paths []st
 	// runs ahead of what is read) and whole blocks (what is fetched must be
 	// found in the cache later). docs/design/wiring.md says why.
 	use := session.Options{IndexReads: layercache.OpenOptions{Sequential: true, SkipMemory: true}}
+	if len(paths) == 0 {
+		// Every blob is pulled whole: a pass over each costs no more
+		// fetching and leaves an index that needs no checking.
+		f.Published = publishedOff
+	}
 	if len(paths) > 0 {
 		use.IndexReads = layercache.OpenOptions{WholeBlocks: true, Ranged: true}
 	}

@@ -50,6 +50,11 @@ func (f *partsFlags) validate() error {
 	if f.Spacing < minSpacing || f.Spacing > maxSpacing {
 		return fmt.Errorf("--checkpoint-spacing %s: want at least %s and at most %s (each checkpoint keeps a 32 KiB window)", &f.Spacing, humanBytes(minSpacing), humanBytes(maxSpacing))
 	}
+	switch f.Published {
+	case publishedAuto, publishedOff, "": // "": a partsFlags not made by addPartsFlags, auto
+	default:
+		return fmt.Errorf("--published-indexes %q: want auto or off", f.Published)
+	}
 	switch f.LogFormat {
 	case "text", "json":
 	default:

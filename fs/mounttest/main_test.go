@@ -97,11 +97,12 @@ func needFUSE(t *testing.T) {
 }
 
 type mountOpts struct {
-	api      string
-	platform registry.Platform
-	tagTTL   time.Duration
-	debug    bool // go-fuse logs every request to the standard logger
-	pageSize int  // catalog and tag list page size asked for (default the client's)
+	api       string
+	platform  registry.Platform
+	tagTTL    time.Duration
+	debug     bool // go-fuse logs every request to the standard logger
+	pageSize  int  // catalog and tag list page size asked for (default the client's)
+	published bool // look for published layer indexes (--published-indexes auto)
 }
 
 // mount mounts host in this process on a fresh directory and unmounts it in
@@ -135,7 +136,7 @@ func mountFor(t testing.TB, host string, o mountOpts) (string, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess, err := session.New(session.Options{Client: client, Cache: cache, DetachIndexBuilds: true})
+	sess, err := session.New(session.Options{Client: client, Cache: cache, DetachIndexBuilds: true, PublishedIndexes: o.published})
 	if err != nil {
 		t.Fatal(err)
 	}
